@@ -1,0 +1,150 @@
+"""Streaming, crash-safe Parquet writers for the corpus layout.
+
+Rows are buffered only until a row group is full (``row_group_bytes`` of audio), so memory stays bounded
+however large the corpus. A part is written under a hidden temp name and renamed when complete: readers
+(and :func:`scan_corpus`) never see a half-written file, and a crash leaves at most a hidden temp file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from unispeech_core.tokenizer import PhoneTokenizer
+
+from .schema import SCHEMA, VOCAB_FILE, partition_dir
+from .summary import CorpusStats
+
+DEFAULT_ROW_GROUP_BYTES = 64 << 20
+DEFAULT_PART_BYTES = 512 << 20
+
+
+class PartWriter:
+    """Writes one ``lang=/split=`` directory as ``part-00000.parquet``, ``part-00001.parquet``, ..."""
+
+    def __init__(self, directory: Path, *, row_group_bytes: int, part_bytes: int):
+        self.directory = directory
+        self.row_group_bytes = row_group_bytes
+        self.part_bytes = part_bytes
+        self._rows: list[dict[str, Any]] = []
+        self._buffered = 0
+        self._index = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp: Path | None = None
+        self._part_written = 0
+        self.parts: list[Path] = []
+
+    def _final(self) -> Path:
+        return self.directory / f"part-{self._index:05d}.parquet"
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
+        self._buffered += len(row.get("audio") or b"")
+        if self._buffered >= self.row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        if self._writer is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.directory / f".{self._final().name}.tmp"
+            self._writer = pq.ParquetWriter(self._tmp, SCHEMA, compression="zstd")
+        table = pa.Table.from_pylist(self._rows, schema=SCHEMA)
+        self._writer.write_table(table, row_group_size=len(self._rows))
+        self._part_written += self._buffered
+        self._rows, self._buffered = [], 0
+        if self._part_written >= self.part_bytes:
+            self._finish_part()
+
+    def _finish_part(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        os.replace(self._tmp, self._final())  # atomic on POSIX: the part appears complete or not at all
+        self.parts.append(self._final())
+        self._writer, self._tmp, self._part_written = None, None, 0
+        self._index += 1
+
+    def close(self) -> None:
+        self._flush()
+        self._finish_part()
+
+    def abort(self) -> None:
+        """Drop buffered rows and the unfinished temp part (finished parts stay)."""
+        self._rows, self._buffered = [], 0
+        if self._writer is not None:
+            self._writer.close()
+            self._tmp.unlink(missing_ok=True)
+            self._writer, self._tmp = None, None
+
+
+class CorpusWriter:
+    """Routes rows to per-partition writers, tracks statistics, and writes vocab.json at the end.
+
+    Use as a context manager: leaving it with an exception aborts (no temp files, no vocab.json).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
+        part_bytes: int = DEFAULT_PART_BYTES,
+    ):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.row_group_bytes = row_group_bytes
+        self.part_bytes = part_bytes
+        self.stats = CorpusStats()
+        self._writers: dict[tuple[str, str], PartWriter] = {}
+
+    def write(self, lang: str, split: str, row: dict[str, Any]) -> None:
+        """Append one row (keys = the schema's columns) to ``lang=<lang>/split=<split>``."""
+        key = (lang, split)
+        if key not in self._writers:
+            self._writers[key] = PartWriter(
+                partition_dir(self.root, lang, split),
+                row_group_bytes=self.row_group_bytes,
+                part_bytes=self.part_bytes,
+            )
+        self._writers[key].write(row)
+        self.stats.add(lang, split, row)
+
+    def write_many(self, lang: str, split: str, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            self.write(lang, split, row)
+
+    def close(self) -> PhoneTokenizer:
+        """Finish every part, then write vocab.json built from all phones seen (all splits)."""
+        for w in self._writers.values():
+            w.close()
+        tokenizer = PhoneTokenizer.from_phones(self.stats.phone_inventory())
+        write_vocab(tokenizer, self.root)
+        return tokenizer
+
+    def abort(self) -> None:
+        for w in self._writers.values():
+            w.abort()
+
+    def __enter__(self) -> CorpusWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_vocab(tokenizer: PhoneTokenizer, root: Path) -> Path:
+    tmp = root / f".{VOCAB_FILE}.tmp"
+    tokenizer.save(tmp)
+    final = root / VOCAB_FILE
+    os.replace(tmp, final)
+    return final
