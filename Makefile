@@ -1,0 +1,36 @@
+# The two commands a user needs: `make demo` and `make test`. Both call `make setup`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: setup test lint demo bench clean
+
+setup: $(STAMP)
+
+# Re-run the install when the dependency list changes.
+$(STAMP): pyproject.toml requirements-dev.txt
+	@command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng) \
+		|| echo "WARNING: espeak-ng missing and could not be installed; corpus synthesis will fail"
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps torchaudio==2.11.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/python -m jobs.quickstart
+
+bench: setup
+	$(BIN)/python bench/model_step.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

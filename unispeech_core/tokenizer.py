@@ -1,0 +1,104 @@
+"""Phone vocabulary with the ids and vocab.json format of transformers' Wav2Vec2 CTC tokenizers.
+
+Phones are whole tokens (``"t͡ʃ a"`` is two tokens), so encoding splits on whitespace, as
+``Wav2Vec2PhonemeCTCTokenizer(do_phonemize=False)`` does. Id 0 is ``<pad>``, which is also the CTC blank
+(transformers' convention, unlike fairseq's ``<s>``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+
+
+class PhoneTokenizer:
+    """Maps space-separated phone strings to ids and back."""
+
+    def __init__(self, vocab: dict[str, int]):
+        for tok in SPECIAL_TOKENS:
+            if tok not in vocab:
+                raise ValueError(f"vocabulary lacks the special token {tok!r}")
+        ids = sorted(vocab.values())
+        if ids != list(range(len(ids))):
+            raise ValueError("vocabulary ids must be 0..N-1 without gaps or repeats")
+        self.vocab = dict(vocab)
+        self.id_to_token = {i: t for t, i in vocab.items()}
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_phones(cls, phones: Iterable[str]) -> PhoneTokenizer:
+        """Build a vocabulary from phone tokens (or phone strings); specials first, then phones sorted."""
+        inventory: set[str] = set()
+        for item in phones:
+            inventory.update(item.split())
+        inventory.difference_update(SPECIAL_TOKENS)
+        tokens = list(SPECIAL_TOKENS) + sorted(inventory)
+        return cls({t: i for i, t in enumerate(tokens)})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PhoneTokenizer:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "vocab.json"
+        try:
+            vocab = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"vocabulary file not found: {path}") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
+            raise ValueError(f"{path}: expected a JSON object mapping phone -> integer id")
+        return cls(vocab)
+
+    def save(self, path: str | Path) -> Path:
+        """Write vocab.json (a file path or a directory); loadable by Wav2Vec2CTCTokenizer."""
+        path = Path(path)
+        if path.is_dir() or not path.suffix:
+            path.mkdir(parents=True, exist_ok=True)
+            path = path / "vocab.json"
+        path.write_text(json.dumps(self.vocab, ensure_ascii=False, indent=1), encoding="utf-8")
+        return path
+
+    # -- properties ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.vocab[PAD]
+
+    @property
+    def unk_token_id(self) -> int:
+        return self.vocab[UNK]
+
+    @property
+    def phones(self) -> list[str]:
+        """The phone inventory (no special tokens), in id order."""
+        return [self.id_to_token[i] for i in range(len(self)) if self.id_to_token[i] not in SPECIAL_TOKENS]
+
+    def unknown_phones(self, phones: str) -> list[str]:
+        return [p for p in phones.split() if p not in self.vocab]
+
+    # -- encode / decode ----------------------------------------------------------------------------
+    def encode(self, phones: str, *, strict: bool = False) -> list[int]:
+        """Ids of a space-separated phone string. Unknown phones map to <unk>, or raise when ``strict``."""
+        out = []
+        for p in phones.split():
+            i = self.vocab.get(p)
+            if i is None:
+                if strict:
+                    raise KeyError(f"phone {p!r} is not in the vocabulary")
+                i = self.unk_token_id
+            out.append(i)
+        return out
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        """Phone string of ids (no CTC collapsing here: see decoding.ctc_greedy_decode)."""
+        toks = [self.id_to_token[int(i)] for i in ids if int(i) >= 0]
+        if skip_special_tokens:
+            toks = [t for t in toks if t not in SPECIAL_TOKENS]
+        return " ".join(toks)
