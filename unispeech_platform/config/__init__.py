@@ -1,0 +1,27 @@
+"""Typed job configs loaded from YAML and validated before Ray starts."""
+
+from unispeech_platform.config.base import ConfigError, flatten, load_config, to_yaml
+from unispeech_platform.config.jobs import FinetuneJobConfig, PretrainJobConfig
+from unispeech_platform.config.sections import (
+    CheckpointSection,
+    FinetuneSection,
+    OptimSection,
+    RaySection,
+    TrackingSection,
+    TrainSection,
+)
+
+__all__ = [
+    "CheckpointSection",
+    "ConfigError",
+    "FinetuneJobConfig",
+    "FinetuneSection",
+    "OptimSection",
+    "PretrainJobConfig",
+    "RaySection",
+    "TrackingSection",
+    "TrainSection",
+    "flatten",
+    "load_config",
+    "to_yaml",
+]

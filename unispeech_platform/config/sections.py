@@ -1,0 +1,164 @@
+"""Config sections owned by the training platform. Each component is built from its own section only."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from unispeech_platform.config.base import Section
+
+
+class TrainSection(Section):
+    """How the job is distributed and stepped (consumed by the driver and the train loop)."""
+
+    num_workers: int = Field(2, ge=1)
+    """Ray Train workers (one process per GPU, or per CPU slot on CPU)."""
+    use_gpu: bool = False
+    """Give each worker one GPU (NCCL, bf16) instead of CPU (gloo, fp32)."""
+    cpus_per_worker: float = Field(1.0, gt=0)
+    """Logical CPUs reserved per worker; fractional values let more workers share a small machine."""
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    """DeepSpeed ZeRO stage: 0 = plain data parallel, 1 = optimizer, 2 = +gradients, 3 = +parameters sharded."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Compute dtype: auto = bf16 on GPU, fp32 on CPU. fp16 is deliberately not offered (loss scaling hazards)."""
+    max_steps: int = Field(100, ge=1)
+    """Optimizer updates to run in total (across restarts)."""
+    grad_accum_steps: int = Field(1, ge=1)
+    """Micro-batches accumulated per optimizer update."""
+    grad_clip: float = Field(5.0, ge=0)
+    """Global gradient-norm clipping threshold (0 disables)."""
+    activation_checkpointing: bool = False
+    """Recompute transformer layer activations in the backward pass to save memory."""
+    seed: int = 0
+    """Seed for parameters, masks, negatives and the LayerDrop generator (identical on every rank)."""
+    log_every: int = Field(10, ge=1)
+    """Sync metrics across ranks and log them every N updates."""
+    eval_every: int = Field(0, ge=0)
+    """Evaluate on the dev split every N updates (0 = only at the end)."""
+    eval_max_batches: int | None = Field(None, ge=1)
+    """Cap on dev batches per rank per evaluation (None = whole dev shard)."""
+    max_failures: int = Field(0, ge=-1)
+    """Worker-group restarts Ray Train may do after a failure (-1 = unlimited); each restores the last checkpoint."""
+    deepspeed: dict[str, Any] = Field(default_factory=dict)
+    """Raw DeepSpeed config merged over the generated one (e.g. zero_optimization.offload_optimizer)."""
+    collapse_perplexity: float = Field(2.0, ge=0)
+    """Codebook-collapse alarm: warn and tag the run when codevector perplexity falls below this."""
+    collapse_after_steps: int = Field(0, ge=0)
+    """Do not raise the collapse alarm before this many updates (perplexity is noisy at the start)."""
+
+
+class OptimSection(Section):
+    """AdamW and the learning-rate schedule (authors' defaults)."""
+
+    lr: float = Field(5e-4, gt=0)
+    """Peak learning rate."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    """Adam betas (UniSpeech/wav2vec 2.0 use 0.9, 0.98)."""
+    eps: float = Field(1e-6, gt=0)
+    """Adam epsilon."""
+    weight_decay: float = Field(0.01, ge=0)
+    """Decoupled weight decay."""
+    schedule: Literal["polynomial", "tri_stage", "constant"] = "polynomial"
+    """polynomial: linear warmup then (1 - progress)^power decay to end_lr; tri_stage: warmup/hold/exp decay."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warmup updates (polynomial and constant)."""
+    power: float = Field(1.0, gt=0)
+    """Exponent of the polynomial decay (1 = linear)."""
+    end_lr: float = Field(0.0, ge=0)
+    """Learning rate reached at max_steps (polynomial)."""
+    phase_ratio: tuple[float, float, float] = (0.1, 0.4, 0.5)
+    """tri_stage: fractions of max_steps for warmup, hold and decay."""
+    init_lr_scale: float = Field(0.01, ge=0)
+    """tri_stage: warmup starts at lr * init_lr_scale."""
+    final_lr_scale: float = Field(0.05, ge=0)
+    """tri_stage: decay ends at lr * final_lr_scale."""
+
+    @field_validator("phase_ratio")
+    @classmethod
+    def _ratios_sum_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"phase_ratio must sum to 1, got {sum(v)}")
+        return v
+
+
+class TrackingSection(Section):
+    """MLflow tracking (rank 0 only)."""
+
+    enabled: bool = True
+    """Log to MLflow at all."""
+    uri: str | None = None
+    """Tracking URI; None = $MLFLOW_TRACKING_URI, else the embedded sqlite store ./mlflow.db (made absolute)."""
+    experiment: str = "unispeech"
+    """MLflow experiment name."""
+    run_name: str | None = None
+    """MLflow run name (default: checkpoint.name)."""
+    log_model: bool = True
+    """Upload the exported model directory as run artifacts."""
+    connect_timeout_s: float = Field(10.0, gt=0)
+    """How long the driver waits for a remote tracking server before failing."""
+
+
+class CheckpointSection(Section):
+    """Where the job keeps its state, and how often."""
+
+    name: str = "unispeech"
+    """Stable Ray Train run name (no timestamps): rerunning with --resume and the same name restores."""
+    storage_path: str = "runs"
+    """Ray Train storage: a local/NFS directory (made absolute) or a URI such as s3://bucket/prefix."""
+    every_steps: int = Field(100, ge=1)
+    """Save a checkpoint every N updates (and always at the end)."""
+    keep: int = Field(2, ge=1)
+    """Checkpoints kept (the latest is always kept; with score_metric the best ones are kept)."""
+    score_metric: str | None = None
+    """Reported metric that ranks checkpoints (e.g. dev_per); None = keep the most recent."""
+    score_order: Literal["min", "max"] = "min"
+    """Whether lower or higher score_metric is better."""
+    export_dir: str | None = None
+    """Local/NFS directory for the consolidated transformers-format model (default <storage>/<name>/model)."""
+
+    @field_validator("name")
+    @classmethod
+    def _no_path_chars(cls, v: str) -> str:
+        if not v or "/" in v or v.strip() != v:
+            raise ValueError("name must be a non-empty directory name without '/' or surrounding spaces")
+        return v
+
+    def resolved_storage(self) -> str:
+        return self.storage_path if "://" in self.storage_path else os.path.abspath(self.storage_path)
+
+    def resolved_export_dir(self) -> str:
+        if self.export_dir:
+            return os.path.abspath(self.export_dir)
+        if "://" in self.storage_path:
+            raise ValueError("checkpoint.export_dir must be set (a local/NFS path) when storage_path is a URI")
+        return os.path.join(self.resolved_storage(), self.name, "model")
+
+
+class RaySection(Section):
+    """How the job reaches Ray. An existing cluster is used when RAY_ADDRESS is set (e.g. `ray job submit`)."""
+
+    local_num_cpus: int | None = Field(None, ge=1)
+    """Logical CPUs of a locally started Ray (None = max(8, 4 x cores)); must exceed what workers take."""
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+    """runtime_env for a locally started Ray (cluster jobs get theirs from `ray job submit`)."""
+
+
+class FinetuneSection(Section):
+    """What to fine-tune from and how (fine-tune jobs only)."""
+
+    task: Literal["ctc", "lid"] = "ctc"
+    """ctc: phone recognition; lid: language identification (sequence classification)."""
+    init_from: str | None = None
+    """Transformers-format model dir (config.json + model.safetensors), or one of our Ray/DeepSpeed checkpoints."""
+    freeze_feature_encoder: bool = True
+    """Keep the convolutional feature encoder frozen throughout."""
+    freeze_transformer_steps: int = Field(0, ge=0)
+    """Train only the head for the first K updates, then unfreeze the transformer."""
+
+    @model_validator(mode="after")
+    def _lid_not_ready(self) -> FinetuneSection:
+        if self.task == "lid":
+            raise ValueError("task 'lid' is not implemented yet (seam: unispeech_platform.train.tasks)")
+        return self

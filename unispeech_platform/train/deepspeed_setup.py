@@ -1,0 +1,103 @@
+"""DeepSpeed engine construction from the train/optim sections.
+
+The model arrives plain (no DeepSpeed code inside it); ZeRO partitioning, precision, clipping and gradient
+accumulation are applied here, from outside, on an already-initialised torch.distributed process group.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from unispeech_platform.config.sections import OptimSection, TrainSection
+
+
+def resolve_precision(train: TrainSection) -> str:
+    """bf16 on GPU, fp32 on CPU unless set; bf16 on CPU is refused (slow and untested here)."""
+    if train.precision == "auto":
+        return "bf16" if train.use_gpu else "fp32"
+    if train.precision == "bf16" and not train.use_gpu:
+        raise ValueError("train.precision=bf16 needs train.use_gpu=true; CPU runs use fp32")
+    return train.precision
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def deepspeed_config(train: TrainSection, optim: OptimSection, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed JSON config. Micro-batches are whole length-bucketed batches, so micro batch size is 1
+    "batch"; train_batch_size must then equal 1 x accumulation x world size (DeepSpeed checks it)."""
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": train.grad_accum_steps,
+        "train_batch_size": train.grad_accum_steps * world_size,
+        "gradient_clipping": train.grad_clip,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": optim.lr,
+                "betas": list(optim.betas),
+                "eps": optim.eps,
+                "weight_decay": optim.weight_decay,
+                # torch's AdamW: no fused-op compilation on CPU; on GPU DeepSpeed's FusedAdam is used.
+                "torch_adam": not train.use_gpu,
+                "adam_w_mode": True,
+            },
+        },
+        "zero_optimization": {"stage": train.zero_stage},
+    }
+    if train.zero_stage == 3:
+        cfg["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
+    if resolve_precision(train) == "bf16":
+        cfg["bf16"] = {"enabled": True}
+    return _merge(cfg, train.deepspeed)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms and other 1-D parameters (embeddings of masks, codevectors keep it)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_engine(model: nn.Module, train: TrainSection, optim: OptimSection, world_size: int):
+    """deepspeed.initialize on the process group Ray Train already set up (dist_init_required=False)."""
+    import deepspeed
+
+    if train.activation_checkpointing:
+        model.gradient_checkpointing_enable()
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        model_parameters=param_groups(model, optim.weight_decay),
+        config=deepspeed_config(train, optim, world_size),
+        dist_init_required=False,
+    )
+    return engine
+
+
+def set_lr(engine, lr: float) -> None:
+    """Schedules are applied by us each update (pure functions of the step), not by a DeepSpeed scheduler."""
+    for group in engine.optimizer.param_groups:
+        group["lr"] = lr
+
+
+def grad_norm(engine) -> float:
+    norm = engine.get_global_grad_norm()
+    if norm is None:
+        return float("nan")
+    return float(norm.item() if isinstance(norm, torch.Tensor) else norm)

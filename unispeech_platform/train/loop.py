@@ -1,0 +1,168 @@
+"""The training loop every Ray Train worker runs, top to bottom.
+
+Ray appears only at the worker boundary (get_context, get_dataset_shard, and get_checkpoint/report inside
+checkpointing). Metrics are synced across ranks only when logging; side effects (MLflow, exported files) happen
+on rank 0 behind the Tracker interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from unispeech_platform.train.batches import LockstepBatches, lockstep
+from unispeech_platform.train.checkpointing import TrainState, export_model, restore, save_and_report
+from unispeech_platform.train.deepspeed_setup import build_engine, grad_norm, set_lr
+from unispeech_platform.train.metrics import Window, all_finite, all_reduce_sums
+from unispeech_platform.train.schedules import learning_rate
+from unispeech_platform.train.tasks import make_task
+from unispeech_platform.train.worker_args import WorkerArgs
+
+log = logging.getLogger("unispeech.train")
+MAX_CONSECUTIVE_NONFINITE = 50
+
+
+def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from unispeech_core import PhoneTokenizer
+    from unispeech_platform.data import iter_batches
+
+    args = WorkerArgs.from_dict(raw_args)
+    job, train = args.job, args.job.train
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device() if train.use_gpu else torch.device("cpu")
+    tokenizer = PhoneTokenizer.from_file(args.vocab) if args.vocab else None
+
+    # Identical initial weights on every rank; afterwards masks/negatives differ per rank but are reproducible.
+    torch.manual_seed(train.seed)
+    task = make_task(args.kind, args.model, train, getattr(job, "finetune", None), tokenizer)
+    engine = build_engine(task.build_model(), train, job.optim, world)
+    state = restore(engine) or TrainState(run_id=args.run_id)
+    torch.manual_seed(train.seed + 7919 * rank + state.step)
+    tracker = args.tracker(state.run_id) if rank == 0 else args.null_tracker()
+    if state.step > 0:
+        log.info("rank %d resumed at update %d (epoch %d, batch %d)", rank, state.step, state.epoch, state.position)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    feed = LockstepBatches(
+        lambda epoch: iter_batches(train_shard, job.data, epoch=epoch, train=True),
+        epoch=state.epoch,
+        skip=state.position,
+        device=device,
+    )
+    window = Window(device)
+    last_report: dict[str, float] = {}
+
+    while state.step < train.max_steps:
+        lr = learning_rate(job.optim, state.step, train.max_steps)
+        set_lr(engine, lr)
+        scheduled = task.before_update(engine.module, state.step)
+        started, wait_before, audio_before = time.perf_counter(), feed.wait_s, feed.audio_s
+
+        done, consecutive_bad = 0, 0
+        while done < train.grad_accum_steps:
+            batch = feed.next()
+            loss, stats = task.forward(engine, batch, device)
+            if not all_finite(loss, device):  # every rank skips the same micro-batch: collectives stay matched
+                state.nonfinite_skipped += 1
+                consecutive_bad += 1
+                if consecutive_bad >= MAX_CONSECUTIVE_NONFINITE:
+                    raise FloatingPointError(f"{consecutive_bad} consecutive non-finite losses at update {state.step}")
+                continue
+            engine.backward(loss)
+            engine.step()  # DeepSpeed updates only at the accumulation boundary
+            window.add_micro(loss.detach().float(), stats)
+            done += 1
+
+        state.step += 1
+        state.epoch, state.position = feed.epoch, feed.position
+        window.add_update(
+            lr=lr,
+            grad_norm=grad_norm(engine),
+            seconds=time.perf_counter() - started,
+            wait_s=feed.wait_s - wait_before,
+            audio_s=feed.audio_s - audio_before,
+            **scheduled,
+        )
+        last = state.step == train.max_steps
+
+        if state.step % train.log_every == 0 or last:
+            metrics = window.reduce(world)
+            for reason, n in all_reduce_sums(dict(feed.dropped), device).items():
+                state.dropped_rows[reason] = int(n)
+                metrics[f"bad_rows/{reason}"] = n
+            metrics["nonfinite_skipped"] = state.nonfinite_skipped
+            tracker.log_metrics(metrics, state.step)
+            last_report = metrics
+            if rank == 0:
+                log.info("update %d: %s", state.step, {k: round(v, 4) for k, v in metrics.items()})
+            _collapse_alarm(state, metrics, train, tracker)
+
+        if (train.eval_every and state.step % train.eval_every == 0) or last:
+            dev = _evaluate(task, engine, job, device)
+            if dev:
+                tracker.log_metrics(dev, state.step)
+                last_report = {**last_report, **dev}
+                score = dev.get(task.score_key)
+                if args.kind != "pretrain" and score is not None and (state.best_score is None or score < state.best_score):
+                    state.best_score = score
+                    export_model(engine, args.export_dir + "/best", tokenizer)
+
+        if state.step % job.checkpoint.every_steps == 0 or last:
+            save_and_report(engine, state, last_report, task.config)
+
+    export_model(engine, args.export_dir, tokenizer)
+
+
+def _evaluate(task, engine, job, device) -> dict[str, float]:
+    """Dev-split evaluation on every rank; sums are all-reduced (and transcripts gathered) before scoring."""
+    import ray.train
+    import ray.train.torch
+
+    from unispeech_platform.data import iter_batches
+
+    shard = ray.train.get_dataset_shard("dev")
+    if shard is None:
+        return {}
+    engine.eval()
+    limit = job.train.eval_max_batches
+
+    def batches():
+        for i, batch in enumerate(lockstep(iter_batches(shard, job.data, epoch=0, train=False), device)):
+            if limit is not None and i >= limit:
+                break
+            yield batch
+
+    try:
+        local = task.evaluate(engine, batches(), device)
+    finally:
+        engine.train()
+    pairs = local.pop("pairs", None)
+    sums = all_reduce_sums(local, device)
+    gathered = None
+    if pairs is not None:
+        gathered = [None] * dist.get_world_size() if dist.is_initialized() else [pairs]
+        if dist.is_initialized():
+            dist.all_gather_object(gathered, pairs)
+    return task.summarize(sums, gathered)
+
+
+def _collapse_alarm(state: TrainState, metrics: dict[str, float], train, tracker) -> None:
+    """Codebook collapse (few codes used) silently ruins the contrastive targets: make it loud, once."""
+    ppl = metrics.get("perplexity")
+    if ppl is None or state.collapse_alarm or state.step < train.collapse_after_steps:
+        return
+    if ppl < train.collapse_perplexity:
+        state.collapse_alarm = True
+        msg = f"codebook collapse: perplexity {ppl:.2f} < {train.collapse_perplexity} at update {state.step}"
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        log.warning(msg)
+        tracker.set_tags({"codebook_collapse": msg})
