@@ -29,7 +29,6 @@ def test_vocab_loads_in_transformers_with_same_ids(tmp_path):
         assert tok.decode(tok.encode(s), skip_special_tokens=False) == " ".join(
             t if t in tok.vocab else "<unk>" for t in s.split()
         )
-        assert phon.decode(tok.encode(s)) == tok.decode(tok.encode(s))
     assert uc.PhoneTokenizer.from_file(tmp_path).vocab == tok.vocab
 
 
