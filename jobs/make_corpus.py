@@ -1,6 +1,6 @@
 """Synthesise an offline multilingual speech corpus with espeak-ng + wordfreq.
 
-    python -m jobs.make_corpus --out data/synth --langs en-us,es,fr --per-lang 300 --speakers 6 --seed 0
+python -m jobs.make_corpus --out data/synth --langs en-us,es,fr --per-lang 300 --speakers 6 --seed 0
 """
 
 from __future__ import annotations
@@ -13,7 +13,11 @@ from unispeech_platform.data.synthetic import CLEAN_LANGS, make_corpus
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="corpus root directory")
-    p.add_argument("--langs", default="en-us,es", help=f"comma-separated espeak voices; clean ones: {','.join(CLEAN_LANGS)}")
+    p.add_argument(
+        "--langs",
+        default="en-us,es",
+        help=f"comma-separated espeak voices; clean ones: {','.join(CLEAN_LANGS)}",
+    )
     p.add_argument("--per-lang", type=int, required=True, help="utterances per language (all splits)")
     p.add_argument("--speakers", type=int, default=6, help="voices per language (espeak variants, max 13)")
     p.add_argument("--dev-speakers", type=int, default=1, help="speakers per language held out for dev")

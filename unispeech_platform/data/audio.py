@@ -76,7 +76,9 @@ def decode_audio(audio: bytes | None, declared_rate: int | None, declared_sample
         return _fail(SAMPLE_RATE_MISMATCH, f"row declares {declared_rate} Hz, file is {rate} Hz", rate)
     if declared_samples is not None and declared_samples != n:
         hint = " (truncated?)" if n < declared_samples else ""
-        return _fail(NUM_SAMPLES_MISMATCH, f"row declares {declared_samples} samples, file has {n}{hint}", rate)
+        return _fail(
+            NUM_SAMPLES_MISMATCH, f"row declares {declared_samples} samples, file has {n}{hint}", rate
+        )
     if round(n * TARGET_SAMPLE_RATE / rate) < MIN_SAMPLES:
         return _fail(TOO_FEW_SAMPLES, f"{n} samples at {rate} Hz < {MIN_SAMPLES} at 16 kHz", rate)
     if not np.isfinite(wave).all():

@@ -78,7 +78,9 @@ def _run(args: list[str], text: str) -> str:
         require_espeak()
         raise
     if proc.returncode != 0:
-        raise G2PError(ESPEAK_FAILED, f"espeak-ng {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
+        raise G2PError(
+            ESPEAK_FAILED, f"espeak-ng {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}"
+        )
     return proc.stdout
 
 

@@ -77,7 +77,9 @@ def check_file_schema(path: str | Path) -> int:
     schema = meta.schema.to_arrow_schema()
     for field in SCHEMA:
         if field.name not in schema.names:
-            raise CorpusError(f"{path}: missing column {field.name!r} (expected columns: {', '.join(COLUMNS)})")
+            raise CorpusError(
+                f"{path}: missing column {field.name!r} (expected columns: {', '.join(COLUMNS)})"
+            )
         actual = schema.field(field.name).type
         if not _compatible(actual, field.type):
             raise CorpusError(f"{path}: column {field.name!r} has type {actual}, expected {field.type}")
@@ -117,7 +119,9 @@ def scan_corpus(root: str | Path, *, check_schema: bool = True) -> list[PartFile
         if depth > 3 or path.is_dir():
             raise CorpusError(f"{path}: unexpected nesting below a split directory")
         if path.suffix != ".parquet":
-            raise CorpusError(f"{path}: not a Parquet file (only *.parquet parts belong in a split directory)")
+            raise CorpusError(
+                f"{path}: not a Parquet file (only *.parquet parts belong in a split directory)"
+            )
         lang, split = keys[0].group(2), keys[1].group(2)
         num_rows = check_file_schema(path) if check_schema else -1
         parts.append(PartFile(path=path, lang=lang, split=split, num_rows=num_rows))

@@ -98,7 +98,9 @@ class CorpusStats:
                 str(len(p.inventory)),
             )
         tot = self.to_dict()["total"]
-        t.add_row("all", "", str(tot["utterances"]), f"{tot['hours']:.3f}", "", "", "", str(tot["phone_inventory"]))
+        t.add_row(
+            "all", "", str(tot["utterances"]), f"{tot['hours']:.3f}", "", "", "", str(tot["phone_inventory"])
+        )
         return t
 
 

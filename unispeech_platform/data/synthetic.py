@@ -8,14 +8,11 @@ are assigned to test, dev and train, so evaluation never hears a training voice.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
-import shutil
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +21,10 @@ from tqdm import tqdm
 
 from .audio import encode_flac, to_mono_16k
 from .espeak import G2PError, check_voice, require_espeak, synthesize
-from .schema import SUMMARY_FILE, TARGET_SAMPLE_RATE, VOCAB_FILE
-from .summary import print_table, read_summary, write_summary
-from .writer import CorpusWriter
+from .parallel import parallel_map
+from .schema import TARGET_SAMPLE_RATE
+from .summary import print_table, write_summary
+from .writer import CorpusWriter, prepare_output
 
 CLEAN_LANGS = ("en-us", "es", "fr", "de", "it", "nl", "sv", "pl", "pt", "ru", "tr")
 VARIANTS = tuple(f"m{i}" for i in range(1, 9)) + tuple(f"f{i}" for i in range(1, 6))
@@ -69,11 +67,13 @@ def wordfreq_code(lang: str) -> str:
     code = lang.split("-")[0]
     # wordfreq silently falls back to another list for languages it lacks (ky, tt): check explicitly.
     if code not in wordfreq.available_languages():
-        raise ValueError(f"wordfreq has no word list for {lang!r} (available: {sorted(wordfreq.available_languages())})")
+        raise ValueError(
+            f"wordfreq has no word list for {lang!r} (available: {sorted(wordfreq.available_languages())})"
+        )
     return code
 
 
-@lru_cache(maxsize=None)
+@cache
 def _words(lang: str) -> tuple[str, ...]:
     import wordfreq
 
@@ -104,7 +104,9 @@ def synth_one(job: Job) -> tuple[Job, dict[str, Any] | None, Counter]:
         n = int(rng.integers(job.min_words, job.max_words + 1))
         text = " ".join(words[i] for i in rng.integers(0, len(words), n))
         try:
-            wave, rate, phones = synthesize(text, job.speaker.voice, speed=job.speaker.speed, pitch=job.speaker.pitch)
+            wave, rate, phones = synthesize(
+                text, job.speaker.voice, speed=job.speaker.speed, pitch=job.speaker.pitch
+            )
         except G2PError as e:
             rejected[e.reason] += 1
             continue
@@ -127,32 +129,18 @@ def plan_jobs(args: dict[str, Any]) -> list[Job]:
     """Every utterance of the corpus, in a fixed order (language, then index)."""
     jobs = []
     for lang in args["langs"]:
-        speakers = make_speakers(lang, args["speakers"], args["dev_speakers"], args["test_speakers"], args["seed"])
+        speakers = make_speakers(
+            lang, args["speakers"], args["dev_speakers"], args["test_speakers"], args["seed"]
+        )
         label_rng = np.random.default_rng(_stable("labels", args["seed"], lang))
         for i in range(args["per_lang"]):
             spk = speakers[i % len(speakers)]
             # Only train rows may be unlabeled: dev/test need references for PER.
             unlabeled = spk.split == "train" and label_rng.random() < args["unlabeled_fraction"]
-            jobs.append(Job(f"{lang}-{i:06d}", spk, not unlabeled, args["seed"], args["min_words"], args["max_words"]))
+            jobs.append(
+                Job(f"{lang}-{i:06d}", spk, not unlabeled, args["seed"], args["min_words"], args["max_words"])
+            )
     return jobs
-
-
-def _run_jobs(jobs: Sequence[Job], workers: int) -> Iterator[tuple[Job, dict[str, Any] | None, Counter]]:
-    if workers <= 1:
-        yield from map(synth_one, jobs)
-        return
-    # spawn, not fork: the caller may hold Ray or torch threads that a forked child would inherit half-locked.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        yield from pool.map(synth_one, jobs, chunksize=8)
-
-
-def _clear_partitions(out: Path) -> None:
-    for path in out.iterdir():
-        if path.name.startswith("lang=") and path.is_dir():
-            shutil.rmtree(path)
-        elif path.name in (VOCAB_FILE, SUMMARY_FILE):
-            path.unlink()
 
 
 def make_corpus(
@@ -194,30 +182,33 @@ def make_corpus(
         "max_words": max_words,
     }
     out = Path(out)
-    existing = read_summary(out) if out.exists() else None
-    if existing is not None and existing.get("args") == args and not overwrite:
+    existing = prepare_output(out, args, overwrite=overwrite)
+    if existing is not None:
         print(f"corpus {out} is complete for these arguments: reusing it")
         return existing
-    if existing is not None and not overwrite:
-        raise FileExistsError(f"{out} holds a corpus made with other arguments {existing.get('args')}; pass overwrite")
     require_espeak()
     for lang in langs:
         wordfreq_code(lang)
         check_voice(lang)
-    if out.exists():
-        _clear_partitions(out)  # a stale or incomplete corpus: its parts must not mix with the new ones
 
     jobs = plan_jobs(args)
     workers = workers or os.cpu_count() or 1
-    workers = max(1, min(workers, len(jobs) // 16))  # a pool costs ~2 s to start: not worth it for tiny corpora
+    workers = max(
+        1, min(workers, len(jobs) // 16)
+    )  # a pool costs ~2 s to start: not worth it for tiny corpora
     rejected: dict[str, Counter] = {lang: Counter() for lang in langs}
     with CorpusWriter(out, row_group_bytes=row_group_bytes) as writer:
-        results = _run_jobs(jobs, workers)
-        for job, row, rej in tqdm(results, total=len(jobs), desc="synthesising", unit="utt", disable=not progress):
+        results = parallel_map(synth_one, jobs, workers or os.cpu_count() or 1)
+        for job, row, rej in tqdm(
+            results, total=len(jobs), desc="synthesising", unit="utt", disable=not progress
+        ):
             rejected[job.speaker.lang].update(rej)
             if row is not None:
                 writer.write(job.speaker.lang, job.speaker.split, row)
-    spk = {lang: [asdict(s) for s in make_speakers(lang, speakers, dev_speakers, test_speakers, seed)] for lang in langs}
+    spk = {
+        lang: [asdict(s) for s in make_speakers(lang, speakers, dev_speakers, test_speakers, seed)]
+        for lang in langs
+    }
     summary = write_summary(
         out, writer.stats, args=args, speakers=spk, rejected={k: dict(v) for k, v in rejected.items()}
     )

@@ -8,6 +8,7 @@ however large the corpus. A part is written under a hidden temp name and renamed
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ import pyarrow.parquet as pq
 
 from unispeech_core.tokenizer import PhoneTokenizer
 
-from .schema import SCHEMA, VOCAB_FILE, partition_dir
-from .summary import CorpusStats
+from .schema import SCHEMA, SUMMARY_FILE, VOCAB_FILE, partition_dir
+from .summary import CorpusStats, read_summary
 
 DEFAULT_ROW_GROUP_BYTES = 64 << 20
 DEFAULT_PART_BYTES = 512 << 20
@@ -148,3 +149,26 @@ def write_vocab(tokenizer: PhoneTokenizer, root: Path) -> Path:
     final = root / VOCAB_FILE
     os.replace(tmp, final)
     return final
+
+
+def prepare_output(out: Path, args: dict[str, Any], *, overwrite: bool) -> dict[str, Any] | None:
+    """Make ``out`` ready for a corpus job with ``args``.
+
+    Returns the existing summary when ``out`` already holds a complete corpus made with the same ``args``
+    (the job is then a no-op). A complete corpus made with other arguments raises unless ``overwrite``; an
+    incomplete one (no summary.json, e.g. after a crash) is cleared. Only our own entries are removed.
+    """
+    existing = read_summary(out) if out.exists() else None
+    if existing is not None and not overwrite:
+        if existing.get("args") == args:
+            return existing
+        raise FileExistsError(
+            f"{out} holds a corpus made with other arguments {existing.get('args')}; pass --overwrite to replace it"
+        )
+    if out.exists():
+        for path in out.iterdir():
+            if path.is_dir() and path.name.startswith("lang="):
+                shutil.rmtree(path)
+            elif path.name in (VOCAB_FILE, SUMMARY_FILE):
+                path.unlink()
+    return None

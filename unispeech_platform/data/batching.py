@@ -1,0 +1,166 @@
+"""Worker-side batching: drop-and-count bad rows, crop, language sampling, length buckets, collation.
+
+Rows are pooled (``shuffle_buffer_rows``), sorted by (jittered) length and cut greedily into batches whose
+padded audio (rows x longest row) stays within ``max_batch_seconds``; the batch order is then shuffled.
+Every random choice comes from (seed, epoch, row id) or (seed, epoch, pool index), never from the worker,
+so a row's crop and repeat count do not depend on which rank received it.
+
+Ranks get different numbers of batches (bucketing equalises seconds, not rows; DESIGN.md §4): the trainer
+must fix its steps per epoch or all-reduce a "done" flag. :attr:`BatchStream.stats` makes counts observable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from unispeech_core.features import pad_batch, pad_labels
+
+from .config import DataConfig
+from .decode import DROP_REASONS, row_rng
+from .schema import TARGET_SAMPLE_RATE
+
+STAT_KEYS = ("rows_read", "rows", "batches", "audio_seconds", "padded_seconds") + tuple(
+    f"dropped/{r}" for r in DROP_REASONS
+)
+
+
+@dataclass
+class Utterance:
+    id: str
+    lang: str
+    wave: np.ndarray  # float32, 16 kHz mono
+    labels: list[int] | None  # None = unlabeled
+
+
+def make_buckets(
+    lengths: Sequence[int], max_samples: int, max_size: int, keys: Sequence[float] | None = None
+):
+    """Greedy length buckets: indices grouped so len(group) * max(length) <= max_samples.
+
+    ``keys`` (default: the lengths) set the order; a jittered key varies batch composition per epoch while
+    the budget is always checked on the true lengths.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (keys[i] if keys is not None else lengths[i], i))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    cur_max = 0
+    for i in order:
+        new_max = max(cur_max, lengths[i])
+        if cur and (len(cur) + 1 > max_size or new_max * (len(cur) + 1) > max_samples):
+            batches.append(cur)
+            cur, new_max = [], lengths[i]
+        cur.append(i)
+        cur_max = new_max
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _binary_views(column: pa.ChunkedArray) -> list[np.ndarray]:
+    """Zero-copy uint8 views of each value of a binary column (the decoded waves stay in Arrow memory)."""
+    arr = column.combine_chunks()
+    width = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset : arr.offset + len(arr) + 1]
+    data = arr.buffers()[2]
+    values = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return [values[offsets[i] : offsets[i + 1]] for i in range(len(arr))]
+
+
+def collate(items: Sequence[Utterance]) -> dict[str, Any]:
+    """The batch dict the trainer consumes (see ``pipeline`` module docstring for the keys)."""
+    # copy: the waves are read-only views into Arrow buffers; per-utterance normalisation, zero padding, mask
+    batch = pad_batch([torch.from_numpy(u.wave.copy()) for u in items])
+    batch["labels"] = pad_labels([u.labels or [] for u in items])  # unlabeled rows: all -100
+    batch["labeled"] = torch.tensor([u.labels is not None for u in items], dtype=torch.bool)
+    batch["lang"] = [u.lang for u in items]
+    batch["id"] = [u.id for u in items]
+    return batch
+
+
+class BatchStream:
+    """One epoch of collated batches from a stream of decoded blocks (``decode.DECODED_SCHEMA`` tables)."""
+
+    def __init__(self, blocks: Iterable[pa.Table], cfg: DataConfig, *, epoch: int, train: bool):
+        self.blocks = blocks
+        self.cfg = cfg
+        self.epoch = epoch
+        self.train = train
+        self.stats: dict[str, float] = dict.fromkeys(STAT_KEYS, 0)
+        """Fixed keys in a fixed order on every rank: ``torch.tensor(list(stats.values()))`` all-reduces."""
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Rows dropped by reason (every reason present, zeros included)."""
+        return {r: int(self.stats[f"dropped/{r}"]) for r in DROP_REASONS}
+
+    def _copies(self, row_id: str, rate: float) -> int:
+        """How often a row is used this epoch: rate 1 -> once; 2.4 -> 2 or 3 times; 0.3 -> 0 or 1 time."""
+        if not self.train or self.cfg.lang_sampling_alpha is None or rate == 1.0:
+            return 1
+        whole = int(rate)
+        return whole + int(row_rng("sample", self.cfg.seed, self.epoch, row_id).random() < rate - whole)
+
+    def _crop(self, u: Utterance, copy: int) -> Utterance:
+        cfg = self.cfg
+        if not self.train or cfg.crop_seconds is None:
+            return u
+        size = int(cfg.crop_seconds * TARGET_SAMPLE_RATE)
+        if len(u.wave) <= size or (u.labels is not None and not cfg.crop_labeled):
+            return u
+        start = int(row_rng("crop", cfg.seed, self.epoch, u.id, copy).integers(0, len(u.wave) - size + 1))
+        return Utterance(u.id, u.lang, u.wave[start : start + size], None)  # a crop no longer matches labels
+
+    def _utterances(self) -> Iterator[Utterance]:
+        for block in self.blocks:
+            cols = block.drop_columns(["wave"]).to_pydict()
+            waves = _binary_views(block.column("wave"))
+            for i, row_id in enumerate(cols["id"]):
+                self.stats["rows_read"] += 1
+                error = cols["error"][i]
+                if error is not None:
+                    self.stats[f"dropped/{error}"] += 1
+                    continue
+                wave = waves[i].view("<f4")
+                base = Utterance(row_id, cols["lang"][i], wave, cols["labels"][i])
+                for copy in range(self._copies(row_id, cols["rate"][i])):
+                    yield self._crop(base, copy)
+
+    def _batches_of(self, pool: list[Utterance], pool_index: int) -> Iterator[dict[str, Any]]:
+        cfg = self.cfg
+        lengths = [len(u.wave) for u in pool]
+        keys = None
+        rng = row_rng("pool", cfg.seed, self.epoch, pool_index)
+        if self.train:  # ~±10 % jitter: batches still tight, but not the same neighbours every epoch
+            keys = [
+                n * float(np.exp(j)) for n, j in zip(lengths, rng.uniform(-0.1, 0.1, len(pool)), strict=True)
+            ]
+        buckets = make_buckets(
+            lengths, int(cfg.max_batch_seconds * TARGET_SAMPLE_RATE), cfg.max_batch_size, keys
+        )
+        if self.train:
+            buckets = [buckets[i] for i in rng.permutation(len(buckets))]
+        for bucket in buckets:
+            items = [pool[i] for i in bucket]
+            batch = collate(items)
+            self.stats["rows"] += len(items)
+            self.stats["batches"] += 1
+            self.stats["audio_seconds"] += sum(len(u.wave) for u in items) / TARGET_SAMPLE_RATE
+            self.stats["padded_seconds"] += batch["input_values"].numel() / TARGET_SAMPLE_RATE
+            yield batch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        pool: list[Utterance] = []
+        pool_index = 0
+        for u in self._utterances():
+            pool.append(u)
+            if len(pool) >= self.cfg.shuffle_buffer_rows:
+                yield from self._batches_of(pool, pool_index)
+                pool, pool_index = [], pool_index + 1
+        if pool:
+            yield from self._batches_of(pool, pool_index)

@@ -1,0 +1,106 @@
+"""``DataConfig``: the ``data:`` section of the training and evaluation job configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .schema import VOCAB_FILE
+
+
+class DataConfig(BaseModel):
+    """Where the corpus is, which part of it to read, and how to batch it. Validated before Ray starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="Corpus root: lang=<code>/split=<name>/part-NNNNN.parquet plus vocab.json.")
+    vocab_path: str | None = Field(
+        default=None, description="Phone vocabulary (vocab.json); default: <path>/vocab.json."
+    )
+    langs: list[str] | None = Field(
+        default=None, description="Languages (lang= partitions) to read; None reads every language present."
+    )
+    train_splits: list[str] = Field(default=["train"], description="split= partitions used for training.")
+    eval_splits: list[str] = Field(default=["dev"], description="split= partitions used for evaluation.")
+    labeled_only: bool = Field(
+        default=False,
+        description="Skip rows without phones (fine-tuning); pushed down into the Parquet scan.",
+    )
+    min_duration_s: float = Field(
+        default=0.0, ge=0.0, description="Drop (and count) rows shorter than this, judged from num_samples."
+    )
+    max_duration_s: float = Field(
+        default=20.0, gt=0.0, description="Drop (and count) rows longer than this, judged from num_samples."
+    )
+    max_batch_seconds: float = Field(
+        default=80.0,
+        gt=0.0,
+        description="Budget of padded audio per batch: batch size x longest row (after cropping), in seconds.",
+    )
+    max_batch_size: int = Field(
+        default=32, ge=1, description="Most utterances per batch, whatever their length."
+    )
+    crop_seconds: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Training only: randomly crop longer rows to this length (deterministic per seed, epoch, id). "
+        "Labeled rows are left whole unless crop_labeled, since a crop no longer matches its transcript.",
+    )
+    crop_labeled: bool = Field(
+        default=False,
+        description="Crop labeled rows too; a cropped labeled row is then delivered as unlabeled (labels -100).",
+    )
+    lang_sampling_alpha: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Training only: language-balanced sampling p_l ~ (n_l/N)^alpha over hours (XLSR uses 0.5; "
+        "0 = uniform over languages, None or 1 = natural). Rows are repeated or skipped per epoch.",
+    )
+    seed: int = Field(
+        default=0, description="Seeds shuffling, cropping and language sampling (with the epoch)."
+    )
+    shuffle_buffer_rows: int = Field(
+        default=512,
+        ge=1,
+        description="Rows pooled on each worker before they are shuffled, sorted by length and cut into batches: "
+        "larger pools give tighter length buckets and better shuffling, at the cost of memory.",
+    )
+    read_parallelism: int | None = Field(
+        default=None,
+        ge=1,
+        description="Read tasks (Ray Data override_num_blocks); None lets Ray Data decide.",
+    )
+    decode_concurrency: int | None = Field(
+        default=None, ge=1, description="Most concurrent decode tasks; None lets Ray Data scale to free CPUs."
+    )
+    decode_batch_rows: int = Field(
+        default=32, ge=1, description="Rows per decode task call; also the rows a worker pulls per fetch."
+    )
+    prefetch_batches: int = Field(
+        default=4, ge=0, description="Decoded row blocks each worker fetches ahead."
+    )
+    preserve_order: bool = Field(
+        default=True,
+        description="Deliver blocks in file order, so the same seed gives the same batches (slightly slower).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.min_duration_s >= self.max_duration_s:
+            raise ValueError(
+                f"min_duration_s ({self.min_duration_s}) must be < max_duration_s ({self.max_duration_s})"
+            )
+        if self.max_duration_s > self.max_batch_seconds:
+            raise ValueError(
+                f"max_duration_s ({self.max_duration_s}) exceeds max_batch_seconds ({self.max_batch_seconds}): "
+                "the longest rows could never fit a batch"
+            )
+        return self
+
+    def resolved_vocab_path(self) -> Path:
+        return Path(self.vocab_path) if self.vocab_path else Path(self.path) / VOCAB_FILE
+
+    def splits_for(self, train: bool) -> list[str]:
+        return self.train_splits if train else self.eval_splits

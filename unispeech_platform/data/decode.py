@@ -1,0 +1,147 @@
+"""The decode stage: corpus rows in, 16 kHz mono float32 rows (or a reason they are unusable) out.
+
+It runs inside Ray Data tasks (``map_batches``) and in the local path alike. A bad row is not dropped
+here: it leaves with an empty ``wave`` and its ``error``, so the worker that receives it can count it.
+Length filters use the declared ``num_samples`` first, so rows that are too long are never decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .audio import BAD_REASONS, UNKNOWN_PHONES, decode_audio, to_mono_16k
+from .schema import TARGET_SAMPLE_RATE, PartFile
+
+EMPTY_PHONES = "empty_phones"
+SHORTER_THAN_MIN = "shorter_than_min_duration"
+LONGER_THAN_MAX = "longer_than_max_duration"
+ROW_BAD_REASONS = (*BAD_REASONS, EMPTY_PHONES)
+FILTER_REASONS = (SHORTER_THAN_MIN, LONGER_THAN_MAX)
+DROP_REASONS = (*ROW_BAD_REASONS, *FILTER_REASONS)  # fixed order: workers all-reduce counts by index
+
+READ_COLUMNS = ["id", "audio", "sample_rate", "num_samples", "phones", "lang"]
+DECODED_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("lang", pa.string()),
+        ("wave", pa.binary()),  # float32 little-endian samples at 16 kHz, mono
+        ("num_samples", pa.int64()),  # of wave
+        ("labels", pa.list_(pa.int32())),  # phone ids; null = unlabeled
+        ("error", pa.string()),  # null = usable row
+        ("detail", pa.string()),
+        ("rate", pa.float64()),  # language-sampling rate: expected copies per epoch
+    ]
+)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What the decode stage needs from the config, small enough to ship with every task."""
+
+    vocab: dict[str, int]
+    min_duration_s: float = 0.0
+    max_duration_s: float = float("inf")
+    rates: dict[str, float] | None = None
+
+
+def check_phones(phones: str | None, vocab: dict[str, int]) -> tuple[list[int] | None, str | None, str]:
+    """Phone ids of a row (None when unlabeled), or the reason they are unusable."""
+    if phones is None:
+        return None, None, ""
+    tokens = phones.split()
+    if not tokens:
+        return None, EMPTY_PHONES, "phones is an empty string (use null for unlabeled rows)"
+    unknown = sorted({p for p in tokens if p not in vocab})
+    if unknown:
+        return None, UNKNOWN_PHONES, f"not in the vocabulary: {' '.join(unknown)}"
+    return [vocab[p] for p in tokens], None, ""
+
+
+def _decode_row(
+    row: dict[str, Any], opts: DecodeOptions
+) -> tuple[bytes, int, list[int] | None, str | None, str]:
+    rate, n = row["sample_rate"], row["num_samples"]
+    if rate and n is not None:
+        seconds = n / rate
+        if seconds < opts.min_duration_s:
+            return b"", 0, None, SHORTER_THAN_MIN, f"{seconds:.2f} s < {opts.min_duration_s} s"
+        if seconds > opts.max_duration_s:
+            return b"", 0, None, LONGER_THAN_MAX, f"{seconds:.2f} s > {opts.max_duration_s} s"
+    labels, error, detail = check_phones(row["phones"], opts.vocab)
+    if error:
+        return b"", 0, None, error, detail
+    d = decode_audio(row["audio"], rate, n)
+    if d.error:
+        return b"", 0, None, d.error, d.detail
+    wave = to_mono_16k(d.wave, d.sample_rate)
+    if len(wave) > opts.max_duration_s * TARGET_SAMPLE_RATE:  # resampling may add a sample or two
+        return b"", 0, None, LONGER_THAN_MAX, f"{len(wave) / TARGET_SAMPLE_RATE:.2f} s after resampling"
+    return wave.astype("<f4", copy=False).tobytes(), len(wave), labels, None, ""
+
+
+def decode_table(table: pa.Table, opts: DecodeOptions) -> pa.Table:
+    """Ray Data ``map_batches`` function (batch_format="pyarrow"): decode every row of ``table``."""
+    out: dict[str, list[Any]] = {name: [] for name in DECODED_SCHEMA.names}
+    rates = opts.rates or {}
+    for row in table.select(READ_COLUMNS).to_pylist():
+        wave, n, labels, error, detail = _decode_row(row, opts)
+        out["id"].append(row["id"])
+        out["lang"].append(row["lang"])
+        out["wave"].append(wave)
+        out["num_samples"].append(n)
+        out["labels"].append(labels)
+        out["error"].append(error)
+        out["detail"].append(detail)
+        out["rate"].append(rates.get(row["lang"], 1.0))
+    return pa.Table.from_pydict(out, schema=DECODED_SCHEMA)
+
+
+def read_part_batches(part: PartFile, *, labeled_only: bool, batch_rows: int):
+    """The local (non-Ray) reader: a part's rows in record batches, with the ``lang`` partition column."""
+    pf = pq.ParquetFile(part.path)
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=READ_COLUMNS[:-1]):
+        table = pa.Table.from_batches([batch])
+        if labeled_only:
+            table = table.filter(pc.is_valid(table["phones"]))
+        yield table.append_column("lang", pa.array([part.lang] * table.num_rows, pa.string()))
+
+
+def language_rates(parts: list[PartFile], alpha: float, *, labeled_only: bool) -> dict[str, float]:
+    """Per-language sampling rates for p_l ~ (n_l / N)^alpha, n_l in hours (XLSR, Conneau et al. 2020).
+
+    A rate is the expected number of times each row of that language is used per epoch, chosen so an
+    epoch keeps the corpus's total hours: rate_l = p_l * N / n_l.
+    """
+    hours: dict[str, float] = {}
+    for part in parts:
+        cols = ["sample_rate", "num_samples"] + (["phones"] if labeled_only else [])
+        t = pq.read_table(part.path, columns=cols)
+        if labeled_only:
+            t = t.filter(pc.is_valid(t["phones"]))
+        secs = pc.sum(pc.divide(pc.cast(t["num_samples"], pa.float64()), t["sample_rate"])).as_py() or 0.0
+        hours[part.lang] = hours.get(part.lang, 0.0) + secs / 3600
+    total = sum(hours.values())
+    if total <= 0:
+        return {lang: 1.0 for lang in hours}
+    weights = {lang: (h / total) ** alpha for lang, h in hours.items() if h > 0}
+    norm = sum(weights.values())
+    return {lang: (weights[lang] / norm) * total / hours[lang] if hours[lang] > 0 else 0.0 for lang in hours}
+
+
+def row_rng(*parts: Any) -> np.random.Generator:
+    """A generator that depends only on its arguments (seed, epoch, row id, ...), not on the worker."""
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little"))
+
+
+def vocab_from(path: Path) -> dict[str, int]:
+    from unispeech_core.tokenizer import PhoneTokenizer
+
+    return PhoneTokenizer.from_file(path).vocab

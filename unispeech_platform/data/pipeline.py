@@ -1,0 +1,139 @@
+"""The data path of training and evaluation: Parquet -> Ray Data (project, filter, decode) -> worker batches.
+
+Driver::
+
+    ds = build_dataset(cfg.data, cfg.data.train_splits)
+    TorchTrainer(loop, datasets={"train": ds}, dataset_config=exactly_once_data_config(), ...)
+
+Worker (inside the train loop)::
+
+    stream = iter_batches(ray.train.get_dataset_shard("train"), cfg.data, epoch=epoch, train=True)
+    for batch in stream: ...
+    stream.stats  # fixed keys on every rank: rows, batches, audio_seconds, dropped/<reason>...
+
+Local, no Ray (evaluation, tests): ``iter_local_batches(cfg.data, "dev")``.
+
+Each batch is a dict: ``input_values`` [B, T] float32 (per-utterance normalised, zero padded),
+``attention_mask`` [B, T] long, ``labels`` [B, L] long (phone ids, -100 padded; all -100 for unlabeled rows),
+``labeled`` [B] bool, ``lang`` list[str], ``id`` list[str]. Batches hold at most ``max_batch_size`` rows
+and ``max_batch_seconds`` of padded audio. Bad rows are dropped and counted by reason, never raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.data
+import ray.train
+from ray.data.datasource import Partitioning
+from ray.data.expressions import col
+
+from .batching import BatchStream
+from .config import DataConfig
+from .decode import READ_COLUMNS, DecodeOptions, decode_table, language_rates, read_part_batches, vocab_from
+from .schema import PartFile, scan_corpus, select_parts
+
+
+def _parts_and_options(cfg: DataConfig, split: str | Sequence[str]) -> tuple[list[PartFile], DecodeOptions]:
+    """Partition filter (lang=, split= directories) plus what every decode task needs; fails fast on layout."""
+    splits = [split] if isinstance(split, str) else list(split)
+    parts = select_parts(scan_corpus(cfg.path), cfg.langs, splits)
+    rates = None
+    if cfg.lang_sampling_alpha is not None:
+        rates = language_rates(parts, cfg.lang_sampling_alpha, labeled_only=cfg.labeled_only)
+    opts = DecodeOptions(
+        vocab=vocab_from(cfg.resolved_vocab_path()),
+        min_duration_s=cfg.min_duration_s,
+        max_duration_s=cfg.max_duration_s,
+        rates=rates,
+    )
+    return parts, opts
+
+
+def build_dataset(cfg: DataConfig, split: str | Sequence[str]) -> ray.data.Dataset:
+    """A lazy Ray Dataset of decoded rows (``decode.DECODED_SCHEMA``) for the given split name(s).
+
+    Only the chosen partitions' files are read, only the needed columns, and ``labeled_only`` is pushed into
+    the Parquet scan. Decoding (soundfile), downmix and resampling (torchaudio) run in Ray Data tasks.
+    """
+    parts, opts = _parts_and_options(cfg, split)
+    root = str(Path(cfg.path).resolve())
+    ds = ray.data.read_parquet(
+        [str(p.path.resolve()) for p in parts],
+        partitioning=Partitioning("hive", base_dir=root),
+        override_num_blocks=cfg.read_parallelism,
+    ).select_columns(READ_COLUMNS)
+    if cfg.labeled_only:
+        ds = ds.filter(expr=col("phones").is_not_null())
+    ds = ds.map_batches(
+        decode_table,
+        fn_kwargs={"opts": opts},
+        batch_format="pyarrow",
+        batch_size=cfg.decode_batch_rows,
+        zero_copy_batch=True,
+        concurrency=cfg.decode_concurrency,
+    )
+    ds.context.execution_options.preserve_order = cfg.preserve_order
+    return ds
+
+
+def iter_batches(source: Any, cfg: DataConfig, *, epoch: int, train: bool) -> BatchStream:
+    """One epoch of batches from a Ray Dataset or a worker's ``DataIterator`` shard (from build_dataset).
+
+    ``train`` turns on the shuffled batch order, cropping and language sampling; evaluation gets every row
+    once in length-sorted batches. The returned stream is iterable and exposes ``.stats`` / ``.dropped``.
+    """
+    blocks: Iterable = source.iter_batches(
+        batch_size=None, batch_format="pyarrow", prefetch_batches=cfg.prefetch_batches
+    )
+    return BatchStream(blocks, cfg, epoch=epoch, train=train)
+
+
+def iter_local_batches(
+    cfg: DataConfig, split: str | Sequence[str], *, epoch: int = 0, train: bool = False
+) -> BatchStream:
+    """The same batches without Ray: files read and decoded in this process, in file order."""
+    parts, opts = _parts_and_options(cfg, split)
+    blocks = (
+        decode_table(table, opts)
+        for part in parts
+        for table in read_part_batches(part, labeled_only=cfg.labeled_only, batch_rows=cfg.decode_batch_rows)
+    )
+    return BatchStream(blocks, cfg, epoch=epoch, train=train)
+
+
+class ExactlyOnceDataConfig(ray.train.DataConfig):
+    """Ray Train's dataset sharding, but every row reaches exactly one worker.
+
+    The stock ``ray.train.DataConfig`` (ray 2.60) splits with ``streaming_split(equal=True)``, which may drop
+    rows so that ranks get equal row counts; we split with ``equal=False`` (ranks differ by a block at most,
+    and the trainer already has to handle unequal batch counts). It also keeps the dataset's
+    ``preserve_order``, which Ray Train would otherwise reset to the driver's default.
+    """
+
+    def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+        output: list[dict[str, Any]] = [{} for _ in range(world_size)]
+        to_split = set(datasets) if self._datasets_to_split == "all" else set(self._datasets_to_split)
+        hints = worker_node_ids if self._enable_shard_locality else None
+        for name, ds in datasets.items():
+            if ds.name is None:
+                ds.set_name(name)
+            ds = ds.copy(ds)
+            preserve = ds.context.execution_options.preserve_order
+            ds.context.execution_options = self._resolve_execution_options(name)
+            ds.context.execution_options.preserve_order |= preserve
+            if name in to_split:
+                for i, shard in enumerate(ds.streaming_split(world_size, equal=False, locality_hints=hints)):
+                    output[i][name] = shard
+            else:
+                for i in range(world_size):
+                    output[i][name] = ds.iterator()
+        return output
+
+
+def exactly_once_data_config(**kwargs: Any) -> ExactlyOnceDataConfig:
+    """``TorchTrainer(dataset_config=...)`` for our datasets; kwargs as ``ray.train.DataConfig``."""
+    return ExactlyOnceDataConfig(**kwargs)
