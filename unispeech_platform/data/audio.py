@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
 from .schema import MIN_SAMPLES, TARGET_SAMPLE_RATE
 
@@ -91,6 +89,9 @@ def to_mono_16k(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     mono = wave.mean(axis=0) if wave.shape[0] > 1 else wave[0]
     if sample_rate == TARGET_SAMPLE_RATE:
         return np.ascontiguousarray(mono, dtype=np.float32)
+    import torch  # lazily: decode workers for 16 kHz corpora never pay torch's import time
+    import torchaudio.functional as AF
+
     out = AF.resample(torch.from_numpy(np.ascontiguousarray(mono)), sample_rate, TARGET_SAMPLE_RATE)
     return out.numpy()
 

@@ -94,18 +94,13 @@ def validate_corpus(
 ) -> ValidationReport:
     """Check every file and row under ``root``. Layout/schema problems raise ``CorpusError`` naming the file
     and column; bad rows are collected in the report. Uses the running Ray (or starts a local one)."""
-    import ray.data
-    from ray.data.datasource import Partitioning
+    from .pipeline import read_parts
 
     root = Path(root).resolve()
     parts = scan_corpus(root)
     vocab_file = Path(vocab_path) if vocab_path else root / VOCAB_FILE
     vocab = vocab_from(vocab_file) if (vocab_path or vocab_file.exists()) else None
-    ds = ray.data.read_parquet(
-        [str(p.path) for p in parts],
-        partitioning=Partitioning("hive", base_dir=str(root)),
-        include_paths=True,
-    ).select_columns(
+    ds = read_parts(parts, str(root), include_paths=True).select_columns(
         ["id", "audio", "sample_rate", "num_samples", "speaker", "phones", "lang", "split", "path"]
     )
     checked = ds.map_batches(

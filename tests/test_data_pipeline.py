@@ -1,0 +1,225 @@
+"""The Ray Data pipeline and the validator on a corpus of bad, odd and good rows (real Parquet, real Ray)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from data_helpers import build_messy_corpus, encode, good_rows, local_ray, peak_hz, write_part
+
+from jobs import validate_data
+from unispeech_core.tokenizer import PhoneTokenizer
+from unispeech_platform.data.batching import STAT_KEYS, make_buckets
+from unispeech_platform.data.config import DataConfig
+from unispeech_platform.data.decode import DROP_REASONS, LONGER_THAN_MAX, SHORTER_THAN_MIN, language_rates
+from unispeech_platform.data.pipeline import build_dataset, iter_batches, iter_local_batches
+from unispeech_platform.data.schema import CorpusError, scan_corpus, select_parts
+from unispeech_platform.data.validate import validate_corpus
+
+ODD = ["odd-wav-8k-stereo", "odd-flac-44k", "odd-ogg-48k-stereo", "odd-mp3-22k"]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    with local_ray():
+        yield
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory) -> tuple[Path, dict[str, str], set[str]]:
+    root = tmp_path_factory.mktemp("messy")
+    reasons, valid = build_messy_corpus(root)
+    return root, reasons, valid
+
+
+def _cfg(root: Path, **kw) -> DataConfig:
+    base = {
+        "path": str(root),
+        "max_batch_seconds": 4.0,
+        "max_duration_s": 4.0,
+        "max_batch_size": 4,
+        "shuffle_buffer_rows": 8,
+        "decode_batch_rows": 4,
+    }
+    return DataConfig(**{**base, **kw})
+
+
+def _epoch(stream) -> tuple[list[dict], list[str]]:
+    batches = list(stream)
+    return batches, [i for b in batches for i in b["id"]]
+
+
+def test_validate_names_every_bad_row(ray_local, messy):
+    root, reasons, valid = messy
+    report = validate_corpus(root)
+    assert {b.id: b.reason for b in report.bad} == reasons
+    assert all(b.path.endswith(".parquet") and b.detail for b in report.bad)
+    stats = report.stats.partitions
+    assert stats[("es", "train")].utterances + stats[("ru", "train")].utterances == len(valid)
+    assert stats[("es", "train")].labeled == stats[("es", "train")].utterances - 1  # odd-unlabeled is valid
+    assert stats[("es", "dev")].utterances == 4
+
+
+def test_validate_cli_exit_status_and_report(ray_local, messy, tmp_path, capsys):
+    root, reasons, _ = messy
+    assert validate_data.main([str(root), "--report", str(tmp_path / "r.json")]) == 1
+    out = capsys.readouterr().out
+    for rid, reason in reasons.items():
+        assert f"BAD {rid}\t{reason}" in out
+    assert "phones [ru] (4): a b c d" in out
+    clean = tmp_path / "clean"
+    write_part(clean, "es", "train", good_rows("es", 3))
+    assert validate_data.main([str(clean), "--vocab", str(root / "vocab.json")]) == 0
+
+
+def test_pipeline_drops_and_counts_bad_rows(ray_local, messy):
+    root, reasons, valid = messy
+    cfg = _cfg(root)
+    stream = iter_batches(build_dataset(cfg, "train"), cfg, epoch=0, train=True)
+    _, ids = _epoch(stream)
+    assert sorted(ids) == sorted(valid)  # every valid row once, no bad row
+    assert stream.dropped == {r: Counter(reasons.values())[r] for r in DROP_REASONS}
+    assert list(stream.stats) == list(STAT_KEYS)
+    assert stream.stats["rows_read"] == len(valid) + len(reasons)
+    assert stream.stats["rows"] == len(valid)
+
+
+def test_local_path_matches_ray_path(ray_local, messy):
+    root, _, _ = messy
+    cfg = _cfg(root)
+    ray_batches, ray_ids = _epoch(iter_batches(build_dataset(cfg, "train"), cfg, epoch=0, train=False))
+    local = iter_local_batches(cfg, "train")
+    local_batches, local_ids = _epoch(local)
+    assert ray_ids == local_ids
+    for a, b in zip(ray_batches, local_batches, strict=True):
+        assert (a["input_values"] == b["input_values"]).all()
+    assert local.dropped["num_samples_mismatch"] == 2
+
+
+def test_odd_audio_decodes_to_16k_mono_440hz(messy):
+    root, _, _ = messy
+    found = {}
+    for batch in iter_local_batches(_cfg(root, langs=["es"]), "train"):
+        for i, rid in enumerate(batch["id"]):
+            n = int(batch["attention_mask"][i].sum())
+            found[rid] = (batch["input_values"][i, :n].numpy(), batch["labeled"][i].item())
+    for rid in ODD:
+        wave, labeled = found[rid]
+        assert abs(len(wave) - 16000) <= 2, rid  # 1 s at 16 kHz whatever the source rate
+        assert abs(peak_hz(wave) - 440.0) <= 2.0, rid
+        assert labeled
+    assert found["odd-unlabeled"][1] is False
+
+
+def test_batches_respect_budget_and_labels(ray_local, messy):
+    root, _, _ = messy
+    cfg = _cfg(root, max_batch_seconds=2.6, max_duration_s=2.6, max_batch_size=3)
+    stream = iter_batches(build_dataset(cfg, "train"), cfg, epoch=0, train=True)
+    batches, _ = _epoch(stream)
+    for b in batches:
+        B, T = b["input_values"].shape
+        assert B <= 3 and B * T <= 2.6 * 16000
+        assert b["attention_mask"].shape == (B, T) and b["labels"].shape[0] == B
+        for i in range(B):
+            assert (b["labels"][i] >= 0).any() == b["labeled"][i]  # unlabeled rows: all -100
+    assert stream.dropped[LONGER_THAN_MAX] == 1  # the 2.75 s ru row
+    assert stream.stats["batches"] == len(batches)
+
+
+def test_same_seed_same_batches(ray_local, messy):
+    root, _, _ = messy
+    cfg = _cfg(root, crop_seconds=0.7, crop_labeled=True)
+    ds = build_dataset(cfg, "train")
+
+    def run(c, epoch):
+        batches, _ = _epoch(iter_batches(ds, c, epoch=epoch, train=True))
+        return [(b["id"], b["input_values"]) for b in batches]
+
+    first, again = run(cfg, 0), run(cfg, 0)
+    assert [ids for ids, _ in first] == [ids for ids, _ in again]
+    assert all((a == b).all() for (_, a), (_, b) in zip(first, again, strict=True))
+    assert [ids for ids, _ in run(cfg, 1)] != [ids for ids, _ in first]  # a new epoch reshuffles
+    assert max(v.shape[1] for _, v in first) == int(0.7 * 16000)  # crops applied
+
+
+def test_labeled_only_lang_filter_and_duration(messy):
+    root, _, valid = messy
+    _, ids = _epoch(iter_local_batches(_cfg(root, labeled_only=True, langs=["es"]), "train"))
+    assert "odd-unlabeled" not in ids and not any(i.startswith("ru-") for i in ids)
+    short = iter_local_batches(_cfg(root, min_duration_s=1.6), "train")
+    _, ids = _epoch(short)
+    assert short.dropped[SHORTER_THAN_MIN] > 0 and all(i.startswith("ru-") or "good" in i for i in ids)
+
+
+def test_language_balanced_sampling(messy):
+    root, _, _ = messy
+    parts = select_parts(scan_corpus(root), None, ["train"])
+    uniform = language_rates(parts, 0.0, labeled_only=False)
+    assert uniform["ru"] > 1.0 > uniform["es"]  # es has more (declared) hours: thinned; ru repeated
+    half = language_rates(parts, 0.5, labeled_only=False)
+    assert uniform["ru"] > half["ru"] > 1.0
+    assert language_rates(parts, 1.0, labeled_only=False)["ru"] == pytest.approx(1.0)  # natural distribution
+
+    def seconds_per_lang(cfg, epochs):
+        secs = Counter()
+        for epoch in range(epochs):
+            for b in iter_local_batches(cfg, "train", epoch=epoch, train=True):
+                for lang, n in zip(b["lang"], b["attention_mask"].sum(1).tolist(), strict=True):
+                    secs[lang] += n / 16000
+        return secs
+
+    natural = seconds_per_lang(_cfg(root), 1)
+    balanced = seconds_per_lang(_cfg(root, lang_sampling_alpha=0.0), 8)
+    for lang in ("es", "ru"):  # delivered hours follow the rates (rows repeated or skipped per epoch)
+        assert balanced[lang] / 8 == pytest.approx(uniform[lang] * natural[lang], rel=0.2)
+
+
+def test_make_buckets_budget():
+    lengths = [5, 1, 9, 3, 3, 8, 2]
+    buckets = make_buckets(lengths, max_samples=12, max_size=3)
+    assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))
+    assert all(len(b) <= 3 and len(b) * max(lengths[i] for i in b) <= 12 for b in buckets)
+
+
+def test_missing_column_and_stray_file_are_named(ray_local, tmp_path):
+    root = tmp_path / "c"
+    path = write_part(root, "es", "train", good_rows("es", 2))
+    pq.write_table(pq.read_table(path).drop_columns(["num_samples"]), path)
+    with pytest.raises(CorpusError, match=r"part-00000\.parquet: missing column 'num_samples'"):
+        scan_corpus(root)
+    with pytest.raises(CorpusError, match="missing column 'num_samples'"):
+        build_dataset(_cfg(root), "train")
+    assert validate_data.main([str(root)]) == 2
+
+    root2 = tmp_path / "d"
+    write_part(root2, "es", "train", good_rows("es", 2))
+    (root2 / "lang=es" / "split=train" / "notes.txt").write_text("hello")
+    with pytest.raises(CorpusError, match=r"notes\.txt: not a Parquet file"):
+        scan_corpus(root2)
+    fake = root2 / "lang=es" / "split=dev" / "part-00000.parquet"
+    fake.parent.mkdir(parents=True)
+    fake.write_bytes(b"not parquet at all")
+    (root2 / "lang=es" / "split=train" / "notes.txt").unlink()
+    with pytest.raises(CorpusError, match=r"split=dev/part-00000\.parquet: not a readable Parquet file"):
+        scan_corpus(root2)
+
+
+def test_config_rejects_unknown_and_inconsistent_fields(tmp_path):
+    with pytest.raises(ValueError, match="extra"):
+        DataConfig(path="x", bogus=1)
+    with pytest.raises(ValueError, match="max_batch_seconds"):
+        DataConfig(path="x", max_duration_s=30, max_batch_seconds=10)
+    assert all(f.description for f in DataConfig.model_fields.values())
+
+
+def test_silence_row_normalises_without_nan(tmp_path):
+    root = tmp_path / "s"
+    silent = good_rows("es", 1)[0]
+    silent.update(id="silent", audio=encode(np.zeros(16000, np.float32), 16000, "FLAC"))
+    write_part(root, "es", "train", [silent])
+    PhoneTokenizer.from_phones(["a b c d"]).save(root)
+    (batch,) = list(iter_local_batches(_cfg(root), "train"))
+    assert np.isfinite(batch["input_values"].numpy()).all()
