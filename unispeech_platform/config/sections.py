@@ -19,6 +19,8 @@ class TrainSection(Section):
     """Give each worker one GPU (NCCL, bf16) instead of CPU (gloo, fp32)."""
     cpus_per_worker: float = Field(1.0, gt=0)
     """Logical CPUs reserved per worker; fractional values let more workers share a small machine."""
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    """How workers are placed on nodes (SPREAD/STRICT_SPREAD put them on different nodes)."""
     zero_stage: Literal[0, 1, 2, 3] = 2
     """DeepSpeed ZeRO stage: 0 = plain data parallel, 1 = optimizer, 2 = +gradients, 3 = +parameters sharded."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -141,6 +143,9 @@ class RaySection(Section):
 
     local_num_cpus: int | None = Field(None, ge=1)
     """Logical CPUs of a locally started Ray (None = max(8, 4 x cores)); must exceed what workers take."""
+    data_context: dict[str, Any] = Field(default_factory=dict)
+    """Ray Data DataContext attributes set on the driver before datasets are built (e.g. target_max_block_size:
+    tiny corpora need small blocks, or one worker gets every block of an exactly-once split)."""
     runtime_env: dict[str, Any] = Field(default_factory=dict)
     """runtime_env for a locally started Ray (cluster jobs get theirs from `ray job submit`)."""
 

@@ -76,9 +76,9 @@ def open_run(uri: str, section: TrackingSection, job_name: str, *, resume: bool)
 
 
 class MLflowTracker:
-    """Rank-0 tracker bound to an existing run. Steps at or below the highest step already stored are dropped,
-    so a worker group restored from an older checkpoint does not log a step twice (no gaps either: those steps
-    were logged by the previous attempt)."""
+    """Rank-0 tracker bound to an existing run. Steps at or below the highest step stored before this tracker
+    opened the run are dropped, so a worker group restored from an older checkpoint does not log a step twice
+    (no gaps either: those steps were logged by the previous attempt)."""
 
     def __init__(self, uri: str, run_id: str, watermark_key: str = "loss"):
         self.client = _client(uri)
@@ -89,13 +89,12 @@ class MLflowTracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
-        if step <= self.watermark:
+        if step <= self.watermark:  # replayed after a restore: already in the store
             return
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
-        self.watermark = step
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():

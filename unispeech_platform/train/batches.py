@@ -32,12 +32,21 @@ class LockstepBatches:
         self.device = device or torch.device("cpu")
         self.wait_s = 0.0  # time spent waiting for data (for the data-wait fraction)
         self.audio_s = 0.0  # seconds of audio handed out
-        self.dropped: Counter[str] = Counter()
-        self._it = self.open_epoch(self.epoch)
+        self._dropped_before: Counter[str] = Counter()  # bad rows of finished epochs (this process)
+        self._open(self.epoch)
         for _ in range(skip):
             if self._next_local() is None:
                 break
             self.position += 1
+
+    def _open(self, epoch: int) -> None:
+        self._stream = self.open_epoch(epoch)
+        self._it = iter(self._stream)
+
+    @property
+    def dropped(self) -> Counter[str]:
+        """Rows the data pipeline dropped on this rank, by reason (the stream exposes `.dropped`)."""
+        return self._dropped_before + Counter(getattr(self._stream, "dropped", None) or {})
 
     def _next_local(self) -> dict[str, Any] | None:
         try:
@@ -60,16 +69,15 @@ class LockstepBatches:
                 break
             if attempt == 1:
                 raise RuntimeError(f"a rank's data shard is empty at the start of epoch {self.epoch}")
+            self._dropped_before = self.dropped
             self.epoch += 1
             self.position = 0
-            self._it = self.open_epoch(self.epoch)
+            self._open(self.epoch)
         self.position += 1
         self.wait_s += time.perf_counter() - start
         mask = batch.get("attention_mask")
         if mask is not None:
             self.audio_s += float(mask.sum()) / 16_000
-        for reason, n in (batch.get("dropped") or {}).items():
-            self.dropped[reason] += int(n)
         return batch
 
 

@@ -101,3 +101,26 @@ def grad_norm(engine) -> float:
     if norm is None:
         return float("nan")
     return float(norm.item() if isinstance(norm, torch.Tensor) else norm)
+
+
+def state_memory_mb(engine) -> dict[str, float]:
+    """Measured bytes (MB) this rank holds in parameters and in optimizer state (master weights + moments),
+    counting each storage once. Under ZeRO-3 a parameter's local part is its `ds_tensor` partition."""
+    seen: set[int] = set()
+
+    def size(t: torch.Tensor) -> int:
+        storage = t.untyped_storage()
+        if storage.data_ptr() in seen or storage.nbytes() == 0:
+            return 0
+        seen.add(storage.data_ptr())
+        return storage.nbytes()
+
+    params = sum(size(getattr(p, "ds_tensor", p)) for p in engine.module.parameters())
+    opt = engine.optimizer
+    inner = getattr(opt, "optimizer", opt)  # ZeRO wraps the torch optimizer
+    optim = 0
+    for group in inner.param_groups:
+        optim += sum(size(p) for p in group["params"])  # fp32 master partitions (ZeRO) or the params themselves
+    for st in inner.state.values():
+        optim += sum(size(v) for v in st.values() if isinstance(v, torch.Tensor))
+    return {"memory/params_mb": params / 2**20, "memory/optimizer_mb": optim / 2**20}

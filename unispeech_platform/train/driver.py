@@ -60,6 +60,16 @@ def connect_ray(section: RaySection) -> None:
         ray.init(num_cpus=num_cpus, runtime_env=section.runtime_env or None)
 
 
+def _configure_ray_data(section: RaySection) -> None:
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    for key, value in section.data_context.items():
+        if not hasattr(ctx, key):
+            raise JobSetupError(f"ray.data_context.{key}: not a ray.data.DataContext attribute")
+        setattr(ctx, key, value)
+
+
 def _git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
@@ -87,7 +97,7 @@ def _version_tags(job: PretrainJobConfig, kind: str) -> dict[str, str]:
 
 def vocab_path(job: PretrainJobConfig) -> str | None:
     """The corpus' phone vocabulary (written next to the partitions by the corpus builders)."""
-    path = Path(job.data.path) / "vocab.json"
+    path = job.data.resolved_vocab_path()
     return str(path.resolve()) if path.is_file() else None
 
 
@@ -130,15 +140,18 @@ def run_training(job: PretrainJobConfig, *, kind: str = "pretrain", resume: bool
     export_dir = job.checkpoint.resolved_export_dir()
 
     connect_ray(job.ray)
+    _configure_ray_data(job.ray)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from unispeech_platform.data import build_dataset
+    from unispeech_platform.data.pipeline import build_dataset, exactly_once_data_config
+    from unispeech_platform.data.schema import CorpusError
 
-    datasets = {"train": build_dataset(job.data, "train")}
-    dev = build_dataset(job.data, "dev")
-    if dev is not None:
-        datasets["dev"] = dev
+    datasets = {"train": build_dataset(job.data, job.data.train_splits)}
+    try:
+        datasets["dev"] = build_dataset(job.data, job.data.eval_splits)
+    except CorpusError as e:
+        log.warning("no dev split (%s): evaluation is skipped", e)
 
     run_id = None
     if uri is not None:
@@ -154,6 +167,7 @@ def run_training(job: PretrainJobConfig, *, kind: str = "pretrain", resume: bool
             num_workers=job.train.num_workers,
             use_gpu=job.train.use_gpu,
             resources_per_worker={"CPU": job.train.cpus_per_worker, **({"GPU": 1} if job.train.use_gpu else {})},
+            placement_strategy=job.train.placement_strategy,
         ),
         run_config=RunConfig(
             name=ck.name,
@@ -166,6 +180,7 @@ def run_training(job: PretrainJobConfig, *, kind: str = "pretrain", resume: bool
             ),
         ),
         datasets=datasets,
+        dataset_config=exactly_once_data_config(),
     )
     status = "FAILED"
     try:

@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from unispeech_platform.train.batches import LockstepBatches, lockstep
 from unispeech_platform.train.checkpointing import TrainState, export_model, restore, save_and_report
-from unispeech_platform.train.deepspeed_setup import build_engine, grad_norm, set_lr
+from unispeech_platform.train.deepspeed_setup import build_engine, grad_norm, set_lr, state_memory_mb
 from unispeech_platform.train.metrics import Window, all_finite, all_reduce_sums
 from unispeech_platform.train.schedules import learning_rate
 from unispeech_platform.train.tasks import make_task
@@ -32,7 +32,7 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
     import ray.train.torch
 
     from unispeech_core import PhoneTokenizer
-    from unispeech_platform.data import iter_batches
+    from unispeech_platform.data.pipeline import iter_batches
 
     args = WorkerArgs.from_dict(raw_args)
     job, train = args.job, args.job.train
@@ -48,6 +48,7 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
     state = restore(engine) or TrainState(run_id=args.run_id)
     torch.manual_seed(train.seed + 7919 * rank + state.step)
     tracker = args.tracker(state.run_id) if rank == 0 else args.null_tracker()
+    _tag_placement(tracker)
     if state.step > 0:
         log.info("rank %d resumed at update %d (epoch %d, batch %d)", rank, state.step, state.epoch, state.position)
 
@@ -100,6 +101,8 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
                 state.dropped_rows[reason] = int(n)
                 metrics[f"bad_rows/{reason}"] = n
             metrics["nonfinite_skipped"] = state.nonfinite_skipped
+            memory = all_reduce_sums(state_memory_mb(engine), device)  # mean per rank, measured
+            metrics.update({k: v / world for k, v in memory.items()})
             tracker.log_metrics(metrics, state.step)
             last_report = metrics
             if rank == 0:
@@ -127,7 +130,7 @@ def _evaluate(task, engine, job, device) -> dict[str, float]:
     import ray.train
     import ray.train.torch
 
-    from unispeech_platform.data import iter_batches
+    from unispeech_platform.data.pipeline import iter_batches
 
     shard = ray.train.get_dataset_shard("dev")
     if shard is None:
@@ -153,6 +156,17 @@ def _evaluate(task, engine, job, device) -> dict[str, float]:
         if dist.is_initialized():
             dist.all_gather_object(gathered, pairs)
     return task.summarize(sums, gathered)
+
+
+def _tag_placement(tracker) -> None:
+    """Record which Ray nodes the ranks run on (collective: every rank contributes its node id)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    nodes = [None] * dist.get_world_size() if dist.is_initialized() else [node]
+    if dist.is_initialized():
+        dist.all_gather_object(nodes, node)
+    tracker.set_tags({"worker_nodes": ",".join(n[:12] for n in nodes), "num_nodes": str(len(set(nodes)))})
 
 
 def _collapse_alarm(state: TrainState, metrics: dict[str, float], train, tracker) -> None:

@@ -1,0 +1,101 @@
+"""Job configs: presets validate, overrides apply, bad keys fail before Ray with the key and the valid ones."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unispeech_platform.config import (
+    ConfigError,
+    FinetuneJobConfig,
+    PretrainJobConfig,
+    flatten,
+    load_config,
+    to_yaml,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("preset", ["tiny", "base", "large", "ci"])
+def test_pretrain_presets_validate(preset):
+    cfg = load_config(PretrainJobConfig, ROOT / "configs" / f"{preset}.yaml")
+    assert cfg.train.max_steps > 0 and cfg.data.path
+
+
+def test_large_preset_is_the_unispeech_large_architecture():
+    from unispeech_core import UniSpeechConfig
+
+    cfg = load_config(PretrainJobConfig, ROOT / "configs" / "large.yaml")
+    m = UniSpeechConfig(**cfg.model)
+    assert (m.num_hidden_layers, m.hidden_size, m.intermediate_size, m.num_attention_heads) == (24, 1024, 4096, 16)
+    assert m.feat_extract_norm == "layer" and m.do_stable_layer_norm and m.conv_bias
+    assert cfg.train.precision == "bf16" and cfg.train.zero_stage == 2 and cfg.train.use_gpu
+
+
+def test_finetune_preset_validates():
+    cfg = load_config(FinetuneJobConfig, ROOT / "configs" / "finetune_tiny.yaml")
+    assert cfg.finetune.task == "ctc" and cfg.checkpoint.score_metric == "dev_per"
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(
+        PretrainJobConfig,
+        ROOT / "configs" / "ci.yaml",
+        ["train.num_workers=4", "train.use_gpu=true", "train.zero_stage=3", "tracking.uri=http://h:5000",
+         "tracking.experiment=x", "data.path=/d", "train.max_steps=7", "model.hidden_size=64"],
+    )
+    assert (cfg.train.num_workers, cfg.train.use_gpu, cfg.train.zero_stage, cfg.train.max_steps) == (4, True, 3, 7)
+    assert (cfg.tracking.uri, cfg.tracking.experiment, cfg.data.path) == ("http://h:5000", "x", "/d")
+    assert cfg.model["hidden_size"] == 64
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.num_wrkers=2", "train.num_wrkers: unknown key (valid keys here: activation_checkpointing"),
+        ("train.zero_stage=5", "train.zero_stage"),
+        ("train.max_steps=many", "train.max_steps"),
+        ("bogus.key=1", "bogus: unknown key (valid keys here: checkpoint, data, model"),
+        ("model.hiden_size=3", "hiden_size"),
+        ("checkpoint.name=a/b", "checkpoint.name"),
+    ],
+)
+def test_bad_keys_name_the_key_and_the_valid_ones(override, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config(PretrainJobConfig, ROOT / "configs" / "ci.yaml", [override])
+    assert fragment in str(e.value)
+
+
+def test_every_field_has_a_description():
+    from unispeech_platform.config import sections
+
+    for cls in (sections.TrainSection, sections.OptimSection, sections.TrackingSection, sections.CheckpointSection,
+                sections.RaySection, sections.FinetuneSection, PretrainJobConfig, FinetuneJobConfig):
+        missing = [n for n, f in cls.model_fields.items() if not f.description]
+        assert not missing, f"{cls.__name__}: {missing}"
+
+
+def test_resolved_yaml_round_trips_and_flattens(tmp_path):
+    cfg = load_config(PretrainJobConfig, ROOT / "configs" / "tiny.yaml")
+    path = tmp_path / "resolved.yaml"
+    path.write_text(to_yaml(cfg))
+    assert load_config(PretrainJobConfig, path) == cfg
+    flat = flatten(cfg.model_dump(mode="json"))
+    assert flat["train.zero_stage"] == 2 and flat["optim.betas"] == [0.9, 0.98] and "model.hidden_size" in flat
+
+
+@pytest.mark.parametrize("job", ["pretrain", "finetune"])
+def test_bad_config_exits_before_ray_is_imported(job):
+    code = (
+        "import sys\n"
+        f"from jobs.{job} import main\n"
+        "try:\n    main(['--config', 'configs/ci.yaml', '--set', 'train.zero_stag=2'])\n"
+        "except SystemExit as e:\n    print('EXIT', e.code, 'ray' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "EXIT 2 False" in out.stdout, out.stdout + out.stderr
+    assert "train.zero_stag: unknown key" in out.stderr and "zero_stage" in out.stderr

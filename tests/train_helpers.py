@@ -1,0 +1,50 @@
+"""Shared fixtures of the training tests: a tiny generated corpus, the CI preset, a local Ray."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from unispeech_platform.config import PretrainJobConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CI_CONFIG = ROOT / "configs" / "ci.yaml"
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # ~/.ray/auth_token may exist: be explicit (DESIGN.md §4)
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def make_tiny_corpus(root: Path) -> Path:
+    """~100 short Spanish utterances (25% of train unlabeled) in the Parquet layout, in a few seconds."""
+    from unispeech_platform.data.synthetic import make_corpus
+
+    make_corpus(
+        root, ["es"], 100, speakers=5, unlabeled_fraction=0.25, min_words=2, max_words=3, workers=1, progress=False
+    )
+    return root
+
+
+def ci_job(corpus: Path, tmp: Path, name: str, *overrides: str) -> PretrainJobConfig:
+    return load_config(
+        PretrainJobConfig,
+        CI_CONFIG,
+        [
+            f"data.path={corpus}",
+            f"checkpoint.storage_path={tmp / 'runs'}",
+            f"checkpoint.name={name}",
+            f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+            *overrides,
+        ],
+    )
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int = 8):
+    """More logical CPUs than cores, or train workers starve Ray Data's read tasks (DESIGN.md §4)."""
+    import ray
+
+    ray.init(num_cpus=num_cpus, include_dashboard=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
