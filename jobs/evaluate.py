@@ -1,0 +1,28 @@
+"""Cross-lingual PER evaluation of a fine-tuned CTC model with Ray Data batch inference, logged to MLflow.
+
+    python -m jobs.evaluate --config configs/evaluate_tiny.yaml --set evaluate.model_path=runs/tiny-finetune
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.evaluate --config ...
+
+A missing or corrupt model path exits with status 3 and a message naming it, before Ray starts.
+"""
+
+from __future__ import annotations
+
+from jobs._cli import parse_job_args, run_or_exit
+from unispeech_platform.evaluate.config import EvaluateJobConfig
+
+
+def main(argv: list[str] | None = None):
+    cfg, _ = parse_job_args(__doc__.splitlines()[0], EvaluateJobConfig, argv)
+    from unispeech_platform.evaluate.job import run_evaluation
+
+    result = run_or_exit(run_evaluation, cfg)
+    print(result.table, end="")
+    print(f"outputs: {result.out_dir}")
+    if result.run_id:
+        print(f"mlflow run: {result.run_id} ({result.tracking_uri})")
+    return result
+
+
+if __name__ == "__main__":
+    main()

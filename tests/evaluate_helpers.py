@@ -1,0 +1,40 @@
+"""Fixtures of the evaluation, sweep and LID tests: one two-language corpus per session, a tiny CTC model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CI_MODEL = yaml.safe_load((ROOT / "configs" / "ci.yaml").read_text())["model"]
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # ~/.ray/auth_token may exist: be explicit (DESIGN.md §4)
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def two_lang_corpus(tmp_path_factory) -> Path:
+    """es + ru, 48 utterances each (6 speakers: 4 train, 1 dev, 1 test), made once per test session."""
+    from unispeech_platform.data.synthetic import make_corpus
+
+    root = tmp_path_factory.getbasetemp() / "two-lang-corpus"
+    if not (root / "vocab.json").is_file():
+        make_corpus(root, ["es", "ru"], 48, speakers=6, min_words=2, max_words=3, workers=1, progress=False)
+    return root
+
+
+def tiny_ctc_model(corpus: Path, out: Path, *, logit_scale: float = 50.0) -> Path:
+    """A random 32 x 2-layer UniSpeechForCTC over the corpus' vocabulary, saved in transformers' format. The head
+    is scaled up so that greedy decoding emits varied phones with wide argmax margins (padding-proof)."""
+    import torch
+
+    from unispeech_core import PhoneTokenizer, UniSpeechConfig, UniSpeechForCTC
+
+    tok = PhoneTokenizer.from_file(corpus / "vocab.json")
+    torch.manual_seed(0)
+    model = UniSpeechForCTC(UniSpeechConfig(**CI_MODEL, vocab_size=len(tok), pad_token_id=tok.pad_token_id))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(logit_scale)
+    model.save_pretrained(out)
+    tok.save(out)
+    return out

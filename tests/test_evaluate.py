@@ -1,0 +1,142 @@
+"""jobs.evaluate: per-language PER equals jiwer's own numbers, MLflow holds per/ metrics and the table; bad model
+paths fail with a message naming them before any Ray work starts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jiwer
+import pytest
+import torch
+from evaluate_helpers import ROOT, tiny_ctc_model, two_lang_corpus
+
+CONFIG = ROOT / "configs" / "evaluate_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return two_lang_corpus(tmp_path_factory)
+
+
+def _expected_per(corpus: Path, model_dir: Path, split: str) -> dict[str, jiwer.WordOutput]:
+    """Independent reference: decode utterance by utterance without Ray, score each language with jiwer."""
+    from unispeech_core import PhoneTokenizer, UniSpeechForCTC, ctc_greedy_decode
+    from unispeech_platform.data.config import DataConfig
+    from unispeech_platform.data.pipeline import iter_local_batches
+
+    model = UniSpeechForCTC.from_pretrained(model_dir)
+    tok = PhoneTokenizer.from_file(model_dir)
+    pairs: dict[str, tuple[list[str], list[str]]] = {}
+    cfg = DataConfig(path=str(corpus), max_batch_size=1, labeled_only=True)
+    with torch.inference_mode():
+        for batch in iter_local_batches(cfg, split):
+            out = model(batch["input_values"], batch["attention_mask"])
+            refs, hyps = pairs.setdefault(batch["lang"][0], ([], []))
+            refs.append(tok.decode([int(i) for i in batch["labels"][0] if i >= 0]))
+            hyps.append(ctc_greedy_decode(out.logits, out.frame_lengths, tok)[0])
+    return {lang: jiwer.process_words(r, h) for lang, (r, h) in pairs.items()}
+
+
+@pytest.mark.slow
+def test_per_per_language_matches_jiwer_and_lands_in_the_training_run(corpus, tmp_path, capsys):
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    import jobs.evaluate
+
+    job_dir = tmp_path / "job"  # the layout a training job leaves: model/ export + step_N/train_state.json
+    model_dir = tiny_ctc_model(corpus, job_dir / "model")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    train_run = client.create_run(client.create_experiment("unispeech-tiny"), run_name="finetune").info.run_id
+    (job_dir / "step_00000003").mkdir()
+    (job_dir / "step_00000003" / "train_state.json").write_text(json.dumps({"step": 3, "run_id": train_run}))
+
+    ray.init(num_cpus=8, include_dashboard=False)
+    try:
+        result = jobs.evaluate.main([
+            "--config", str(CONFIG), "--set", f"evaluate.model_path={job_dir}", "--set", f"data.path={corpus}",
+            "--set", "evaluate.splits=[dev, test]", "--set", f"evaluate.output_dir={tmp_path / 'eval'}",
+            "--set", f"tracking.uri={uri}", "--set", "evaluate.batch_rows=8",
+        ])
+    finally:
+        ray.shutdown()
+
+    assert result.run_id == train_run
+    for split in ("dev", "test"):
+        expected = _expected_per(corpus, model_dir, split)
+        assert set(expected) == {"es", "ru"}
+        for lang, e in expected.items():
+            n = e.hits + e.substitutions + e.deletions
+            assert result.metrics[f"per/{lang}/{split}"] == pytest.approx(e.wer, abs=1e-12)
+            assert result.metrics[f"sub/{lang}/{split}"] == pytest.approx(e.substitutions / n, abs=1e-12)
+            assert result.metrics[f"del/{lang}/{split}"] == pytest.approx(e.deletions / n, abs=1e-12)
+            assert result.metrics[f"ins/{lang}/{split}"] == pytest.approx(e.insertions / n, abs=1e-12)
+            assert 0.3 < e.wer < 5.0  # a real mix of errors, not an all-blank output
+        macro = sum(e.wer for e in expected.values()) / 2
+        assert result.metrics[f"per/avg/{split}"] == pytest.approx(macro, abs=1e-12)
+        assert f"per/weighted/{split}" in result.metrics
+
+    run = client.get_run(train_run)
+    assert run.data.metrics["per/es/test"] == pytest.approx(result.metrics["per/es/test"])
+    assert "per/avg/dev" in run.data.metrics and "per/weighted/test" in run.data.metrics
+    artifacts = {f.path for f in client.list_artifacts(train_run, "evaluation")}
+    assert {"evaluation/per.md", "evaluation/per.csv", "evaluation/per.json", "evaluation/per.png"} <= artifacts
+    table = Path(client.download_artifacts(train_run, "evaluation/per.md", str(tmp_path / "dl"))).read_text()
+    assert "| dev | es |" in table and "avg (macro)" in table
+    assert "| test | ru |" in capsys.readouterr().out
+
+
+def _bad_model_dirs(corpus: Path, tmp: Path) -> dict[str, Path]:
+    good = tiny_ctc_model(corpus, tmp / "good")
+    cases = {"missing": tmp / "does-not-exist", "empty": tmp / "empty"}
+    cases["empty"].mkdir()
+    for name in ("truncated", "garbage_config", "no_vocab"):
+        shutil.copytree(good, tmp / name)
+        cases[name] = tmp / name
+    data = (good / "model.safetensors").read_bytes()
+    (cases["truncated"] / "model.safetensors").write_bytes(data[: len(data) // 2])
+    (cases["garbage_config"] / "config.json").write_text("{not json")
+    (cases["no_vocab"] / "vocab.json").unlink()
+    return cases
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "truncated", "garbage_config", "no_vocab"])
+def test_bad_model_path_fails_naming_it_before_ray_starts(corpus, tmp_path, capsys, case):
+    import ray
+
+    import jobs.evaluate
+
+    bad = _bad_model_dirs(corpus, tmp_path)[case]
+    assert not ray.is_initialized()
+    with pytest.raises(SystemExit) as exc:
+        jobs.evaluate.main([
+            "--config", str(CONFIG), "--set", f"evaluate.model_path={bad}", "--set", f"data.path={corpus}",
+            "--set", f"evaluate.output_dir={tmp_path / 'eval'}", "--set", f"tracking.uri=sqlite:///{tmp_path}/m.db",
+        ])
+    assert exc.value.code == 3
+    err = capsys.readouterr().err
+    assert str(bad) in err or bad.name in err, err
+    assert not ray.is_initialized()
+    assert not (tmp_path / "m.db").exists()  # nothing tracked either
+
+
+def test_new_run_tagged_with_model_path_when_no_training_run_is_known(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from unispeech_platform.config.sections import TrackingSection
+    from unispeech_platform.evaluate.tracking import MODEL_TAG, log_evaluation
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "per.md").write_text("| x |")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = log_evaluation(
+        uri, TrackingSection(experiment="e"), run_id="0123456789abcdef", model_path="/models/x",
+        metrics={"per/es": 0.5, "per/avg": 0.5}, out_dir=str(tmp_path / "out"), artifact_path="evaluation",
+        job="evaluate",
+    )
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.data.tags[MODEL_TAG] == "/models/x" and run.info.status == "FINISHED"
+    assert run.data.metrics == {"per/es": 0.5, "per/avg": 0.5}

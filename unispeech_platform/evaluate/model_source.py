@@ -1,0 +1,150 @@
+"""Which model to evaluate, checked on the driver before any Ray work starts.
+
+Accepted paths:
+
+- a transformers-format directory: ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin``) +
+  ``vocab.json`` (what our jobs export, and what transformers' ``save_pretrained`` writes);
+- one of our training job directories (``<storage>/<name>``): its exported ``model/best`` (fine-tuning keeps the
+  best model by dev score there) or else ``model/``;
+- one of our Ray Train checkpoints (``<storage>/<name>/step_NNNNNNNN``): the DeepSpeed module weights (ZeRO 0-2)
+  are converted into a transformers-format directory under the evaluation's output directory.
+
+The MLflow run that trained the model is found in ``train_state.json`` of the job's newest checkpoint (training
+stores its run id there), so evaluation metrics land next to the training curves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from unispeech_platform.train.driver import JobSetupError
+
+CONFIG_FILE = "config.json"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+VOCAB_FILE = "vocab.json"
+STATE_FILE = "train_state.json"
+DS_MODEL_STATES = "ds/mp_rank_00_model_states.pt"
+
+
+class ModelLoadError(JobSetupError):
+    """The model path is missing, incomplete or corrupt; the message names the offending file."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: str
+    """What the user asked for."""
+    model_dir: str
+    """Transformers-format directory the inference actors load (absolute)."""
+    architecture: str
+    """config.json's architectures[0], e.g. UniSpeechForCTC."""
+    run_id: str | None
+    """MLflow run of the training job that produced the model, when recorded."""
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{path}: unreadable or not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object")
+    return data
+
+
+def _check_weights(directory: Path) -> None:
+    """Header-level check (cheap for any model size): a truncated or garbage file fails here."""
+    st, pt = directory / WEIGHT_FILES[0], directory / WEIGHT_FILES[1]
+    if st.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(st), "pt") as f:
+                if not list(f.keys()):
+                    raise ModelLoadError(f"{st}: holds no tensors")
+        except ModelLoadError:
+            raise
+        except Exception as e:  # safetensors raises its own error types
+            raise ModelLoadError(f"{st}: corrupt safetensors file ({e})") from None
+    elif not pt.is_file():
+        raise ModelLoadError(f"{directory}: no {' or '.join(WEIGHT_FILES)} (not a model directory)")
+
+
+def check_model_dir(directory: Path, *, need_vocab: bool = True) -> str:
+    """Validate a transformers-format directory; returns its architecture name."""
+    from unispeech_core import PhoneTokenizer, UniSpeechConfig
+
+    cfg_path = directory / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise ModelLoadError(f"{directory}: no {CONFIG_FILE} (not a model directory)")
+    raw = _read_json(cfg_path)
+    try:
+        config = UniSpeechConfig.from_dict(raw)
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{cfg_path}: not a valid UniSpeech config ({e})") from None
+    _check_weights(directory)
+    if need_vocab:
+        try:
+            tok = PhoneTokenizer.from_file(directory / VOCAB_FILE)
+        except (FileNotFoundError, ValueError) as e:
+            raise ModelLoadError(f"{directory / VOCAB_FILE}: {e}") from None
+        if config.vocab_size is not None and len(tok) > config.vocab_size:
+            raise ModelLoadError(
+                f"{directory / VOCAB_FILE}: {len(tok)} tokens but the model's vocab_size is {config.vocab_size}"
+            )
+    return (raw.get("architectures") or ["UniSpeechForCTC"])[0]
+
+
+def recorded_run_id(model_dir: Path) -> str | None:
+    """The MLflow run id training stored in its newest checkpoint, searched from the model dir upwards."""
+    for base in (model_dir, *list(model_dir.parents)[:2]):
+        if (base / STATE_FILE).is_file():
+            return json.loads((base / STATE_FILE).read_text()).get("run_id")
+        steps = sorted(p for p in base.glob("step_*") if (p / STATE_FILE).is_file())
+        if steps:
+            return json.loads((steps[-1] / STATE_FILE).read_text()).get("run_id")
+    return None
+
+
+def _export_checkpoint(ckpt: Path, out_dir: Path, vocab: Path | None) -> Path:
+    """Ray Train checkpoint (DeepSpeed shards) -> transformers-format dir. Loaded with weights_only=True."""
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+
+    states = ckpt / DS_MODEL_STATES
+    if not states.is_file():
+        raise ModelLoadError(f"{ckpt}: a training checkpoint without {DS_MODEL_STATES}")
+    try:
+        module = torch.load(states, map_location="cpu", weights_only=True)["module"]
+    except Exception as e:
+        raise ModelLoadError(f"{states}: cannot load with weights_only=True ({e})") from None
+    if any(t.numel() == 0 for t in module.values()):
+        raise ModelLoadError(f"{ckpt}: ZeRO-3 checkpoint (sharded weights); evaluate the job's exported model/")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in module.items()}, str(out_dir / WEIGHT_FILES[0]), metadata={"format": "pt"})
+    shutil.copy(ckpt / CONFIG_FILE, out_dir / CONFIG_FILE)
+    if vocab is not None and vocab.is_file():
+        shutil.copy(vocab, out_dir / VOCAB_FILE)
+    return out_dir
+
+
+def resolve_model(path: str, work_dir: str | Path) -> ResolvedModel:
+    """Find and validate the model behind ``path`` (raises ModelLoadError naming the path)."""
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        raise ModelLoadError(f"model path {path!r} does not exist")
+    if not p.is_dir():
+        raise ModelLoadError(f"model path {path!r} is a file; expected a model directory or training checkpoint")
+    if (p / STATE_FILE).is_file() and (p / "ds").is_dir():  # a Ray Train checkpoint of ours
+        export = p.parent / "model"
+        vocab = export / VOCAB_FILE if (export / VOCAB_FILE).is_file() else None
+        model_dir = _export_checkpoint(p, Path(work_dir).resolve() / "model", vocab)
+    else:
+        candidates = [p, p / "model" / "best", p / "model"]
+        model_dir = next((c for c in candidates if (c / CONFIG_FILE).exists()), p)
+    arch = check_model_dir(model_dir)
+    return ResolvedModel(path, str(model_dir), arch, recorded_run_id(model_dir))
