@@ -4,7 +4,7 @@ Accepted paths:
 
 - a transformers-format directory: ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin``) +
   ``vocab.json`` (what our jobs export, and what transformers' ``save_pretrained`` writes);
-- one of our training job directories (``<storage>/<name>``): its exported ``model/best`` (fine-tuning keeps the
+- one of our training job directories (``<storage>/<name>``): its exported ``model_best`` (fine-tuning keeps the
   best model by dev score there) or else ``model/``;
 - one of our Ray Train checkpoints (``<storage>/<name>/step_NNNNNNNN``): the DeepSpeed module weights (ZeRO 0-2)
   are converted into a transformers-format directory under the evaluation's output directory.
@@ -144,7 +144,7 @@ def resolve_model(path: str, work_dir: str | Path) -> ResolvedModel:
         vocab = export / VOCAB_FILE if (export / VOCAB_FILE).is_file() else None
         model_dir = _export_checkpoint(p, Path(work_dir).resolve() / "model", vocab)
     else:
-        candidates = [p, p / "model" / "best", p / "model"]
+        candidates = [p, p / "model_best", p / "model" / "best", p / "model"]
         model_dir = next((c for c in candidates if (c / CONFIG_FILE).exists()), p)
     arch = check_model_dir(model_dir)
     return ResolvedModel(path, str(model_dir), arch, recorded_run_id(model_dir))

@@ -132,8 +132,18 @@ def preflight(job: PretrainJobConfig, *, resume: bool) -> tuple[str | None, str]
     return uri, run_dir
 
 
-def run_training(job: PretrainJobConfig, *, kind: str = "pretrain", resume: bool = False) -> JobResult:
-    """Run a pretraining (kind="pretrain") or fine-tuning (kind="ctc") job to completion."""
+def run_training(
+    job: PretrainJobConfig,
+    *,
+    kind: str = "pretrain",
+    resume: bool = False,
+    run_id: str | None = None,
+    callbacks: list[Any] | None = None,
+) -> JobResult:
+    """Run a pretraining (kind="pretrain") or fine-tuning (kind="ctc") job to completion.
+
+    ``run_id``: log into this existing MLflow run instead of opening one (e.g. a sweep's nested trial run);
+    ``callbacks``: extra Ray Train callbacks (e.g. Tune's TuneReportCallback when run as a Tune trial)."""
     uri, run_dir = preflight(job, resume=resume)
     vocab = vocab_path(job)
     overrides = model_overrides(job, vocab)
@@ -153,9 +163,8 @@ def run_training(job: PretrainJobConfig, *, kind: str = "pretrain", resume: bool
     except CorpusError as e:
         log.warning("no dev split (%s): evaluation is skipped", e)
 
-    run_id = None
     if uri is not None:
-        run_id = open_run(uri, job.tracking, job.checkpoint.name, resume=resume)
+        run_id = run_id or open_run(uri, job.tracking, job.checkpoint.name, resume=resume)
         log_job_start(uri, run_id, flatten(job.model_dump(mode="json")), _version_tags(job, kind), to_yaml(job))
 
     args = WorkerArgs(kind, job, overrides, vocab, export_dir, uri, run_id)
@@ -173,6 +182,7 @@ def run_training(job: PretrainJobConfig, *, kind: str = "pretrain", resume: bool
             name=ck.name,
             storage_path=job.checkpoint.resolved_storage(),
             failure_config=FailureConfig(max_failures=job.train.max_failures),
+            callbacks=list(callbacks or []),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=ck.keep,
                 checkpoint_score_attribute=ck.score_metric,
