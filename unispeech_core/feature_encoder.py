@@ -3,41 +3,14 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .activations import activation
 from .config import UniSpeechConfig
 
 
-def conv1d_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int) -> torch.Tensor:
-    """Strided Conv1d on [B, T, C_in] as one matmul over gathered windows → [B, T_out, C_out].
-
-    Why by hand: on CPU, oneDNN's conv1d (and especially its backward) runs this encoder's strided
-    k=2/3/10 convs far below matmul speed (bench/model_step.py); gathering each window (k/stride blocks of
-    ``stride`` frames, all views plus one concat) turns the layer into a single GEMM, and channels-last frames
-    need no transposes for the norms or the projection that follow.
-    """
-    b, t, cin = x.shape
-    cout, _, k = weight.shape
-    tout = (t - k) // stride + 1
-    full, rest = divmod(k, stride)
-    nblocks = tout + full - 1 + (1 if rest else 0)
-    if nblocks * stride > t:  # the last block is only partly read: pad it rather than copy-slice every block
-        x = F.pad(x, (0, 0, 0, nblocks * stride - t))
-    blocks = x[:, : nblocks * stride].reshape(b, nblocks, stride * cin)
-    parts = [blocks[:, j : j + tout] for j in range(full)]
-    if rest:
-        parts.append(blocks[:, full : full + tout, : rest * cin])
-    windows = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
-    w = weight.permute(2, 1, 0).reshape(k * cin, cout)
-    out = windows.reshape(-1, k * cin)
-    out = torch.addmm(bias, out, w) if bias is not None else out @ w
-    return out.view(b, tout, cout)
-
-
 class ConvLayer(nn.Module):
-    """One conv block on channels-last frames. ``norm``: 'group' (first layer of base models), 'layer' or None."""
+    """One conv block. ``norm`` is 'group' (GroupNorm, first layer of base models), 'layer' or None."""
 
     def __init__(self, config: UniSpeechConfig, layer_id: int, norm: str | None):
         super().__init__()
@@ -52,22 +25,17 @@ class ConvLayer(nn.Module):
         )
         self.norm = norm
         if norm == "group":
-            # one group per channel: each channel normalised over time (the parameters of nn.GroupNorm)
             self.layer_norm = nn.GroupNorm(num_groups=out_dim, num_channels=out_dim, affine=True)
         elif norm == "layer":
             self.layer_norm = nn.LayerNorm(out_dim, elementwise_affine=True)
         self.activation = activation(config.feat_extract_activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, T, C_in] → [B, T_out, C_out]."""
-        x = conv1d_channels_last(x, self.conv.weight, self.conv.bias, self.conv.stride[0])
+        x = self.conv(x)
         if self.norm == "group":
-            gn = self.layer_norm
-            var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)
-            scale = torch.rsqrt(var + gn.eps) * gn.weight  # [B, 1, C]: fold the affine into one pass over x
-            x = torch.addcmul(gn.bias - mean * scale, x, scale)
-        elif self.norm == "layer":
             x = self.layer_norm(x)
+        elif self.norm == "layer":
+            x = self.layer_norm(x.transpose(-2, -1)).transpose(-2, -1)
         return self.activation(x)
 
 
@@ -91,14 +59,15 @@ class FeatureEncoder(nn.Module):
         self._requires_grad = False
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
-        """[B, samples] → channels-last frames [B, T, conv_dim[-1]]."""
-        x = input_values[:, :, None]
-        checkpointing = self.gradient_checkpointing and self.training and self._requires_grad
-        if checkpointing:
+        x = input_values[:, None]
+        if self._requires_grad and self.training and self.gradient_checkpointing:
             # checkpointed segments need an input that requires grad to backpropagate into their params
             x = x.requires_grad_(True)
         for layer in self.conv_layers:
-            x = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False) if checkpointing else layer(x)
+            if self.gradient_checkpointing and self.training and self._requires_grad:
+                x = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False)
+            else:
+                x = layer(x)
         return x
 
 

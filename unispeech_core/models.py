@@ -161,7 +161,7 @@ class UniSpeechModel(UniSpeechPreTrainedModel):
         output_attentions: bool = False,
     ) -> BaseModelOutput:
         _check_input(input_values, attention_mask, self.config)
-        feats = self.feature_extractor(input_values)
+        feats = self.feature_extractor(input_values).transpose(1, 2)
         if attention_mask is not None:
             valid = frame_mask(attention_mask, feats.shape[1], self.config)
         else:
