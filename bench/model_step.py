@@ -1,6 +1,6 @@
 """Forward+backward speed of unispeech_core vs transformers, same config and batch, interleaved in one run.
 
-    python bench/model_step.py [--repeats 5] [--batch 8] [--seconds 4] [--threads N]
+    python bench/model_step.py [--repeats 5] [--batch 8] [--seconds 4] [--threads N] [--precision fp32|bf16]
 
 Prints a Markdown table of audio-seconds processed per wall-clock second (median over repeats) for the CTC
 head and for pretraining (ours computes the full UniSpeech loss; transformers computes no loss at all, so its
@@ -38,7 +38,7 @@ def make_batch(batch: int, seconds: float, seed: int = 0) -> dict[str, torch.Ten
     }
 
 
-def steps(batch: dict[str, torch.Tensor]) -> dict[str, Callable[[], None]]:
+def steps(batch: dict[str, torch.Tensor], bf16: bool) -> dict[str, Callable[[], None]]:
     torch.manual_seed(0)
     ours_ctc = uc.UniSpeechForCTC(uc.UniSpeechConfig(**CONFIG)).train()
     theirs_ctc = transformers.UniSpeechForCTC(transformers.UniSpeechConfig(**CONFIG)).train()
@@ -49,7 +49,9 @@ def steps(batch: dict[str, torch.Tensor]) -> dict[str, Callable[[], None]]:
     def run(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
         def step() -> None:
             model.zero_grad(set_to_none=True)
-            loss_fn().backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn()
+            loss.backward()
         return step
 
     return {
@@ -71,11 +73,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = CPU autocast for both")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     batch = make_batch(args.batch, args.seconds)
-    contestants = steps(batch)
+    contestants = steps(batch, args.precision == "bf16")
     for step in contestants.values():  # warm-up: allocator, oneDNN primitive caches
         step()
     times: dict[str, list[float]] = {k: [] for k in contestants}
@@ -86,7 +89,8 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
     audio = args.batch * args.seconds
     speed = {k: audio / statistics.median(v) for k, v in times.items()}
-    print(f"batch {args.batch} x {args.seconds:g} s, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+    print(f"{args.precision}, batch {args.batch} x {args.seconds:g} s, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, "
           f"transformers {transformers.__version__}, {args.repeats} interleaved repeats (median)\n")
     print("| step | implementation | s/step | audio-s/s | ours / transformers |")
     print("|---|---|---|---|---|")
