@@ -1,0 +1,39 @@
+"""Ray Tune sweep of pretraining knobs (default: replace_prob, mask_time_prob, mask_time_length) with ASHA early
+stopping; every trial is a Ray Train run, tracked as a nested MLflow run under the sweep's run.
+
+    python -m jobs.sweep --config configs/sweep_tiny.yaml [--set sweep.num_samples=8] [--resume]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from jobs._cli import EXIT_CONFIG, parse_job_args, run_or_exit
+from unispeech_platform.config import ConfigError
+from unispeech_platform.tune.config import SweepJobConfig
+
+
+def main(argv: list[str] | None = None):
+    cfg, ns = parse_job_args(__doc__.splitlines()[0], SweepJobConfig, argv)
+    from unispeech_platform.tune.search_space import validate_sweep
+    from unispeech_platform.tune.sweep import run_sweep
+
+    try:  # every trial's config must validate: fail here, before Ray, not in trial N
+        validate_sweep(cfg.sweep)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+    result = run_or_exit(run_sweep, cfg, resume=ns.resume)
+    for row in result.rows:
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    if result.best:
+        print(f"best trial: {result.best['trial']}; ready-to-run config: {result.best_config}")
+    print(f"report: {result.report_dir}")
+    if result.parent_run_id:
+        print(f"mlflow run: {result.parent_run_id} ({result.tracking_uri})")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""jobs.sweep: a 3-trial sweep of the tiny model completes with a parent MLflow run and 3 nested trial runs, ASHA
+cuts a trial that lags at its rung, the outputs (trials table, knob plot, best-config YAML) are logged, and
+--resume restores the finished experiment instead of starting over. Config mistakes fail before Ray."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from evaluate_helpers import ROOT, two_lang_corpus
+
+from unispeech_platform.tune.search_space import yaml_value
+
+CONFIG = ROOT / "configs" / "sweep_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return two_lang_corpus(tmp_path_factory)
+
+
+def _args(corpus, tmp_path, *extra):
+    fixed = {
+        "data.path": str(corpus), "train.num_workers": 1, "train.max_steps": 8, "train.eval_every": 2,
+        "train.eval_max_batches": 2, "checkpoint.every_steps": 2, "checkpoint.keep": 1, "tracking.log_model": False,
+        "optim.warmup_steps": 1,
+    }
+    # lr 3e-3 learns within 4 updates; lr 1e-9 does not move: run first, the good trial sets the bar at the rung
+    space = {"optim.lr": {"grid": [3e-3, 1e-9, 1e-9]}, "model.replace_prob": {"uniform": [0.2, 0.8]}}
+    sets = {
+        "sweep.pretrain_config": str(ROOT / "configs" / "ci.yaml"), "sweep.pretrain_overrides": yaml_value(fixed),
+        "sweep.search_space": yaml_value(space), "sweep.num_samples": 1, "sweep.max_concurrent": 1,
+        "sweep.grace_period": 4, "sweep.storage_path": str(tmp_path / "sweeps"), "sweep.name": "s",
+        "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    argv = ["--config", str(CONFIG)]
+    for k, v in sets.items():
+        argv += ["--set", f"{k}={v}"]
+    return argv + list(extra)
+
+
+@pytest.mark.slow
+def test_three_trial_sweep_nested_runs_asha_and_best_config(corpus, tmp_path):
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    import jobs.sweep
+    from unispeech_platform.config import PretrainJobConfig, load_config
+
+    ray.init(num_cpus=8, include_dashboard=False)
+    try:
+        result = jobs.sweep.main(_args(corpus, tmp_path))
+        resumed = jobs.sweep.main(_args(corpus, tmp_path, "--resume"))
+    finally:
+        ray.shutdown()
+
+    assert len(result.rows) == 3
+    by_lr = sorted(result.rows, key=lambda r: -r["optim.lr"])
+    assert by_lr[0]["status"] == "COMPLETED" and by_lr[0]["trial_step"] == 8
+    stopped = [r for r in result.rows if r["status"] == "EARLY_STOPPED"]
+    assert stopped and all(4 <= r["trial_step"] < 8 for r in stopped)
+    assert result.best["trial"] == by_lr[0]["trial"]
+
+    client = MlflowClient(result.tracking_uri)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'"
+    )
+    assert len(children) == 3
+    assert all(c.info.status in ("FINISHED", "KILLED") for c in children)  # none left RUNNING
+    early = {c.data.tags["unispeech.trial_id"]: c for c in children if c.data.tags.get("unispeech.early_stopped") == "true"}
+    assert set(early) == {r["trial"] for r in stopped} and all(c.info.status == "KILLED" for c in early.values())
+    for c in children:  # params + a metric history per trial
+        assert float(c.data.params["optim.lr"]) in (3e-3, 1e-9)
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "dev_loss")]
+        assert steps[:2] == [2, 4]
+    artifacts = {f.path for f in client.list_artifacts(result.parent_run_id, "sweep")}
+    assert {"sweep/trials.csv", "sweep/trials.md", "sweep/metric_vs_knobs.png", "sweep/best_pretrain.yaml"} <= artifacts
+    assert parent.data.metrics["best/dev_loss"] == pytest.approx(by_lr[0]["dev_loss_last"])
+
+    best = load_config(PretrainJobConfig, result.best_config)  # ready to run: validates as a pretrain job config
+    assert best.optim.lr == 3e-3 and best.checkpoint.name == "s-best"
+    assert best.model["replace_prob"] == pytest.approx(by_lr[0]["model.replace_prob"])
+
+    assert resumed.parent_run_id == result.parent_run_id  # restored, not rerun
+    assert sorted(r["trial"] for r in resumed.rows) == sorted(r["trial"] for r in result.rows)
+
+
+def test_bad_sweep_keys_fail_before_ray(corpus, tmp_path, capsys):
+    import ray
+
+    import jobs.sweep
+
+    argv = _args(corpus, tmp_path, "--set", 'sweep.search_space={"model.no_such_knob": {"uniform": [0, 1]}}')
+    with pytest.raises(SystemExit) as exc:
+        jobs.sweep.main(argv)
+    assert exc.value.code == 2 and "no_such_knob" in capsys.readouterr().err
+    argv = _args(corpus, tmp_path, "--set", "sweep.pretrain_overrides={train.eval_every: 3, checkpoint.every_steps: 4}")
+    with pytest.raises(SystemExit):
+        jobs.sweep.main(argv)
+    assert "eval_every" in capsys.readouterr().err
+    assert not ray.is_initialized()
+    assert yaml.safe_load(CONFIG.read_text())["sweep"]["search_space"]  # the preset's default space is non-empty

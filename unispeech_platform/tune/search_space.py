@@ -1,0 +1,78 @@
+"""Search space YAML -> Tune domains, a sampled trial config -> ``--set`` style overrides, and the fail-fast check
+that every trial config will validate (run on the driver before Ray starts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from unispeech_platform.config import ConfigError, FinetuneJobConfig, PretrainJobConfig, load_config
+from unispeech_platform.tune.config import SearchDim, SweepSection
+
+
+def to_tune(space: dict[str, SearchDim]) -> dict[str, Any]:
+    """Tune param_space with the dotted keys kept flat (one Tune config entry per swept key)."""
+    from ray import tune
+
+    out: dict[str, Any] = {}
+    for key, d in space.items():
+        if d.uniform is not None:
+            out[key] = tune.uniform(*d.uniform)
+        elif d.loguniform is not None:
+            out[key] = tune.loguniform(*d.loguniform)
+        elif d.randint is not None:
+            out[key] = tune.randint(*d.randint)
+        elif d.choice is not None:
+            out[key] = tune.choice(d.choice)
+        else:
+            out[key] = tune.grid_search(d.grid)
+    return out
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v  # numpy scalars from Tune's samplers
+
+
+def yaml_value(v: Any) -> str:
+    """One-line YAML of a value that reads back with its type (``1e-09`` would read back as a string)."""
+    text = yaml.safe_dump(_plain(v), default_flow_style=True, width=1 << 20).strip()
+    return text.removesuffix("...").strip()
+
+
+def as_overrides(values: dict[str, Any]) -> list[str]:
+    """``{"model.replace_prob": 0.3}`` -> ``["model.replace_prob=0.3"]``, parsed back by the config loader."""
+    return [f"{k}={yaml_value(v)}" for k, v in values.items()]
+
+
+def representative(d: SearchDim) -> Any:
+    """A value of the dimension for validation: its lower bound or first option."""
+    for kind in ("uniform", "loguniform", "randint", "choice", "grid"):
+        v = getattr(d, kind)
+        if v is not None:
+            return v[0]
+    raise AssertionError("unreachable")
+
+
+def default_metric(sweep: SweepSection) -> str:
+    return sweep.metric or ("dev_per" if sweep.finetune_config else "dev_loss")
+
+
+def validate_sweep(sweep: SweepSection) -> tuple[PretrainJobConfig, FinetuneJobConfig | None]:
+    """Load both stage configs with the fixed overrides and a value of every swept key; raise ConfigError naming
+    the problem. Also checks that every Tune report carries the metric (eval cadence divides checkpoint cadence)."""
+    sample = as_overrides({k: representative(d) for k, d in sweep.search_space.items()})
+    pre = load_config(PretrainJobConfig, sweep.pretrain_config, [*as_overrides(sweep.pretrain_overrides), *sample])
+    ft = None
+    if sweep.finetune_config:
+        ft = load_config(FinetuneJobConfig, sweep.finetune_config, as_overrides(sweep.finetune_overrides))
+    for stage, job in (("pretrain", pre), ("finetune", ft)):
+        if job is None:
+            continue
+        ev, ck = job.train.eval_every, job.checkpoint.every_steps
+        if ev == 0 or ck % ev:
+            raise ConfigError(
+                f"{stage}: trials report to Tune at every checkpoint (checkpoint.every_steps={ck}); set "
+                f"train.eval_every (now {ev}) to a divisor of it so that every report carries fresh dev metrics"
+            )
+    return pre, ft

@@ -1,0 +1,149 @@
+"""``python -m jobs.sweep``: validate (no Ray) -> parent MLflow run -> Tuner over trial driver functions with ASHA
+on ``trial_step`` -> trials table, knob plot and best-config YAML logged to the parent run."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, load_config, to_yaml
+from unispeech_platform.train.driver import JobSetupError, connect_ray
+from unispeech_platform.tune.config import SweepJobConfig, SweepSection
+from unispeech_platform.tune.search_space import as_overrides, default_metric, to_tune, validate_sweep
+
+log = logging.getLogger("unispeech.sweep")
+
+
+@dataclass
+class SweepResult:
+    rows: list[dict[str, Any]]
+    """The trials table."""
+    best: dict[str, Any] | None
+    best_config: str | None
+    """Ready-to-run pretraining YAML of the best trial."""
+    report_dir: str
+    experiment_dir: str
+    parent_run_id: str | None
+    tracking_uri: str | None
+
+
+def _abs_paths(job, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Trial actors run in their own directories: ship the data paths absolute."""
+    out = {**overrides, "data.path": os.path.abspath(job.data.path)}
+    if job.data.vocab_path:
+        out["data.vocab_path"] = os.path.abspath(job.data.vocab_path)
+    return out
+
+
+def _concurrency(sweep: SweepSection, job: PretrainJobConfig) -> int:
+    import ray
+
+    if sweep.max_concurrent:
+        return sweep.max_concurrent
+    res = ray.cluster_resources()
+    if job.train.use_gpu:
+        return max(1, int(res.get("GPU", 0) // job.train.num_workers))
+    per_trial = job.train.num_workers * job.train.cpus_per_worker + 1  # +1: the trial's Ray Data tasks
+    return max(1, int(res.get("CPU", 1) // per_trial))
+
+
+def _best_configs(sweep: SweepSection, fixed_pre, fixed_ft, best: dict[str, Any], out: Path) -> str:
+    values = {k: best[k] for k in sweep.search_space}
+    name = f"{sweep.name}-best"
+    pre = load_config(PretrainJobConfig, sweep.pretrain_config,
+                      [*as_overrides(fixed_pre), *as_overrides(values), f"checkpoint.name={name}"])
+    (out / "best_pretrain.yaml").write_text(to_yaml(pre), encoding="utf-8")
+    if sweep.finetune_config:
+        ft = load_config(FinetuneJobConfig, sweep.finetune_config, [
+            *as_overrides(fixed_ft), f"finetune.init_from={pre.checkpoint.resolved_export_dir()}",
+            f"checkpoint.name={name}-finetune"])
+        (out / "best_finetune.yaml").write_text(to_yaml(ft), encoding="utf-8")
+    return str(out / "best_pretrain.yaml")
+
+
+def run_sweep(cfg: SweepJobConfig, *, resume: bool = False) -> SweepResult:
+    from unispeech_platform.tracking import check_reachable, resolve_tracking_uri
+
+    sw = cfg.sweep
+    pre, ft = validate_sweep(sw)  # ConfigError before Ray
+    metric = default_metric(sw)
+    total_steps = pre.train.max_steps + (ft.train.max_steps if ft else 0)
+    storage = os.path.abspath(sw.storage_path)
+    exp_dir = Path(storage, sw.name)
+    if exp_dir.exists() and not resume:
+        raise JobSetupError(f"{exp_dir} exists: pass --resume to continue that sweep, or set sweep.name")
+    if resume and not exp_dir.exists():
+        raise JobSetupError(f"--resume: no sweep to resume at {exp_dir}")
+    uri = None
+    if cfg.tracking.enabled:
+        uri = resolve_tracking_uri(cfg.tracking)
+        check_reachable(uri, cfg.tracking.connect_timeout_s)
+
+    connect_ray(cfg.ray)
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    from unispeech_platform.tune.driver import TrialSetup, run_trial
+    from unispeech_platform.tune.mlflow_callback import CloseTrialRuns, open_parent_run
+    from unispeech_platform.tune.report import best_row, knob_plot, trials_table, write_table
+
+    parent = open_parent_run(uri, cfg.tracking, sw.name, resume=resume) if uri else None
+    fixed_pre = _abs_paths(pre, sw.pretrain_overrides)
+    fixed_ft = _abs_paths(ft, sw.finetune_overrides) if ft else {}
+    setup = TrialSetup(
+        os.path.abspath(sw.pretrain_config), os.path.abspath(sw.finetune_config) if sw.finetune_config else None,
+        fixed_pre, fixed_ft, metric, f"{storage}/{sw.name}-trials", uri, cfg.tracking.experiment, parent,
+    )
+    trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup.as_dict()), {"CPU": 0.01})
+    if resume:
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        if uri:
+            from mlflow.tracking import MlflowClient
+
+            params = {"sweep.metric": metric, "sweep.num_samples": sw.num_samples, "sweep.scheduler": sw.scheduler,
+                      **{f"space.{k}": d.model_dump(exclude_none=True) for k, d in sw.search_space.items()}}
+            for k, v in params.items():
+                MlflowClient(uri).log_param(parent, k, str(v))
+        scheduler = FIFOScheduler() if sw.scheduler == "fifo" else ASHAScheduler(
+            time_attr="trial_step", max_t=total_steps, grace_period=sw.grace_period or pre.checkpoint.every_steps,
+            reduction_factor=sw.reduction_factor)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=to_tune(sw.search_space),
+            tune_config=tune.TuneConfig(
+                metric=metric, mode=sw.mode, num_samples=sw.num_samples, scheduler=scheduler,
+                # the generator enforces the limit itself (Tune ignores max_concurrent_trials with one given)
+                search_alg=BasicVariantGenerator(random_state=sw.seed, max_concurrent=_concurrency(sw, pre)),
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name=sw.name, storage_path=storage,
+                callbacks=[CloseTrialRuns(uri, parent, total_steps)] if uri else [],
+            ),
+        )
+    results = tuner.fit()
+
+    keys = list(sw.search_space)
+    rows = trials_table(results, keys, metric, sw.mode, total_steps)
+    report = Path(storage, f"{sw.name}-report")
+    report.mkdir(parents=True, exist_ok=True)
+    best = best_row(rows, metric, sw.mode)
+    best_yaml = _best_configs(sw, fixed_pre, fixed_ft, best, report) if best else None
+    if rows:
+        write_table(rows, report)
+        knob_plot(rows, keys, metric, report / "metric_vs_knobs.png")
+    if uri:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        client.log_artifacts(parent, str(report), "sweep")
+        if best:
+            client.log_metric(parent, f"best/{metric}", best[f"{metric}_last"])
+            client.set_tag(parent, "unispeech.best_trial", best["trial"])
+        client.set_terminated(parent, status="FINISHED" if not results.errors else "FAILED")
+    return SweepResult(rows, best, best_yaml, str(report), str(exp_dir), parent, uri)
