@@ -70,7 +70,7 @@ class DataConfig(BaseModel):
     read_parallelism: int | None = Field(
         default=None,
         ge=1,
-        description="Read tasks (Ray Data override_num_blocks); None lets Ray Data decide.",
+        description="Read tasks (Ray Data override_num_blocks); None = one task per Parquet part.",
     )
     decode_concurrency: int | None = Field(
         default=None, ge=1, description="Most concurrent decode tasks; None lets Ray Data scale to free CPUs."

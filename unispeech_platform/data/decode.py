@@ -42,6 +42,9 @@ DECODED_SCHEMA = pa.schema(
 )
 
 
+_EMPTY = np.zeros(0, dtype="<f4")
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     """What the decode stage needs from the config, small enough to ship with every task."""
@@ -72,19 +75,33 @@ def _decode_row(
     if rate and n is not None:
         seconds = n / rate
         if seconds < opts.min_duration_s:
-            return b"", 0, None, SHORTER_THAN_MIN, f"{seconds:.2f} s < {opts.min_duration_s} s"
+            return _EMPTY, 0, None, SHORTER_THAN_MIN, f"{seconds:.2f} s < {opts.min_duration_s} s"
         if seconds > opts.max_duration_s:
-            return b"", 0, None, LONGER_THAN_MAX, f"{seconds:.2f} s > {opts.max_duration_s} s"
+            return _EMPTY, 0, None, LONGER_THAN_MAX, f"{seconds:.2f} s > {opts.max_duration_s} s"
     labels, error, detail = check_phones(row["phones"], opts.vocab)
     if error:
-        return b"", 0, None, error, detail
+        return _EMPTY, 0, None, error, detail
     d = decode_audio(row["audio"], rate, n)
     if d.error:
-        return b"", 0, None, d.error, d.detail
+        return _EMPTY, 0, None, d.error, d.detail
     wave = to_mono_16k(d.wave, d.sample_rate)
     if len(wave) > opts.max_duration_s * TARGET_SAMPLE_RATE:  # resampling may add a sample or two
-        return b"", 0, None, LONGER_THAN_MAX, f"{len(wave) / TARGET_SAMPLE_RATE:.2f} s after resampling"
-    return wave.astype("<f4", copy=False).tobytes(), len(wave), labels, None, ""
+        return _EMPTY, 0, None, LONGER_THAN_MAX, f"{len(wave) / TARGET_SAMPLE_RATE:.2f} s after resampling"
+    return wave.astype("<f4", copy=False), len(wave), labels, None, ""
+
+
+def _binary_array(waves: list[np.ndarray]) -> pa.Array:
+    """One Arrow binary array over the concatenated samples: a single copy, no per-row bytes objects."""
+    offsets = np.zeros(len(waves) + 1, dtype=np.int64)
+    np.cumsum([w.nbytes for w in waves], out=offsets[1:])
+    data = np.concatenate(waves) if waves else _EMPTY
+    if offsets[-1] < 2**31:
+        return pa.Array.from_buffers(
+            pa.binary(), len(waves), [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
+        )
+    return pa.Array.from_buffers(
+        pa.large_binary(), len(waves), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
 
 
 def decode_table(table: pa.Table, opts: DecodeOptions) -> pa.Table:
@@ -101,7 +118,11 @@ def decode_table(table: pa.Table, opts: DecodeOptions) -> pa.Table:
         out["error"].append(error)
         out["detail"].append(detail)
         out["rate"].append(rates.get(row["lang"], 1.0))
-    return pa.Table.from_pydict(out, schema=DECODED_SCHEMA)
+    waves = _binary_array(out.pop("wave"))
+    rest = pa.Table.from_pydict(out, schema=DECODED_SCHEMA.remove(DECODED_SCHEMA.get_field_index("wave")))
+    return rest.add_column(
+        DECODED_SCHEMA.get_field_index("wave"), DECODED_SCHEMA.field("wave").with_type(waves.type), waves
+    )
 
 
 def read_part_batches(part: PartFile, *, labeled_only: bool, batch_rows: int):
