@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> None:
     from unispeech_platform.train import run_training
 
     result = run_or_exit(run_training, cfg, kind=cfg.finetune.task, resume=ns.resume)
-    print(f"model: {result.export_dir} (best by dev PER: {result.export_dir}/best)")
+    print(f"model: {result.export_dir} (best by dev PER: {result.export_dir}_best)")
     print(f"checkpoint: {result.checkpoint}")
     print(f"mlflow run: {result.run_id} ({result.tracking_uri})")
 

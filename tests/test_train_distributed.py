@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from train_helpers import ci_job, local_ray, make_tiny_corpus
+from train_helpers import ci_finetune_job, ci_job, local_ray, make_tiny_corpus
 
 from unispeech_platform.tracking import metric_history
 from unispeech_platform.train import run_training
@@ -81,3 +81,24 @@ def test_zero3_completes(corpus, ray_session, tmp_path_factory):
 
     model = UniSpeechForPreTraining.from_pretrained(result.export_dir)  # gathered, not partitioned, weights
     assert all(p.numel() > 0 for p in model.parameters())
+
+
+def test_ctc_finetune_from_the_pretrained_export_keeps_the_best_by_dev_per(zero2, corpus, tmp_path_factory):
+    from mlflow.tracking import MlflowClient
+
+    tmp = tmp_path_factory.mktemp("finetune")
+    job = ci_finetune_job(corpus, tmp, "ft", zero2.export_dir, "finetune.freeze_transformer_steps=2",
+                          "train.max_steps=4", "train.eval_every=2")
+    result = run_training(job, kind="ctc")
+    metrics = MlflowClient(result.tracking_uri).get_run(result.run_id).data.metrics
+    assert 0.0 <= metrics["dev_per"] <= 1.5 and metrics["transformer_frozen"] == 0.0
+    import transformers
+
+    best = transformers.UniSpeechForCTC.from_pretrained(result.export_dir + "_best")
+    assert best.config.vocab_size == zero2_vocab_size(zero2)
+
+
+def zero2_vocab_size(result) -> int:
+    from unispeech_core import PhoneTokenizer
+
+    return len(PhoneTokenizer.from_file(result.export_dir))

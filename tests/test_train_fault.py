@@ -4,28 +4,32 @@ with exactly train.max_steps updates, and MLflow's step history has no gaps and 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
-import psutil
 import pytest
 from train_helpers import CI_CONFIG, ROOT, local_ray, make_tiny_corpus
 
 from unispeech_platform.tracking import metric_history
 
 pytestmark = pytest.mark.slow
-STEPS, EVERY = 12, 4
+STEPS, EVERY = 30, 5
+# Ray Train's controller announces its worker group: "- (ip=..., pid=123) world_rank=1, local_rank=1, ...".
+WORKER_LINE = re.compile(r"pid=(\d+)\) world_rank=(\d+)")
 
 
-def _train_workers() -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith("ray::RayTrainWorker"):
-            out.append(p)
-    return out
+def _committed(run_dir, name: str) -> bool:
+    """A checkpoint counts once Ray Train has registered it (all ranks' parts uploaded), not when its
+    directory appears: killing a worker in between correctly restarts from the previous checkpoint."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    try:
+        return name in snapshot.read_text()
+    except FileNotFoundError:
+        return False
 
 
 def test_sigkilled_worker_is_restored_from_the_last_checkpoint(tmp_path):
@@ -38,24 +42,30 @@ def test_sigkilled_worker_is_restored_from_the_last_checkpoint(tmp_path):
         "--set", "checkpoint.name=fault", "--set", f"tracking.uri={uri}", "--set", f"train.max_steps={STEPS}",
         "--set", f"checkpoint.every_steps={EVERY}", "--set", "train.max_failures=2",
     ]
+    lines: list[str] = []
     with local_ray() as address:
         env = {**os.environ, "RAY_ADDRESS": address}
         job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        reader = threading.Thread(target=lambda: lines.extend(job.stdout), daemon=True)
+        reader.start()
         try:
             deadline = time.time() + 400
-            while not (run_dir / f"step_{EVERY:08d}").is_dir():  # first checkpoint committed
-                assert job.poll() is None, job.stdout.read()
+            while not _committed(run_dir, f"step_{EVERY:08d}"):
+                assert job.poll() is None, "".join(lines)[-5000:]
                 assert time.time() < deadline, "no checkpoint appeared"
-                time.sleep(0.5)
-            victims = _train_workers()
-            assert victims, "no RayTrainWorker process found"
-            victims[-1].send_signal(signal.SIGKILL)
-            out, _ = job.communicate(timeout=500)
+                time.sleep(0.1)
+            ranks = {int(r): int(p) for p, r in (m.groups() for m in map(WORKER_LINE.search, list(lines)) if m)}
+            os.kill(ranks[1], signal.SIGKILL)  # a train worker of the job this test started
+            lines.append(f"TEST: SIGKILL sent to rank 1 (pid {ranks[1]}) of {ranks}\n")
+            job.wait(timeout=500)
+            reader.join(timeout=10)
         finally:
             if job.poll() is None:
                 job.kill()
+    out = "".join(lines)
+    (tmp_path / "job.log").write_text(out)  # for post-mortems
     assert job.returncode == 0, out[-5000:]
-    assert "resumed at update" in out, "the worker group did not restore from a checkpoint"
+    assert "resumed at update" in out, out[-5000:]
     run_id = out.split("mlflow run: ")[1].split()[0]
     steps = [s for s, _ in metric_history(uri, run_id, "loss")]
     assert sorted(steps) == list(range(1, STEPS + 1)), steps  # no gaps, no duplicates

@@ -6,7 +6,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from unispeech_platform.config import PretrainJobConfig, load_config
+from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_CONFIG = ROOT / "configs" / "ci.yaml"
@@ -24,9 +24,9 @@ def make_tiny_corpus(root: Path) -> Path:
     return root
 
 
-def ci_job(corpus: Path, tmp: Path, name: str, *overrides: str) -> PretrainJobConfig:
+def ci_job(corpus: Path, tmp: Path, name: str, *overrides: str, cls=PretrainJobConfig) -> PretrainJobConfig:
     return load_config(
-        PretrainJobConfig,
+        cls,
         CI_CONFIG,
         [
             f"data.path={corpus}",
@@ -35,6 +35,13 @@ def ci_job(corpus: Path, tmp: Path, name: str, *overrides: str) -> PretrainJobCo
             f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
             *overrides,
         ],
+    )
+
+
+def ci_finetune_job(corpus: Path, tmp: Path, name: str, init_from: str, *overrides: str) -> FinetuneJobConfig:
+    return ci_job(
+        corpus, tmp, name, f"finetune.init_from={init_from}", "checkpoint.score_metric=dev_per",
+        "data.labeled_only=true", "model.mask_time_prob=0.05", *overrides, cls=FinetuneJobConfig,
     )
 
 

@@ -117,7 +117,7 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
                 score = dev.get(task.score_key)
                 if args.kind != "pretrain" and score is not None and (state.best_score is None or score < state.best_score):
                     state.best_score = score
-                    export_model(engine, args.export_dir + "/best", tokenizer)
+                    export_model(engine, args.export_dir + "_best", tokenizer)
 
         if state.step % job.checkpoint.every_steps == 0 or last:
             save_and_report(engine, state, last_report, task.config)

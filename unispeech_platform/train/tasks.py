@@ -180,9 +180,9 @@ class CTCTask:
 
         pairs = [p for rank_pairs in (gathered or [sums["pairs"]]) for p in rank_pairs]
         out = {"dev_loss": sums["dev_loss"] / max(sums["dev_batches"], 1.0)}
+        pairs = [(r, h) for r, h in pairs if r.strip()]  # unlabeled dev rows cannot be scored
         if pairs:
-            rates = error_rates([r for r, _ in pairs], [h for _, h in pairs])
-            out["dev_per"] = float(rates["error_rate"])
+            out["dev_per"] = float(error_rates([r for r, _ in pairs], [h for _, h in pairs])["error_rate"])
         return out
 
 
@@ -202,4 +202,8 @@ def make_task(kind: str, model_overrides: dict[str, Any], train: TrainSection, f
         return PretrainTask(model_overrides, train)
     if kind == "ctc":
         return CTCTask(model_overrides, train, finetune, tokenizer)
-    raise ValueError(f"unknown task {kind!r} (known: pretrain, ctc; lid is the planned sequence-classification seam)")
+    if kind == "lid":
+        from unispeech_platform.evaluate.lid import LIDTask
+
+        return LIDTask(model_overrides, train, finetune, tokenizer)
+    raise ValueError(f"unknown task {kind!r} (known: pretrain, ctc, lid)")
