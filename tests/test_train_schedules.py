@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from unispeech_platform.config import OptimSection, TrainSection
-from unispeech_platform.train.deepspeed_setup import deepspeed_config, resolve_precision
+from unispeech_platform.train.deepspeed_setup import autocast, deepspeed_config, resolve_precision
 from unispeech_platform.train.schedules import learning_rate
 
 
@@ -34,5 +35,9 @@ def test_deepspeed_config_batch_arithmetic_and_precision():
     gpu = TrainSection(use_gpu=True, deepspeed={"zero_optimization": {"overlap_comm": True}})
     ds = deepspeed_config(gpu, OptimSection(), world_size=8)
     assert ds["bf16"] == {"enabled": True} and ds["zero_optimization"] == {"stage": 2, "overlap_comm": True}
-    with pytest.raises(ValueError, match="bf16"):
-        resolve_precision(TrainSection(precision="bf16"))
+    cpu_bf16 = TrainSection(precision="bf16")  # CPU bf16 = torch.autocast around the forward, fp32 DeepSpeed
+    assert "bf16" not in deepspeed_config(cpu_bf16, OptimSection(), world_size=2)
+    with autocast(cpu_bf16):
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    with autocast(train):
+        assert not torch.is_autocast_enabled("cpu")

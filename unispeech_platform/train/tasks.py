@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from unispeech_platform.config.sections import FinetuneSection, TrainSection
+from unispeech_platform.train.deepspeed_setup import autocast
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
@@ -57,11 +58,12 @@ class PretrainTask:
         return {"temperature": tau}
 
     def forward(self, engine, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = engine(
-            **model_inputs(batch, device),
-            labels=batch["labels"].to(device),
-            labeled=batch["labeled"].to(device),
-        )
+        with autocast(self.train):
+            out = engine(
+                **model_inputs(batch, device),
+                labels=batch["labels"].to(device),
+                labeled=batch["labeled"].to(device),
+            )
         stats = {k: getattr(out, k) for k in ("ctc_loss", "contrastive_loss", "diversity_loss")}
         stats["perplexity"] = out.codevector_perplexity
         return out.loss, {k: v.detach().float() for k, v in stats.items() if v is not None}
@@ -152,7 +154,8 @@ class CTCTask:
         self._base_frozen = frozen
 
     def forward(self, engine, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = engine(**model_inputs(batch, device), labels=batch["labels"].to(device))
+        with autocast(self.train):
+            out = engine(**model_inputs(batch, device), labels=batch["labels"].to(device))
         return out.loss, {}
 
     @torch.no_grad()
