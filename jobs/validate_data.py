@@ -31,9 +31,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    if not ray.is_initialized():
-        # More logical CPUs than cores: Ray Data's read and decode operators must not starve each other.
-        ray.init(num_cpus=a.num_cpus or 4 * (os.cpu_count() or 1), include_dashboard=False)
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()  # a running cluster (e.g. `ray job submit`)
+    elif not ray.is_initialized():
+        # A private local Ray, even if another session runs `ray start` here. More logical CPUs than cores:
+        # Ray Data's read and decode operators must not starve each other.
+        ray.init(address="local", num_cpus=a.num_cpus or 4 * (os.cpu_count() or 1), include_dashboard=False)
     try:
         report = validate_corpus(a.root, a.vocab)
     except CorpusError as e:

@@ -140,7 +140,8 @@ def local_ray(num_cpus: int = 8):
     so it never overlaps the training tests' own local Ray."""
     import ray
 
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    # address="local": a new instance even when another session runs `ray start` on this machine.
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:

@@ -25,7 +25,7 @@ class DataConfig(BaseModel):
     eval_splits: list[str] = Field(default=["dev"], description="split= partitions used for evaluation.")
     labeled_only: bool = Field(
         default=False,
-        description="Skip rows without phones (fine-tuning); pushed down into the Parquet scan.",
+        description="Skip rows without phones (fine-tuning); filtered before any decoding.",
     )
     min_duration_s: float = Field(
         default=0.0, ge=0.0, description="Drop (and count) rows shorter than this, judged from num_samples."
@@ -76,7 +76,7 @@ class DataConfig(BaseModel):
         default=None, ge=1, description="Most concurrent decode tasks; None lets Ray Data scale to free CPUs."
     )
     decode_batch_rows: int = Field(
-        default=32, ge=1, description="Rows per decode task call; also the rows a worker pulls per fetch."
+        default=32, ge=1, description="Rows per decode call, so per decoded block a worker fetches."
     )
     prefetch_batches: int = Field(
         default=4, ge=0, description="Decoded row blocks each worker fetches ahead."
