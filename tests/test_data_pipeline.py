@@ -145,6 +145,15 @@ def test_same_seed_same_batches(ray_local, messy):
     assert max(v.shape[1] for _, v in first) == int(0.7 * 16000)  # crops applied
 
 
+def test_ray_partition_and_labeled_filters(ray_local, messy):
+    root, _, _ = messy
+    cfg = _cfg(root, labeled_only=True, langs=["es"])
+    _, ray_ids = _epoch(iter_batches(build_dataset(cfg, "train"), cfg, epoch=0, train=False))
+    _, local_ids = _epoch(iter_local_batches(cfg, "train"))
+    assert ray_ids == local_ids and "odd-unlabeled" not in ray_ids
+    assert ray_ids and all(not i.startswith(("ru-", "es-dev-")) for i in ray_ids)
+
+
 def test_labeled_only_lang_filter_and_duration(messy):
     root, _, valid = messy
     _, ids = _epoch(iter_local_batches(_cfg(root, labeled_only=True, langs=["es"]), "train"))
