@@ -36,7 +36,7 @@ def absolute_data(data):
 
 
 def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
-    from unispeech_platform.tracking import check_reachable, resolve_tracking_uri
+    from unispeech_platform.evaluate.tracking import checked_tracking_uri, log_evaluation
     from unispeech_platform.train.driver import connect_ray
 
     ev = cfg.evaluate
@@ -44,10 +44,7 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     model = resolve_model(ev.model_path, out_dir)  # raises ModelLoadError before any Ray work
     if model.architecture not in ("UniSpeechForCTC",):
         raise ModelLoadError(f"{model.model_dir}: a {model.architecture}; PER evaluation needs a UniSpeechForCTC model")
-    uri = None
-    if cfg.tracking.enabled:
-        uri = resolve_tracking_uri(cfg.tracking)
-        check_reachable(uri, cfg.tracking.connect_timeout_s)
+    uri = checked_tracking_uri(cfg.tracking)
 
     connect_ray(cfg.ray)
     from unispeech_platform.evaluate.inference import CTCPredictor, run_inference
@@ -63,8 +60,6 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     write_per_report(scores, predictions, out_dir, ev.model_path)
     run_id = None
     if uri is not None:
-        from unispeech_platform.evaluate.tracking import log_evaluation
-
         run_id = log_evaluation(
             uri, cfg.tracking, run_id=ev.run_id or model.run_id, model_path=ev.model_path, metrics=metrics,
             out_dir=str(out_dir), artifact_path="evaluation", job="evaluate",

@@ -12,6 +12,17 @@ log = logging.getLogger("unispeech.evaluate")
 MODEL_TAG = "unispeech.model_path"
 
 
+def checked_tracking_uri(section: TrackingSection) -> str | None:
+    """The absolute tracking URI, checked reachable/writable (before Ray starts); None when tracking is off."""
+    from unispeech_platform.tracking import check_reachable, resolve_tracking_uri
+
+    if not section.enabled:
+        return None
+    uri = resolve_tracking_uri(section)
+    check_reachable(uri, section.connect_timeout_s)
+    return uri
+
+
 def _existing_run(client, run_id: str | None) -> str | None:
     if not run_id:
         return None

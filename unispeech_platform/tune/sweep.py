@@ -65,7 +65,7 @@ def _best_configs(sweep: SweepSection, fixed_pre, fixed_ft, best: dict[str, Any]
 
 
 def run_sweep(cfg: SweepJobConfig, *, resume: bool = False) -> SweepResult:
-    from unispeech_platform.tracking import check_reachable, resolve_tracking_uri
+    from unispeech_platform.evaluate.tracking import checked_tracking_uri
 
     sw = cfg.sweep
     pre, ft = validate_sweep(sw)  # ConfigError before Ray
@@ -77,10 +77,7 @@ def run_sweep(cfg: SweepJobConfig, *, resume: bool = False) -> SweepResult:
         raise JobSetupError(f"{exp_dir} exists: pass --resume to continue that sweep, or set sweep.name")
     if resume and not exp_dir.exists():
         raise JobSetupError(f"--resume: no sweep to resume at {exp_dir}")
-    uri = None
-    if cfg.tracking.enabled:
-        uri = resolve_tracking_uri(cfg.tracking)
-        check_reachable(uri, cfg.tracking.connect_timeout_s)
+    uri = checked_tracking_uri(cfg.tracking)
 
     connect_ray(cfg.ray)
     from ray import tune
