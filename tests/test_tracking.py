@@ -54,3 +54,23 @@ def test_resume_reopens_the_run_and_steps_are_logged_once(tmp_path):
     steps = [s for s, _ in metric_history(uri, run_id, "loss")]
     assert sorted(steps) == [1, 2, 3, 4, 5]
     assert open_run(uri, section, "job-a", resume=False) != run_id  # a fresh job gets a fresh run
+
+
+def test_codebook_collapse_alarm_warns_once_and_tags_the_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from unispeech_platform.config import TrainSection
+    from unispeech_platform.train.checkpointing import TrainState
+    from unispeech_platform.train.loop import _collapse_alarm
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_id = open_run(uri, TrackingSection(experiment="t"), "job-c", resume=False)
+    tracker, train = MLflowTracker(uri, run_id), TrainSection(collapse_perplexity=4.0, collapse_after_steps=10)
+    state = TrainState(step=5)
+    _collapse_alarm(state, {"perplexity": 1.2}, train, tracker)  # too early: perplexity is noisy at the start
+    assert not state.collapse_alarm
+    state.step = 20
+    with pytest.warns(RuntimeWarning, match="codebook collapse"):
+        _collapse_alarm(state, {"perplexity": 1.2}, train, tracker)
+    assert state.collapse_alarm
+    assert "perplexity 1.20" in MlflowClient(uri).get_run(run_id).data.tags["codebook_collapse"]

@@ -44,13 +44,12 @@ def test_ray_job_submit_runs_pretrain_to_succeeded(tmp_path):
              "--set", f"tracking.uri={uri}", "--set", "train.max_steps=3"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
         )
-        status = subprocess.run(
-            ["ray", "job", "status", "--address", address, "pretrain-ci"], env=env, capture_output=True, text=True,
-            timeout=60,
-        )
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        status = JobSubmissionClient(address).get_job_status("pretrain-ci")
     finally:
         subprocess.run([str(SCRIPT), "stop"], env=env, timeout=120)
-    assert "SUCCEEDED" in status.stdout + status.stderr, (submit.stdout + submit.stderr)[-5000:]
+    assert status == JobStatus.SUCCEEDED, (submit.stdout + submit.stderr)[-5000:]
     assert submit.returncode == 0
     run_id = submit.stdout.split("mlflow run: ")[1].split()[0]
     from unispeech_platform.tracking import metric_history

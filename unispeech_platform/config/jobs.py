@@ -22,7 +22,7 @@ def _check_model_overrides(v: dict[str, Any]) -> dict[str, Any]:
     """Model overrides must be UniSpeechConfig fields (checked by building the config)."""
     from unispeech_core import UniSpeechConfig
 
-    valid = set(UniSpeechConfig().to_dict())
+    valid = set(UniSpeechConfig().to_dict()) | {"id2label", "label2id", "num_labels"}  # classification heads
     unknown = sorted(set(v) - valid)
     if unknown:
         raise ValueError(f"unknown UniSpeechConfig field(s) {unknown} (valid: {', '.join(sorted(valid))})")
@@ -48,7 +48,10 @@ class PretrainJobConfig(Section):
     ray: RaySection = Field(default_factory=RaySection)
     """How to reach or start Ray."""
 
-    _model_ok = field_validator("model")(classmethod(lambda cls, v: _check_model_overrides(v)))
+    @field_validator("model")
+    @classmethod
+    def _model_fields_exist(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _check_model_overrides(v)
 
 
 class FinetuneJobConfig(PretrainJobConfig):

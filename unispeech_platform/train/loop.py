@@ -59,6 +59,7 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
         skip=state.position,
         device=device,
     )
+    dropped_before = dict(state.dropped_rows)  # counts up to the restored checkpoint (all ranks)
     window = Window(device)
     last_report: dict[str, float] = {}
 
@@ -98,8 +99,8 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
         if state.step % train.log_every == 0 or last:
             metrics = window.reduce(world)
             for reason, n in all_reduce_sums(dict(feed.dropped), device).items():
-                state.dropped_rows[reason] = int(n)
-                metrics[f"bad_rows/{reason}"] = n
+                state.dropped_rows[reason] = dropped_before.get(reason, 0) + int(n)
+                metrics[f"bad_rows/{reason}"] = state.dropped_rows[reason]
             metrics["nonfinite_skipped"] = state.nonfinite_skipped
             memory = all_reduce_sums(state_memory_mb(engine), device)  # mean per rank, measured
             metrics.update({k: v / world for k, v in memory.items()})
@@ -114,7 +115,7 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
             if dev:
                 tracker.log_metrics(dev, state.step)
                 last_report = {**last_report, **dev}
-                score = dev.get(task.score_key)
+                score = dev.get(task.score_key)  # fine-tuning keeps the lowest dev PER
                 if args.kind != "pretrain" and score is not None and (state.best_score is None or score < state.best_score):
                     state.best_score = score
                     export_model(engine, args.export_dir + "_best", tokenizer)
