@@ -57,7 +57,9 @@ def connect_ray(section: RaySection) -> None:
         ray.init()
     else:
         num_cpus = section.local_num_cpus or max(8, 4 * (os.cpu_count() or 1))
-        ray.init(num_cpus=num_cpus, runtime_env=section.runtime_env or None)
+        # address="local": always a fresh local Ray; without it ray.init() joins any cluster a `ray start` left
+        # running on this machine (and then refuses num_cpus).
+        ray.init(address="local", num_cpus=num_cpus, runtime_env=section.runtime_env or None)
 
 
 def _configure_ray_data(section: RaySection) -> None:
