@@ -1,0 +1,144 @@
+"""Run an experiment top to bottom with a numbered step line before every stage; a failing stage is named with
+its reason (ExperimentStepError) instead of a bare traceback at the end of a long log."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from unispeech_platform.experiments.config import ExperimentConfig
+from unispeech_platform.experiments.report import ArmResult, parent_metrics, results_table, timing_table
+from unispeech_platform.experiments.stages import ArmStages, arm_stages, copy_ctc_head
+
+
+class ExperimentStepError(RuntimeError):
+    """A stage failed; the message names it and why."""
+
+
+@dataclass
+class ExperimentResult:
+    arms: list[ArmResult]
+    table: str
+    timings: str
+    seconds: float
+    run_id: str | None
+    tracking_uri: str | None
+    experiment_id: str | None
+
+
+class Progress:
+    def __init__(self, total: int):
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+
+    @contextlib.contextmanager
+    def step(self, title: str, seconds: dict[str, float] | None = None, key: str | None = None):
+        self.done += 1
+        t0 = time.perf_counter()
+        print(f"\n==> [{self.done}/{self.total}] {title}  (t+{t0 - self.start:.0f}s)", flush=True)
+        try:
+            yield
+        except Exception as e:  # name the step, keep the cause chained for the traceback
+            raise ExperimentStepError(f"step {self.done}/{self.total} '{title}' failed: {type(e).__name__}: {e}") from e
+        dt = time.perf_counter() - t0
+        if seconds is not None and key:
+            seconds[key] = dt
+        print(f"<== [{self.done}/{self.total}] {title}: done in {dt:.0f}s", flush=True)
+
+
+def validate(cfg: ExperimentConfig) -> list[ArmStages]:
+    """Every stage config of every arm, built without Ray (raises ConfigError)."""
+    from unispeech_platform.config import ConfigError
+
+    ref = cfg.experiment.reference_arm
+    if ref is not None and ref not in cfg.experiment.arms:
+        raise ConfigError(f"experiment.reference_arm={ref!r} is not an arm ({list(cfg.experiment.arms)})")
+    uri = "sqlite:///validate.db" if cfg.tracking.enabled else None
+    return [arm_stages(cfg, arm, uri) for arm in cfg.experiment.arms]
+
+
+def machine() -> str:
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, {platform.system()}"
+
+
+def run_arm(stages: ArmStages, runs, parent: str | None, progress: Progress) -> ArmResult:
+    from unispeech_platform.evaluate.job import run_evaluation
+    from unispeech_platform.train import run_training
+
+    arm, secs = stages.name, {}
+    arm_run = runs.create(arm, parent, {"unispeech.arm": arm}) if runs else None
+    ok = False
+    try:
+        with progress.step(f"{arm}: pretraining on {stages.pretrain.data.path}", secs, "pretrain"):
+            pre_run = runs.create(f"{arm}/pretrain", arm_run) if runs else None
+            pre = run_training(stages.pretrain, kind="pretrain", run_id=pre_run)
+            if stages.init_dir != pre.export_dir:
+                copy_ctc_head(pre.export_dir, stages.init_dir)
+        with progress.step(f"{arm}: CTC fine-tuning on {stages.finetune.data.path}", secs, "finetune"):
+            ft_run = runs.create(f"{arm}/finetune", arm_run) if runs else None
+            run_training(stages.finetune, kind="ctc", run_id=ft_run)
+        with progress.step(f"{arm}: per-language PER", secs, "evaluate"):
+            ev = stages.evaluate.model_copy(deep=True)
+            ev.evaluate.run_id = arm_run
+            scores = run_evaluation(ev).scores
+        ok = True
+    finally:
+        if runs:
+            runs.log_metrics(arm_run, {f"time/{k}_s": v for k, v in secs.items()}) if secs else None
+            runs.finish(arm_run, ok)
+    return ArmResult(arm, scores, secs, arm_run)
+
+
+def run_experiment(cfg: ExperimentConfig, stages: list[ArmStages] | None = None) -> ExperimentResult:
+    from unispeech_platform.evaluate.tracking import checked_tracking_uri
+    from unispeech_platform.experiments.corpus import build_corpora
+    from unispeech_platform.experiments.tracking import ExperimentRuns
+    from unispeech_platform.train.driver import connect_ray
+
+    exp = cfg.experiment
+    progress = Progress(2 + 3 * len(exp.arms))
+    uri = checked_tracking_uri(cfg.tracking)
+    stages = [arm_stages(cfg, arm, uri) for arm in exp.arms]
+    root = Path(exp.storage_path).resolve() / exp.name
+    if root.exists():
+        print(f"removing the previous run of this experiment: {root}")
+        shutil.rmtree(root)
+    with progress.step(f"corpus: {cfg.corpus.high_resource} (pretraining) + {cfg.corpus.low_resource} (targets)"):
+        build_corpora(cfg.corpus)
+    runs = ExperimentRuns(uri, cfg.tracking.experiment) if uri else None
+    parent = runs.create(exp.name, tags={"unispeech.experiment": exp.name, "machine": machine()}) if runs else None
+    if runs:
+        from unispeech_platform.config import flatten, to_yaml
+
+        runs.log_params(parent, flatten(cfg.model_dump(mode="json")))
+        runs.client.log_text(parent, to_yaml(cfg), "config/experiment.yaml")
+    with progress.step("Ray: join RAY_ADDRESS or start a local Ray"):
+        connect_ray(cfg.ray)
+    results, ok, ref = [], False, exp.reference_arm or list(exp.arms)[-1]
+    try:
+        for st in stages:
+            results.append(run_arm(st, runs, parent, progress))
+        table, seconds = results_table(results, ref), time.perf_counter() - progress.start
+        if runs:
+            runs.log_metrics(parent, {**parent_metrics(results, ref), "time/total_s": seconds})
+            runs.client.log_text(parent, table + "\n" + timing_table(results), "results.md")
+        ok = True
+    finally:
+        if runs:
+            runs.finish(parent, ok)
+    return ExperimentResult(results, table, timing_table(results), seconds, parent, uri,
+                            runs.experiment_id if runs else None)

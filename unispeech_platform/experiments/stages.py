@@ -1,0 +1,81 @@
+"""Stage configs of one arm, built from the experiment's StageSpecs with the experiment-owned keys (data paths,
+run names, storage, tracking) set; all of them are built (= validated) before Ray starts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, load_config
+from unispeech_platform.evaluate.config import EvaluateJobConfig
+from unispeech_platform.experiments.config import ExperimentConfig
+
+
+def as_overrides(values: dict[str, Any]) -> list[str]:
+    import yaml
+
+    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in values.items()]
+
+
+@dataclass
+class ArmStages:
+    name: str
+    pretrain: PretrainJobConfig
+    finetune: FinetuneJobConfig
+    evaluate: EvaluateJobConfig
+    init_dir: str
+    """Where the fine-tuning starts from (the pretraining export, or its copy with the CTC head moved over)."""
+
+
+def arm_stages(cfg: ExperimentConfig, arm: str, uri: str | None, root: Path | None = None) -> ArmStages:
+    exp, corpus = cfg.experiment, Path(cfg.corpus.root).resolve()
+    root = root or Path(exp.storage_path).resolve() / exp.name
+    vocab = str(corpus / "vocab.json")
+    common = {
+        "data.vocab_path": vocab,
+        "checkpoint.storage_path": str(root),
+        "tracking.enabled": uri is not None,
+        "tracking.uri": uri,
+        "tracking.experiment": cfg.tracking.experiment,
+    }
+    pre = load_config(PretrainJobConfig, cfg.pretrain.config, as_overrides({
+        **cfg.pretrain.overrides, **exp.arms[arm], **common,
+        "data.path": str(corpus / "high"), "checkpoint.name": f"{arm}-pretrain",
+        "tracking.run_name": f"{arm}/pretrain",
+    }))
+    export = pre.checkpoint.resolved_export_dir()
+    init_dir = export + "_ctchead" if exp.init_ctc_head else export
+    ft = load_config(FinetuneJobConfig, cfg.finetune.config, as_overrides({
+        **cfg.finetune.overrides, **common,
+        "data.path": str(corpus / "low"), "data.labeled_only": True, "finetune.init_from": init_dir,
+        "checkpoint.name": f"{arm}-finetune", "tracking.run_name": f"{arm}/finetune",
+    }))
+    ev = load_config(EvaluateJobConfig, cfg.evaluate.config, as_overrides({
+        **cfg.evaluate.overrides,
+        "data.path": str(corpus / "low"), "data.vocab_path": vocab,
+        "evaluate.model_path": os.path.join(str(root), f"{arm}-finetune"),
+        "evaluate.output_dir": str(root / f"{arm}-eval"),
+        "tracking.enabled": uri is not None, "tracking.uri": uri, "tracking.experiment": cfg.tracking.experiment,
+    }))
+    return ArmStages(arm, pre, ft, ev, init_dir)
+
+
+def copy_ctc_head(export_dir: str, out_dir: str) -> str:
+    """A copy of a pretraining export whose lm_head (the fine-tuning head) is its ctc_proj: both map the hidden
+    state to the same merged phone vocabulary."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    shutil.copytree(export_dir, out_dir)
+    path = os.path.join(out_dir, "model.safetensors")
+    state = load_file(path)
+    if "ctc_proj.weight" in state:
+        state["lm_head.weight"] = state["ctc_proj.weight"].clone()
+        state["lm_head.bias"] = state["ctc_proj.bias"].clone()
+        save_file(state, path, metadata={"format": "pt"})
+    return out_dir
