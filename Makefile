@@ -13,6 +13,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml requirements-dev.txt
 	@command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng) \
 		|| echo "WARNING: espeak-ng missing and could not be installed; corpus synthesis will fail"
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| echo "WARNING: chromium missing and could not be installed; tests/test_mlflow_ui.py will be skipped"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
