@@ -65,7 +65,7 @@ def main() -> None:
             "optim_mb": hist["memory/optimizer_mb"][-1],
         }
 
-    ray.init(num_cpus=8, include_dashboard=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False)
     try:
         rows = [("1 worker, ZeRO-0", run("w1z0", 1, 0))]
         rows += [(f"2 workers, ZeRO-{s}", run(f"w2z{s}", 2, s)) for s in (0, 1, 2, 3)]

@@ -7,7 +7,7 @@
 #
 #   ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.pretrain --config configs/tiny.yaml
 #
-# Env: RAY_HEAD_PORT (6379), RAY_DASHBOARD_PORT (8265), RAY_NODE_CPUS (logical CPUs per node, default 4: more
+# Env: RAY_HEAD_PORT (6379), RAY_DASHBOARD_PORT (8265), RAY_LOCAL_TEMP_DIR (/tmp/usray-<port>), RAY_NODE_CPUS (logical CPUs per node, default 4: more
 # than the cores so train workers cannot starve Ray Data), RAY_LOCAL_CLUSTER_DIR (pid/log dir), RAY (ray binary).
 # The dashboard (= the Jobs API, which runs arbitrary code) binds to 127.0.0.1 only, and token auth is on.
 # Nodes run with `ray start --block` in the background and are stopped by their own pids, never `ray stop`
@@ -18,6 +18,9 @@ HEAD_PORT=${RAY_HEAD_PORT:-6379}
 DASH_PORT=${RAY_DASHBOARD_PORT:-8265}
 NODE_CPUS=${RAY_NODE_CPUS:-4}
 STATE=${RAY_LOCAL_CLUSTER_DIR:-/tmp/unispeech-ray-$HEAD_PORT}
+# A private Ray temp dir (short: it holds Unix sockets): `ray start --head` writes <temp>/ray_current_cluster,
+# and in the shared /tmp/ray a bare ray.init() by anyone on this machine would join our cluster.
+RAY_TMP=${RAY_LOCAL_TEMP_DIR:-/tmp/usray-$HEAD_PORT}
 RAY=${RAY:-$(dirname "$0")/../.venv/bin/ray}
 [ -x "$RAY" ] || RAY=ray
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
@@ -49,7 +52,7 @@ case "${1:-}" in
     workers=${2:-1}
     mkdir -p "$STATE"
     if ls "$STATE"/*.pid >/dev/null 2>&1; then echo "already started (state in $STATE); stop first" >&2; exit 1; fi
-    start_node head --head --port "$HEAD_PORT" --node-ip-address 127.0.0.1 \
+    start_node head --head --port "$HEAD_PORT" --node-ip-address 127.0.0.1 --temp-dir "$RAY_TMP" \
       --include-dashboard true --dashboard-host 127.0.0.1 --dashboard-port "$DASH_PORT"
     wait_for_nodes 1
     for i in $(seq 1 "$workers"); do
@@ -67,6 +70,7 @@ case "${1:-}" in
       kill -KILL "$pid" 2>/dev/null || true
       rm -f "$pidfile"
     done
+    rm -f "$RAY_TMP/ray_current_cluster"
     echo "stopped nodes started from $STATE"
     ;;
   status)

@@ -50,7 +50,7 @@ def local_ray(num_cpus: int = 8):
     """More logical CPUs than cores, or train workers starve Ray Data's read tasks (DESIGN.md §4)."""
     import ray
 
-    ray.init(num_cpus=num_cpus, include_dashboard=False)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

@@ -148,8 +148,8 @@ class CTCTask:
         if frozen:
             base = model.unispeech
             self._hooks = [
-                base.register_forward_pre_hook(lambda m, a: torch.set_grad_enabled(False)),
-                base.register_forward_hook(lambda m, a, o: torch.set_grad_enabled(m.training)),
+                base.register_forward_pre_hook(_grad_off),
+                base.register_forward_hook(_grad_back_on),
             ]
         self._base_frozen = frozen
 
@@ -187,6 +187,14 @@ class CTCTask:
         if pairs:
             out["dev_per"] = float(error_rates([r for r, _ in pairs], [h for _, h in pairs])["error_rate"])
         return out
+
+
+def _grad_off(module: nn.Module, args: Any) -> None:
+    torch.set_grad_enabled(False)
+
+
+def _grad_back_on(module: nn.Module, args: Any, output: Any) -> None:
+    torch.set_grad_enabled(module.training)  # eval runs under no_grad anyway
 
 
 def load_dir(src: str) -> str:
