@@ -70,3 +70,19 @@ def test_sigkilled_worker_is_restored_from_the_last_checkpoint(tmp_path):
     steps = [s for s, _ in metric_history(uri, run_id, "loss")]
     assert sorted(steps) == list(range(1, STEPS + 1)), steps  # no gaps, no duplicates
     assert (run_dir / f"step_{STEPS:08d}").is_dir()
+
+
+def test_resume_continues_a_stopped_job_in_the_same_mlflow_run(tmp_path):
+    from train_helpers import ci_job
+
+    from unispeech_platform.train import JobSetupError, run_training
+
+    corpus = make_tiny_corpus(tmp_path / "corpus")
+    with local_ray():
+        first = run_training(ci_job(corpus, tmp_path, "stopped", "train.max_steps=4", "checkpoint.every_steps=2"))
+        with pytest.raises(JobSetupError, match="--resume"):
+            run_training(ci_job(corpus, tmp_path, "stopped", "train.max_steps=6"))
+        second = run_training(ci_job(corpus, tmp_path, "stopped", "train.max_steps=6"), resume=True)
+    assert second.run_id == first.run_id and second.metrics["step"] == 6
+    steps = [s for s, _ in metric_history(second.tracking_uri, second.run_id, "loss")]
+    assert sorted(steps) == list(range(1, 7)), steps

@@ -123,6 +123,11 @@ def preflight(job: PretrainJobConfig, *, resume: bool) -> tuple[str | None, str]
     if job.tracking.enabled:
         uri = resolve_tracking_uri(job.tracking)
         check_reachable(uri, job.tracking.connect_timeout_s)
+    finetune = getattr(job, "finetune", None)
+    if finetune is not None and finetune.init_from:
+        from unispeech_platform.train.tasks import load_dir
+
+        load_dir(finetune.init_from)  # FileNotFoundError now, not on the workers after Ray started
     storage = job.checkpoint.resolved_storage()
     run_dir = f"{storage.rstrip('/')}/{job.checkpoint.name}"
     if "://" not in storage:

@@ -46,6 +46,7 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
     task = make_task(args.kind, args.model, train, getattr(job, "finetune", None), tokenizer)
     engine = build_engine(task.build_model(), train, job.optim, world)
     state = restore(engine) or TrainState(run_id=args.run_id)
+    engine.train()  # from_pretrained returns eval mode: dropout, SpecAugment and replace mixing are train-only
     torch.manual_seed(train.seed + 7919 * rank + state.step)
     tracker = args.tracker(state.run_id) if rank == 0 else args.null_tracker()
     _tag_placement(tracker)
