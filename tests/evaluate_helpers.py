@@ -14,12 +14,14 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def two_lang_corpus(tmp_path_factory) -> Path:
-    """es + ru, 48 utterances each (6 speakers: 4 train, 1 dev, 1 test), made once per test session."""
+    """es + ru, 64 utterances each from 12 speakers (9 train, 2 dev, 1 test), made once per test session. Language
+    ID needs the many training speakers: with 4 per language a tiny model learns the voices, not the language."""
     from unispeech_platform.data.synthetic import make_corpus
 
     root = tmp_path_factory.getbasetemp() / "two-lang-corpus"
     if not (root / "vocab.json").is_file():
-        make_corpus(root, ["es", "ru"], 48, speakers=6, min_words=2, max_words=3, workers=1, progress=False)
+        make_corpus(root, ["es", "ru"], 64, speakers=12, dev_speakers=2, test_speakers=1, min_words=2, max_words=3,
+                    workers=1, progress=False)
     return root
 
 

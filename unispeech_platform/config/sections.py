@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from unispeech_platform.config.base import Section
 
@@ -154,16 +154,11 @@ class FinetuneSection(Section):
     """What to fine-tune from and how (fine-tune jobs only)."""
 
     task: Literal["ctc", "lid"] = "ctc"
-    """ctc: phone recognition; lid: language identification (sequence classification)."""
+    """ctc: phone recognition; lid: language identification (sequence classification; run it with
+    `python -m jobs.lid`, which sets model.id2label from the corpus languages)."""
     init_from: str | None = None
     """Transformers-format model dir (config.json + model.safetensors), or one of our Ray/DeepSpeed checkpoints."""
     freeze_feature_encoder: bool = True
     """Keep the convolutional feature encoder frozen throughout."""
     freeze_transformer_steps: int = Field(0, ge=0)
     """Train only the head for the first K updates, then unfreeze the transformer."""
-
-    @model_validator(mode="after")
-    def _lid_not_ready(self) -> FinetuneSection:
-        if self.task == "lid":
-            raise ValueError("task 'lid' is not implemented yet (seam: unispeech_platform.train.tasks)")
-        return self

@@ -1,0 +1,36 @@
+"""Language identification: fine-tune UniSpeechForSequenceClassification on the corpus' languages (Ray Train),
+then report accuracy and a confusion matrix on the eval splits (Ray Data), logged to the training run.
+
+    python -m jobs.lid --config configs/lid_tiny.yaml [--set finetune.init_from=runs/tiny-pretrain/model]
+"""
+
+from __future__ import annotations
+
+import os
+
+from jobs._cli import parse_job_args, run_or_exit
+from unispeech_platform.config import FinetuneJobConfig
+
+
+def main(argv: list[str] | None = None):
+    cfg, ns = parse_job_args(__doc__.splitlines()[0], FinetuneJobConfig, argv)
+    from unispeech_platform.evaluate.lid import evaluate_lid, prepare_lid_job
+    from unispeech_platform.train import run_training
+
+    job = prepare_lid_job(cfg)
+    result = run_or_exit(run_training, job, kind="lid", resume=ns.resume)
+    best = result.export_dir + "_best"
+    model_dir = best if os.path.isdir(best) else result.export_dir
+    report = evaluate_lid(job, model_dir, os.path.join(result.run_dir, "lid"), uri=result.tracking_uri,
+                          run_id=result.run_id)
+    print(f"LID accuracy {100 * report.accuracy:.1f}% on {','.join(job.data.eval_splits)}: "
+          + ", ".join(f"{k} {100 * v:.1f}%" for k, v in report.per_language.items()))
+    print(f"confusion (rows true, cols predicted; {report.labels}): {report.confusion}")
+    print(f"model: {model_dir}\nreport: {report.out_dir}")
+    if result.run_id:
+        print(f"mlflow run: {result.run_id} ({result.tracking_uri})")
+    return report
+
+
+if __name__ == "__main__":
+    main()
