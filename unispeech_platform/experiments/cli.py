@@ -36,9 +36,13 @@ def parse(module: str, description: str, default_config: str, argv: list[str] | 
 def run(cfg: ExperimentConfig):
     """Run; a failed step exits 1 with the step named (the traceback of the cause is printed above it)."""
     from unispeech_platform.experiments.runner import ExperimentStepError, run_experiment
+    from unispeech_platform.tracking import TrackingError
 
     try:
         return run_experiment(cfg)
+    except TrackingError as e:  # before any step: the MLflow store/server is unusable
+        print(f"setup error: {e}", file=sys.stderr)
+        raise SystemExit(3) from None
     except ExperimentStepError as e:
         import traceback
 

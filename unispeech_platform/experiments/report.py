@@ -52,7 +52,7 @@ def results_table(results: list[ArmResult], reference: str | None = None) -> str
 
 
 def timing_table(results: list[ArmResult]) -> str:
-    stages = sorted({k for r in results for k in r.seconds})
+    stages = list(dict.fromkeys(k for r in results for k in r.seconds))  # pipeline order
     lines = ["| arm | " + " | ".join(f"{s} (s)" for s in stages) + " |", "|---" * (len(stages) + 1) + "|"]
     lines += ["| " + r.name + " | " + " | ".join(f"{r.seconds.get(s, 0):.0f}" for s in stages) + " |" for r in results]
     return "\n".join(lines) + "\n"

@@ -14,10 +14,13 @@ from unispeech_platform.experiments.config import ExperimentConfig
 
 
 def as_overrides(values: dict[str, Any]) -> list[str]:
+    """Dotted-key overrides; nested dicts (e.g. from `--set pretrain.overrides.train.max_steps=9`) are flattened."""
     import yaml
 
+    from unispeech_platform.config import flatten
+
     return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-            for k, v in values.items()]
+            for k, v in flatten(values).items()]
 
 
 @dataclass

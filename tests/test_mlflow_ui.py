@@ -1,0 +1,76 @@
+"""The MLflow UI shows what the platform logged: a real `mlflow server` on the sqlite store of a tiny real run
+(the quickstart entrypoint on its tiny preset), opened in headless Chromium; the run and its per/ metrics must
+appear. Skipped only when Chromium is not installed (`make setup` installs it: apt-get install chromium)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from experiment_helpers import tiny_quickstart
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_mlflow(uri: str, log: Path):
+    """`mlflow server` on 127.0.0.1 (a free port); returns (process, base url) once /health answers."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {log.read_text()[-2000:]}") from None
+            time.sleep(0.5)
+    proc.terminate()
+    raise TimeoutError(f"mlflow server did not answer on {url}")
+
+
+def screenshot_run(url: str, experiment_id: str, run_id: str, expect: list[str], path: Path) -> None:
+    """Open the run page, wait until every text in ``expect`` is visible, save a screenshot."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(f"{url}/#/experiments/{experiment_id}/runs/{run_id}")
+            for text in expect:
+                page.get_by_text(text).first.wait_for(timeout=90_000)
+            page.screenshot(path=str(path), full_page=True)
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_mlflow_ui_shows_run_and_per_metrics(tmp_path_factory, tmp_path):
+    result, _, base = tiny_quickstart(tmp_path_factory)
+    proc, url = serve_mlflow(f"sqlite:///{base / 'mlflow.db'}", tmp_path / "server.log")
+    try:
+        shot = tmp_path / "run.png"
+        screenshot_run(url, result.experiment_id, result.run_id, ["quickstart-tiny", "per/pt"], shot)
+        assert shot.stat().st_size > 10_000
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

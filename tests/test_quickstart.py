@@ -1,0 +1,54 @@
+"""`python -m jobs.quickstart` end to end on the tiny preset: corpus, pretraining (2 workers, ZeRO-2), fine-tuning,
+per-language PER table, MLflow parent/arm/job runs; bad configs fail before Ray; failed steps are named."""
+
+from __future__ import annotations
+
+import pytest
+from experiment_helpers import tiny_quickstart
+
+from unispeech_platform.experiments.runner import ExperimentStepError, Progress
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    return tiny_quickstart(tmp_path_factory)
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(quickstart):
+    from mlflow.tracking import MlflowClient
+
+    result, stdout, base = quickstart
+    assert "| test | pt |" in stdout and "avg (macro)" in stdout  # the PER table
+    assert "mlflow ui --backend-store-uri sqlite:///" in stdout and "[5/5]" in stdout
+    per = result.arms[0].per()
+    assert set(per) == {"pt", "avg"} and all(0.0 <= v <= 5.0 for v in per.values())
+    client = MlflowClient(tracking_uri=f"sqlite:///{base / 'mlflow.db'}")
+    parent = client.get_run(result.run_id)
+    assert parent.info.status == "FINISHED" and "per/pt" in parent.data.metrics
+    assert parent.data.params["corpus.low_resource"] == "['pt']"
+    children = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'")
+    assert [r.info.run_name for r in children] == ["unispeech"]
+    arm = children[0]
+    assert "per/pt" in arm.data.metrics and "time/pretrain_s" in arm.data.metrics
+    jobs = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{arm.info.run_id}'")
+    assert sorted(r.info.run_name for r in jobs) == ["unispeech/finetune", "unispeech/pretrain"]
+    assert all(r.info.status == "FINISHED" and "loss" in r.data.metrics for r in jobs)
+
+
+def test_bad_config_fails_before_ray(capsys):
+    from jobs import quickstart
+
+    with pytest.raises(SystemExit) as e:
+        quickstart.main(["--config", "configs/quickstart_tiny.yaml", "--set", "pretrain.overrides={train.max_stepz: 3}"])
+    assert e.value.code == 2 and "max_stepz" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        quickstart.main(["--config", "configs/quickstart_tiny.yaml", "--set", "corpus.low_resource=[xx]"])
+    assert e.value.code == 2
+
+
+def test_failed_step_is_named():
+    progress = Progress(3)
+    with pytest.raises(ExperimentStepError, match=r"step 1/3 'pretraining' failed: RuntimeError: boom"):
+        with progress.step("pretraining"):
+            raise RuntimeError("boom")
