@@ -52,3 +52,17 @@ def test_failed_step_is_named():
     with pytest.raises(ExperimentStepError, match=r"step 1/3 'pretraining' failed: RuntimeError: boom"):
         with progress.step("pretraining"):
             raise RuntimeError("boom")
+
+
+def test_fine_tuning_head_starts_from_the_pretraining_ctc_head(tmp_path):
+    import torch
+    from evaluate_helpers import CI_MODEL
+
+    from unispeech_core import UniSpeechConfig, UniSpeechForCTC, UniSpeechForPreTraining
+    from unispeech_platform.experiments.stages import copy_ctc_head
+
+    torch.manual_seed(0)
+    pre = UniSpeechForPreTraining(UniSpeechConfig(**CI_MODEL, vocab_size=12, num_ctc_classes=12))
+    pre.save_pretrained(tmp_path / "model")
+    ctc = UniSpeechForCTC.from_pretrained(copy_ctc_head(str(tmp_path / "model"), str(tmp_path / "model_ctchead")))
+    assert torch.equal(ctc.lm_head.weight, pre.ctc_proj.weight) and torch.equal(ctc.lm_head.bias, pre.ctc_proj.bias)

@@ -98,12 +98,14 @@ def run_arm(stages: ArmStages, runs, parent: str | None, progress: Progress) -> 
         ok = True
     finally:
         if runs:
-            runs.log_metrics(arm_run, {f"time/{k}_s": v for k, v in secs.items()}) if secs else None
+            if secs:
+                runs.log_metrics(arm_run, {f"time/{k}_s": v for k, v in secs.items()})
             runs.finish(arm_run, ok)
     return ArmResult(arm, scores, secs, arm_run)
 
 
-def run_experiment(cfg: ExperimentConfig, stages: list[ArmStages] | None = None) -> ExperimentResult:
+def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
+    """Corpus -> Ray -> for each arm: pretrain, fine-tune, evaluate; the parent MLflow run gets the table."""
     from unispeech_platform.evaluate.tracking import checked_tracking_uri
     from unispeech_platform.experiments.corpus import build_corpora
     from unispeech_platform.experiments.tracking import ExperimentRuns
