@@ -25,14 +25,14 @@ def two_lang_corpus(tmp_path_factory) -> Path:
     return root
 
 
-def tiny_ctc_model(corpus: Path, out: Path, *, logit_scale: float = 50.0) -> Path:
-    """A random 32 x 2-layer UniSpeechForCTC over the corpus' vocabulary, saved in transformers' format. The head
-    is scaled up so that greedy decoding emits varied phones with wide argmax margins (padding-proof)."""
+def tiny_ctc_model(vocab: Path, out: Path, *, logit_scale: float = 50.0) -> Path:
+    """A random 32 x 2-layer UniSpeechForCTC over a vocabulary (vocab.json), saved in transformers' format. The
+    head is scaled up so that greedy decoding emits varied phones with wide argmax margins (padding-proof)."""
     import torch
 
     from unispeech_core import PhoneTokenizer, UniSpeechConfig, UniSpeechForCTC
 
-    tok = PhoneTokenizer.from_file(corpus / "vocab.json")
+    tok = PhoneTokenizer.from_file(vocab)
     torch.manual_seed(0)
     model = UniSpeechForCTC(UniSpeechConfig(**CI_MODEL, vocab_size=len(tok), pad_token_id=tok.pad_token_id))
     with torch.no_grad():

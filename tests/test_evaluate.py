@@ -47,7 +47,7 @@ def test_per_per_language_matches_jiwer_and_lands_in_the_training_run(corpus, tm
     import jobs.evaluate
 
     job_dir = tmp_path / "job"  # the layout a training job leaves: model/ export + step_N/train_state.json
-    model_dir = tiny_ctc_model(corpus, job_dir / "model")
+    model_dir = tiny_ctc_model(corpus / "vocab.json", job_dir / "model")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     train_run = client.create_run(client.create_experiment("unispeech-tiny"), run_name="finetune").info.run_id
@@ -89,8 +89,10 @@ def test_per_per_language_matches_jiwer_and_lands_in_the_training_run(corpus, tm
     assert "| test | ru |" in capsys.readouterr().out
 
 
-def _bad_model_dirs(corpus: Path, tmp: Path) -> dict[str, Path]:
-    good = tiny_ctc_model(corpus, tmp / "good")
+def _bad_model_dirs(tmp: Path) -> dict[str, Path]:
+    from unispeech_core import PhoneTokenizer
+
+    good = tiny_ctc_model(PhoneTokenizer.from_phones(["a b c"]).save(tmp / "vocab.json"), tmp / "good")
     cases = {"missing": tmp / "does-not-exist", "empty": tmp / "empty"}
     cases["empty"].mkdir()
     for name in ("truncated", "garbage_config", "no_vocab"):
@@ -104,16 +106,16 @@ def _bad_model_dirs(corpus: Path, tmp: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "truncated", "garbage_config", "no_vocab"])
-def test_bad_model_path_fails_naming_it_before_ray_starts(corpus, tmp_path, capsys, case):
+def test_bad_model_path_fails_naming_it_before_ray_starts(tmp_path, capsys, case):
     import ray
 
     import jobs.evaluate
 
-    bad = _bad_model_dirs(corpus, tmp_path)[case]
+    bad = _bad_model_dirs(tmp_path)[case]
     assert not ray.is_initialized()
     with pytest.raises(SystemExit) as exc:
         jobs.evaluate.main([
-            "--config", str(CONFIG), "--set", f"evaluate.model_path={bad}", "--set", f"data.path={corpus}",
+            "--config", str(CONFIG), "--set", f"evaluate.model_path={bad}", "--set", f"data.path={tmp_path}",
             "--set", f"evaluate.output_dir={tmp_path / 'eval'}", "--set", f"tracking.uri=sqlite:///{tmp_path}/m.db",
         ])
     assert exc.value.code == 3

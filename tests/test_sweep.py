@@ -86,16 +86,16 @@ def test_three_trial_sweep_nested_runs_asha_and_best_config(corpus, tmp_path):
     assert sorted(r["trial"] for r in resumed.rows) == sorted(r["trial"] for r in result.rows)
 
 
-def test_bad_sweep_keys_fail_before_ray(corpus, tmp_path, capsys):
+def test_bad_sweep_keys_fail_before_ray(tmp_path, capsys):
     import ray
 
     import jobs.sweep
 
-    argv = _args(corpus, tmp_path, "--set", 'sweep.search_space={"model.no_such_knob": {"uniform": [0, 1]}}')
+    argv = _args(tmp_path, tmp_path, "--set", 'sweep.search_space={"model.no_such_knob": {"uniform": [0, 1]}}')
     with pytest.raises(SystemExit) as exc:
         jobs.sweep.main(argv)
     assert exc.value.code == 2 and "no_such_knob" in capsys.readouterr().err
-    argv = _args(corpus, tmp_path, "--set", "sweep.pretrain_overrides={train.eval_every: 3, checkpoint.every_steps: 4}")
+    argv = _args(tmp_path, tmp_path, "--set", "sweep.pretrain_overrides={train.eval_every: 3, checkpoint.every_steps: 4}")
     with pytest.raises(SystemExit):
         jobs.sweep.main(argv)
     assert "eval_every" in capsys.readouterr().err
