@@ -10,7 +10,7 @@ from pathlib import Path
 import jiwer
 import pytest
 import torch
-from evaluate_helpers import ROOT, tiny_ctc_model, two_lang_corpus
+from evaluate_helpers import CI_MODEL, ROOT, tiny_ctc_model, two_lang_corpus
 
 CONFIG = ROOT / "configs" / "evaluate_tiny.yaml"
 
@@ -102,10 +102,15 @@ def _bad_model_dirs(tmp: Path) -> dict[str, Path]:
     (cases["truncated"] / "model.safetensors").write_bytes(data[: len(data) // 2])
     (cases["garbage_config"] / "config.json").write_text("{not json")
     (cases["no_vocab"] / "vocab.json").unlink()
+    from unispeech_core import UniSpeechConfig, UniSpeechForPreTraining
+
+    cases["pretraining_model"] = UniSpeechForPreTraining(UniSpeechConfig(**CI_MODEL, num_ctc_classes=7)).save_pretrained(
+        tmp / "pretraining_model")
+    shutil.copy(good / "vocab.json", cases["pretraining_model"])
     return cases
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "truncated", "garbage_config", "no_vocab"])
+@pytest.mark.parametrize("case", ["missing", "empty", "truncated", "garbage_config", "no_vocab", "pretraining_model"])
 def test_bad_model_path_fails_naming_it_before_ray_starts(tmp_path, capsys, case):
     import ray
 
@@ -142,3 +147,24 @@ def test_new_run_tagged_with_model_path_when_no_training_run_is_known(tmp_path):
     run = MlflowClient(uri).get_run(run_id)
     assert run.data.tags[MODEL_TAG] == "/models/x" and run.info.status == "FINISHED"
     assert run.data.metrics == {"per/es": 0.5, "per/avg": 0.5}
+
+
+def test_ray_train_checkpoint_is_converted_and_keeps_its_run_id(tmp_path):
+    """A step_N checkpoint (DeepSpeed module states + train_state.json + a config without `architectures`, as
+    training writes it) becomes a transformers-format dir with the same weights, loaded with weights_only."""
+    from unispeech_core import PhoneTokenizer, UniSpeechForCTC
+    from unispeech_platform.evaluate.model_source import resolve_model
+
+    vocab = PhoneTokenizer.from_phones(["a b c"]).save(tmp_path / "vocab.json")
+    model = UniSpeechForCTC.from_pretrained(tiny_ctc_model(vocab, tmp_path / "job" / "model"))
+    ckpt = tmp_path / "job" / "step_00000004"
+    (ckpt / "ds").mkdir(parents=True)
+    torch.save({"module": model.state_dict(), "param_shapes": None}, ckpt / "ds" / "mp_rank_00_model_states.pt")
+    model.config.extra.pop("architectures", None)
+    model.config.save_pretrained(ckpt)
+    (ckpt / "train_state.json").write_text(json.dumps({"step": 4, "run_id": "0123abc"}))
+
+    resolved = resolve_model(str(ckpt), tmp_path / "eval")
+    assert resolved.run_id == "0123abc" and resolved.architecture == "UniSpeechForCTC"
+    loaded = UniSpeechForCTC.from_pretrained(resolved.model_dir)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())

@@ -94,7 +94,19 @@ def check_model_dir(directory: Path, *, need_vocab: bool = True) -> str:
             raise ModelLoadError(
                 f"{directory / VOCAB_FILE}: {len(tok)} tokens but the model's vocab_size is {config.vocab_size}"
             )
-    return (raw.get("architectures") or ["UniSpeechForCTC"])[0]
+    return (raw.get("architectures") or [_architecture_from_weights(directory)])[0]
+
+
+def _architecture_from_weights(directory: Path) -> str:
+    """Checkpoint configs carry no ``architectures``: tell the head from the tensor names."""
+    from unispeech_core.checkpoint import load_state_dict
+
+    keys = set(load_state_dict(directory))
+    for key, arch in (("lm_head.weight", "UniSpeechForCTC"), ("classifier.weight", "UniSpeechForSequenceClassification"),
+                      ("quantizer.codevectors", "UniSpeechForPreTraining")):
+        if key in keys:
+            return arch
+    return "UniSpeechModel"
 
 
 def recorded_run_id(model_dir: Path) -> str | None:
@@ -142,9 +154,11 @@ def resolve_model(path: str, work_dir: str | Path) -> ResolvedModel:
     if (p / STATE_FILE).is_file() and (p / "ds").is_dir():  # a Ray Train checkpoint of ours
         export = p.parent / "model"
         vocab = export / VOCAB_FILE if (export / VOCAB_FILE).is_file() else None
+        run_id = recorded_run_id(p)
         model_dir = _export_checkpoint(p, Path(work_dir).resolve() / "model", vocab)
     else:
         candidates = [p, p / "model_best", p / "model" / "best", p / "model"]
         model_dir = next((c for c in candidates if (c / CONFIG_FILE).exists()), p)
+        run_id = recorded_run_id(model_dir)
     arch = check_model_dir(model_dir)
-    return ResolvedModel(path, str(model_dir), arch, recorded_run_id(model_dir))
+    return ResolvedModel(path, str(model_dir), arch, run_id)
