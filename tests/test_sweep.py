@@ -99,5 +99,8 @@ def test_bad_sweep_keys_fail_before_ray(tmp_path, capsys):
     with pytest.raises(SystemExit):
         jobs.sweep.main(argv)
     assert "eval_every" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        jobs.sweep.main(_args(tmp_path, tmp_path, "--set", "sweep.grace_period=100"))
+    assert "grace_period" in capsys.readouterr().err
     assert not ray.is_initialized()
     assert yaml.safe_load(CONFIG.read_text())["sweep"]["search_space"]  # the preset's default space is non-empty

@@ -75,4 +75,10 @@ def validate_sweep(sweep: SweepSection) -> tuple[PretrainJobConfig, FinetuneJobC
                 f"{stage}: trials report to Tune at every checkpoint (checkpoint.every_steps={ck}); set "
                 f"train.eval_every (now {ev}) to a divisor of it so that every report carries fresh dev metrics"
             )
+    total = pre.train.max_steps + (ft.train.max_steps if ft else 0)
+    if sweep.scheduler == "asha" and (sweep.grace_period or pre.checkpoint.every_steps) > total:
+        raise ConfigError(
+            f"sweep.grace_period ({sweep.grace_period or pre.checkpoint.every_steps}) exceeds the {total} steps of a "
+            "trial: ASHA could never stop one (lower it, or use sweep.scheduler=fifo)"
+        )
     return pre, ft
