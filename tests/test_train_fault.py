@@ -17,7 +17,7 @@ from train_helpers import CI_CONFIG, ROOT, local_ray, make_tiny_corpus
 from unispeech_platform.tracking import metric_history
 
 pytestmark = pytest.mark.slow
-STEPS, EVERY = 30, 5
+STEPS, EVERY = 20, 5
 # Ray Train's controller announces its worker group: "- (ip=..., pid=123) world_rank=1, local_rank=1, ...".
 WORKER_LINE = re.compile(r"pid=(\d+)\) world_rank=(\d+)")
 
