@@ -70,14 +70,16 @@ def parent_metrics(results: list[ArmResult], reference: str | None) -> dict[str,
     return out
 
 
-PAPER = ("Paper (Wang et al. 2021, Common Voice, Table 2): UniSpeech reduces PER by 13.4% relative vs the "
+PAPER = ("Paper (Wang et al. 2021, ICML, Common Voice): UniSpeech reduces PER by 13.4% relative vs the "
          "self-supervised XLSR-style baseline and by 17.8% vs supervised transfer.")
 
 
 def results_markdown(cfg, result, *, command: str, date: str, machine: str) -> str:
     """The results section: what was run, where, the table, stage times, and the paper's numbers beside it."""
     c = cfg.corpus
-    pre, ft = cfg.pretrain.overrides, cfg.finetune.overrides
+    from unispeech_platform.config import flatten
+
+    pre, ft = flatten(cfg.pretrain.overrides), flatten(cfg.finetune.overrides)  # as applied (nested --set merged)
     lines = [
         f"## Cross-lingual results: `{cfg.experiment.name}`",
         "",
