@@ -12,14 +12,7 @@ import unispeech_core as uc
 from unispeech_core.losses import contrastive_loss
 from unispeech_core.masking import compute_mask_indices, sample_negative_indices
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second OpenMP thread only adds barrier waits, badly so when cores are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_contrastive_loss_equals_hand_computation():

@@ -8,14 +8,7 @@ from parity_utils import TINY, padded_batch
 
 import unispeech_core as uc
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second OpenMP thread only adds barrier waits, badly so when cores are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 NO_DROPOUT = dict(hidden_dropout=0.0, activation_dropout=0.0, attention_dropout=0.0, final_dropout=0.0, layerdrop=0.0)
 

@@ -90,6 +90,16 @@ class UniSpeechPreTrainedModel(PreTrainedMixin, nn.Module):
             if isinstance(m, (FeatureEncoder, Encoder)):
                 m.gradient_checkpointing = True
 
+    def freeze_feature_encoder(self) -> None:
+        """Stop training the conv feature encoder (standard for fine-tuning)."""
+        base = self if isinstance(self, UniSpeechModel) else self.unispeech
+        base.feature_extractor._freeze_parameters()
+
+    def freeze_base_model(self) -> None:
+        """Train only the head on top of ``unispeech``."""
+        for p in self.unispeech.parameters():
+            p.requires_grad = False
+
     def set_layerdrop_generator(self, generator: torch.Generator | None) -> None:
         """Draw LayerDrop decisions from ``generator`` (seed it identically on every rank)."""
         for m in self.modules():
@@ -112,9 +122,6 @@ class UniSpeechModel(UniSpeechPreTrainedModel):
         if module is self and hasattr(self, "masked_spec_embed"):
             with torch.no_grad():
                 self.masked_spec_embed.uniform_()
-
-    def freeze_feature_encoder(self) -> None:
-        self.feature_extractor._freeze_parameters()
 
     def sample_mask_time_indices(
         self, frames: torch.Tensor, generator: torch.Generator | None = None
@@ -190,9 +197,6 @@ class UniSpeechForPreTraining(UniSpeechPreTrainedModel):
 
     def set_gumbel_temperature(self, temperature: float) -> None:
         self.quantizer.temperature = temperature
-
-    def freeze_feature_encoder(self) -> None:
-        self.unispeech.freeze_feature_encoder()
 
     def forward(
         self,
@@ -272,13 +276,6 @@ class UniSpeechForCTC(UniSpeechPreTrainedModel):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
 
-    def freeze_feature_encoder(self) -> None:
-        self.unispeech.freeze_feature_encoder()
-
-    def freeze_base_model(self) -> None:
-        for p in self.unispeech.parameters():
-            p.requires_grad = False
-
     def forward(
         self,
         input_values: torch.Tensor,
@@ -318,13 +315,6 @@ class UniSpeechForSequenceClassification(UniSpeechPreTrainedModel):
         if module is self and hasattr(self, "layer_weights"):
             with torch.no_grad():
                 self.layer_weights.fill_(1.0 / self.layer_weights.numel())
-
-    def freeze_feature_encoder(self) -> None:
-        self.unispeech.freeze_feature_encoder()
-
-    def freeze_base_model(self) -> None:
-        for p in self.unispeech.parameters():
-            p.requires_grad = False
 
     def forward(
         self,
