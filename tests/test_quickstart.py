@@ -59,7 +59,7 @@ def test_fine_tuning_head_starts_from_the_pretraining_ctc_head(tmp_path):
     from evaluate_helpers import CI_MODEL
 
     from unispeech_core import UniSpeechConfig, UniSpeechForCTC, UniSpeechForPreTraining
-    from unispeech_platform.experiments.stages import copy_ctc_head
+    from unispeech_core.checkpoint import copy_ctc_head
 
     torch.manual_seed(0)
     pre = UniSpeechForPreTraining(UniSpeechConfig(**CI_MODEL, vocab_size=12, num_ctc_classes=12))

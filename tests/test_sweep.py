@@ -104,3 +104,48 @@ def test_bad_sweep_keys_fail_before_ray(tmp_path, capsys):
     assert "grace_period" in capsys.readouterr().err
     assert not ray.is_initialized()
     assert yaml.safe_load(CONFIG.read_text())["sweep"]["search_space"]  # the preset's default space is non-empty
+
+
+@pytest.mark.slow
+def test_sweep_trial_fine_tunes_from_its_pretraining_ctc_head(corpus, tmp_path):
+    """With a fine-tuning stage the trials are ranked by dev PER over pretraining + fine-tuning steps, and
+    init_ctc_head starts the fine-tuning head from the trial's own pretraining CTC head (as jobs.crosslingual)."""
+    import ray
+    import torch
+    from mlflow.tracking import MlflowClient
+    from safetensors.torch import load_file
+
+    import jobs.sweep
+
+    ft = {"data.path": str(corpus), "train.num_workers": 1, "train.max_steps": 2, "train.eval_every": 2,
+          "train.eval_max_batches": 2, "checkpoint.every_steps": 2, "checkpoint.keep": 1, "tracking.log_model": False,
+          "finetune.freeze_transformer_steps": 0, "optim.warmup_steps": 1}
+    extra = ["--set", f"sweep.finetune_config={ROOT / 'configs' / 'finetune_tiny.yaml'}",
+             "--set", f"sweep.finetune_overrides={yaml_value(ft)}", "--set", "sweep.init_ctc_head=true",
+             "--set", 'sweep.search_space={"model.mask_time_prob": {"grid": [0.3]}}', "--set", "sweep.scheduler=fifo",
+             "--set", "sweep.name=ft"]
+    ray.init(num_cpus=8, include_dashboard=False)
+    try:
+        result = jobs.sweep.main(_args(corpus, tmp_path, *extra))
+    finally:
+        ray.shutdown()
+
+    (row,) = result.rows
+    assert row["status"] == "COMPLETED" and row["trial_step"] == 8 + 2
+    assert 0.0 <= row["dev_per_last"] <= 100.0
+    trials = tmp_path / "sweeps" / "ft-trials"
+    (export,) = [p for p in trials.glob("*-pretrain/model") if p.is_dir()]
+    head = load_file(str(trials / f"{export.parent.name}" / "model_ctchead" / "model.safetensors"))
+    pre = load_file(str(export / "model.safetensors"))
+    assert torch.equal(head["lm_head.weight"], pre["ctc_proj.weight"])
+    client = MlflowClient(result.tracking_uri)
+    runs = client.search_runs(
+        [client.get_run(result.parent_run_id).info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'",
+    )
+    (trial_run,) = runs
+    stages = client.search_runs([trial_run.info.experiment_id],
+                                filter_string=f"tags.`mlflow.parentRunId` = '{trial_run.info.run_id}'")
+    (ft_run,) = [r for r in stages if r.data.params.get("finetune.init_from")] or [None]
+    assert ft_run is not None and ft_run.data.params["finetune.init_from"].endswith("_ctchead")
+    assert client.get_metric_history(ft_run.info.run_id, "dev_per")

@@ -123,3 +123,24 @@ class PreTrainedMixin:
             log.info("%s: unused weights in %s: %s", cls.__name__, directory, info.unexpected_keys)
         model.eval()  # type: ignore[attr-defined]
         return (model, info) if output_loading_info else model
+
+
+def copy_ctc_head(export_dir: str | Path, out_dir: str | Path) -> str:
+    """A copy of a pretraining export whose ``lm_head`` (the fine-tuning head) starts as its ``ctc_proj``: both map
+    the hidden state to the same phone vocabulary, so fine-tuning skips the blank-only plateau of a random head.
+    Written beside ``out_dir`` and renamed into place, so a crash never leaves a half-copied model."""
+    import shutil
+
+    out, tmp = Path(out_dir), Path(f"{out_dir}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(export_dir, tmp)
+    path = tmp / WEIGHTS_NAME
+    state = load_file(str(path))
+    if "ctc_proj.weight" in state:
+        state["lm_head.weight"] = state["ctc_proj.weight"].clone()
+        state["lm_head.bias"] = state["ctc_proj.bias"].clone()
+        save_file(state, str(path), metadata={"format": "pt"})
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return str(out)
+

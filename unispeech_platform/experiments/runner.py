@@ -12,7 +12,7 @@ from pathlib import Path
 
 from unispeech_platform.experiments.config import ExperimentConfig
 from unispeech_platform.experiments.report import ArmResult, parent_metrics, results_table, timing_table
-from unispeech_platform.experiments.stages import ArmStages, arm_stages, copy_ctc_head
+from unispeech_platform.experiments.stages import ArmStages, arm_stages
 
 
 class ExperimentStepError(RuntimeError):
@@ -76,6 +76,7 @@ def machine() -> str:
 
 
 def run_arm(stages: ArmStages, runs, parent: str | None, progress: Progress) -> ArmResult:
+    from unispeech_core.checkpoint import copy_ctc_head
     from unispeech_platform.evaluate.job import run_evaluation
     from unispeech_platform.train import run_training
 

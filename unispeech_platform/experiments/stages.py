@@ -64,21 +64,3 @@ def arm_stages(cfg: ExperimentConfig, arm: str, uri: str | None, root: Path | No
         "tracking.enabled": uri is not None, "tracking.uri": uri, "tracking.experiment": cfg.tracking.experiment,
     }))
     return ArmStages(arm, pre, ft, ev, init_dir)
-
-
-def copy_ctc_head(export_dir: str, out_dir: str) -> str:
-    """A copy of a pretraining export whose lm_head (the fine-tuning head) is its ctc_proj: both map the hidden
-    state to the same merged phone vocabulary."""
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
-    shutil.rmtree(out_dir, ignore_errors=True)
-    shutil.copytree(export_dir, out_dir)
-    path = os.path.join(out_dir, "model.safetensors")
-    state = load_file(path)
-    if "ctc_proj.weight" in state:
-        state["lm_head.weight"] = state["ctc_proj.weight"].clone()
-        state["lm_head.bias"] = state["ctc_proj.bias"].clone()
-        save_file(state, path, metadata={"format": "pt"})
-    return out_dir

@@ -61,6 +61,9 @@ class SweepSection(Section):
     """Optional fine-tuning job config run after each trial's pretraining (init_from is set to its export)."""
     finetune_overrides: dict[str, Any] = Field(default_factory=dict)
     """Dotted-key overrides of every trial's fine-tuning."""
+    init_ctc_head: bool = False
+    """Start each trial's fine-tuning head from its pretraining CTC head (as jobs.crosslingual does); needs a
+    pretraining vocabulary that covers the fine-tuning one (e.g. the experiment's merged vocab.json)."""
     search_space: dict[str, SearchDim] = Field(default_factory=default_search_space)
     """Dotted keys of the pretraining job config -> distribution (uniform, loguniform, randint, choice, grid)."""
     metric: str | None = None

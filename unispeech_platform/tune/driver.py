@@ -43,6 +43,7 @@ class TrialSetup:
     pretrain_overrides: dict[str, Any]
     finetune_overrides: dict[str, Any]
     metric: str
+    init_ctc_head: bool
     runs_dir: str
     """Absolute directory of the trials' Ray Train runs (<trial_id>-pretrain, <trial_id>-finetune)."""
     tracking_uri: str | None
@@ -69,6 +70,7 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """The Tune trainable. Rerun after an interruption, it resumes each stage from its last checkpoint."""
     from ray import tune
 
+    from unispeech_core.checkpoint import copy_ctc_head
     from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig
     from unispeech_platform.train import run_training
     from unispeech_platform.tune.mlflow_callback import nested_run
@@ -88,7 +90,8 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
                           callbacks=[StageReport(s.metric, "pretrain", 0)])
     if s.finetune_config is None:
         return
-    fixed = {**s.finetune_overrides, "finetune.init_from": result.export_dir}
+    init_from = copy_ctc_head(result.export_dir, result.export_dir + "_ctchead") if s.init_ctc_head else result.export_dir
+    fixed = {**s.finetune_overrides, "finetune.init_from": init_from}
     ft = _stage(FinetuneJobConfig, s.finetune_config, fixed, {}, f"{trial_id}-finetune", s)
     resumed = Path(s.runs_dir, ft.checkpoint.name).exists()
     run_training(ft, kind=ft.finetune.task, resume=resumed, run_id=run_id("finetune", pre_run),

@@ -93,7 +93,7 @@ def run_sweep(cfg: SweepJobConfig, *, resume: bool = False) -> SweepResult:
     fixed_ft = _abs_paths(ft, sw.finetune_overrides) if ft else {}
     setup = TrialSetup(
         os.path.abspath(sw.pretrain_config), os.path.abspath(sw.finetune_config) if sw.finetune_config else None,
-        fixed_pre, fixed_ft, metric, f"{storage}/{sw.name}-trials", uri, cfg.tracking.experiment, parent,
+        fixed_pre, fixed_ft, metric, sw.init_ctc_head, f"{storage}/{sw.name}-trials", uri, cfg.tracking.experiment, parent,
     )
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup.as_dict()), {"CPU": 0.01})
     if resume:
