@@ -8,7 +8,7 @@ import pytest
 import yaml
 from evaluate_helpers import ROOT, two_lang_corpus
 
-from unispeech_platform.tune.search_space import yaml_value
+from unispeech_platform.config import yaml_value
 
 CONFIG = ROOT / "configs" / "sweep_tiny.yaml"
 
@@ -149,3 +149,22 @@ def test_sweep_trial_fine_tunes_from_its_pretraining_ctc_head(corpus, tmp_path):
     (ft_run,) = [r for r in stages if r.data.params.get("finetune.init_from")] or [None]
     assert ft_run is not None and ft_run.data.params["finetune.init_from"].endswith("_ctchead")
     assert client.get_metric_history(ft_run.info.run_id, "dev_per")
+
+
+def test_nested_override_sets_a_key_without_replacing_the_preset_section():
+    """`--set sweep.pretrain_overrides.model.ctc_weight=0` arrives as {"model": {"ctc_weight": 0}}; passed whole it
+    replaced tiny.yaml's model section and every trial silently trained the default (base-size) model."""
+    from unispeech_platform.config import as_overrides, load_config
+    from unispeech_platform.tune.config import SweepJobConfig
+    from unispeech_platform.tune.search_space import validate_sweep
+
+    assert as_overrides({"model": {"ctc_weight": 0.0}, "train.max_steps": 9}) == [
+        "model.ctc_weight=0.0", "train.max_steps=9"]
+    cfg = load_config(SweepJobConfig, ROOT / "configs" / "sweep_crosslingual_cpu.yaml",
+                      ["sweep.pretrain_overrides.model.ctc_weight=0.0", "sweep.pretrain_overrides.model.replace_prob=0.0"])
+    pre, ft = validate_sweep(cfg.sweep)
+    tiny = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())["model"]
+    assert pre.model["ctc_weight"] == 0.0 and pre.model["replace_prob"] == 0.0
+    assert {k: pre.model[k] for k in ("hidden_size", "num_hidden_layers", "num_negatives")} == {
+        k: tiny[k] for k in ("hidden_size", "num_hidden_layers", "num_negatives")}
+    assert ft is not None and ft.data.labeled_only

@@ -1,6 +1,13 @@
 """Typed job configs loaded from YAML and validated before Ray starts."""
 
-from unispeech_platform.config.base import ConfigError, flatten, load_config, to_yaml
+from unispeech_platform.config.base import (
+    ConfigError,
+    as_overrides,
+    flatten,
+    load_config,
+    to_yaml,
+    yaml_value,
+)
 from unispeech_platform.config.jobs import FinetuneJobConfig, PretrainJobConfig
 from unispeech_platform.config.sections import (
     CheckpointSection,
@@ -21,7 +28,9 @@ __all__ = [
     "RaySection",
     "TrackingSection",
     "TrainSection",
+    "as_overrides",
     "flatten",
     "load_config",
     "to_yaml",
+    "yaml_value",
 ]

@@ -117,3 +117,18 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def yaml_value(v: Any) -> str:
+    """One-line YAML of a value that reads back with its type (``1e-09`` would read back as a string)."""
+    v = v.item() if hasattr(v, "item") else v  # numpy scalars, e.g. from Tune's samplers
+    text = yaml.safe_dump(v, default_flow_style=True, width=1 << 20).strip()
+    return text.removesuffix("...").strip()
+
+
+def as_overrides(values: dict[str, Any]) -> list[str]:
+    """``{"model": {"replace_prob": 0.3}, "train.max_steps": 9}`` -> ``["model.replace_prob=0.3",
+    "train.max_steps=9"]``. Nested dicts are flattened so that they set keys inside a section: passed whole,
+    ``model={...}`` would replace the preset's model section and silently fall back to defaults."""
+    return [f"{k}={yaml_value(v)}" for k, v in flatten(values).items()]
+

@@ -6,21 +6,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, load_config
+from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, as_overrides, load_config
 from unispeech_platform.evaluate.config import EvaluateJobConfig
 from unispeech_platform.experiments.config import ExperimentConfig
-
-
-def as_overrides(values: dict[str, Any]) -> list[str]:
-    """Dotted-key overrides; nested dicts (e.g. from `--set pretrain.overrides.train.max_steps=9`) are flattened."""
-    import yaml
-
-    from unispeech_platform.config import flatten
-
-    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-            for k, v in flatten(values).items()]
 
 
 @dataclass

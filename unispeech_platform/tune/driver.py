@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
-from unispeech_platform.tune.search_space import as_overrides
+from unispeech_platform.config import as_overrides
 
 
 class StageReport(TuneReportCallback):

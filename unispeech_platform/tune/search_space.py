@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
-from unispeech_platform.config import ConfigError, FinetuneJobConfig, PretrainJobConfig, load_config
+from unispeech_platform.config import (
+    ConfigError,
+    FinetuneJobConfig,
+    PretrainJobConfig,
+    as_overrides,
+    load_config,
+)
 from unispeech_platform.tune.config import SearchDim, SweepSection
 
 
@@ -28,21 +32,6 @@ def to_tune(space: dict[str, SearchDim]) -> dict[str, Any]:
         else:
             out[key] = tune.grid_search(d.grid)
     return out
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v  # numpy scalars from Tune's samplers
-
-
-def yaml_value(v: Any) -> str:
-    """One-line YAML of a value that reads back with its type (``1e-09`` would read back as a string)."""
-    text = yaml.safe_dump(_plain(v), default_flow_style=True, width=1 << 20).strip()
-    return text.removesuffix("...").strip()
-
-
-def as_overrides(values: dict[str, Any]) -> list[str]:
-    """``{"model.replace_prob": 0.3}`` -> ``["model.replace_prob=0.3"]``, parsed back by the config loader."""
-    return [f"{k}={yaml_value(v)}" for k, v in values.items()]
 
 
 def representative(d: SearchDim) -> Any:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, load_config, to_yaml
+from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, as_overrides, load_config, to_yaml
 from unispeech_platform.train.driver import JobSetupError, connect_ray
 from unispeech_platform.tune.config import SweepJobConfig, SweepSection
-from unispeech_platform.tune.search_space import as_overrides, default_metric, to_tune, validate_sweep
+from unispeech_platform.tune.search_space import default_metric, to_tune, validate_sweep
 
 log = logging.getLogger("unispeech.sweep")
 
