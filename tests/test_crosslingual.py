@@ -46,3 +46,24 @@ def test_crosslingual_three_arms(tmp_path_factory):
     arms = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'")
     assert sorted(r.info.run_name for r in arms) == ["self_supervised", "supervised", "unispeech"]
     assert all("per/pt" in r.data.metrics for r in arms)
+
+
+@pytest.mark.parametrize("preset", ["crosslingual_tiny", "crosslingual_cpu", "crosslingual_gpu", "quickstart"])
+def test_presets_build_every_stage_and_apply_arm_overrides(preset):
+    """Each shipped experiment builds all its stage configs without Ray, and an arm's overrides (e.g. the
+    per-arm mask_time_prob picked by the sweeps) reach that arm's pretraining only, on top of the preset's model."""
+    import yaml
+    from evaluate_helpers import ROOT
+
+    from unispeech_platform.config import load_config
+    from unispeech_platform.experiments.config import ExperimentConfig
+    from unispeech_platform.experiments.runner import validate
+
+    cfg = load_config(ExperimentConfig, ROOT / "configs" / f"{preset}.yaml")
+    stages = validate(cfg)
+    base = yaml.safe_load((ROOT / cfg.pretrain.config).read_text())["model"]
+    for s in stages:
+        expected = {**base, **{k.split(".", 1)[1]: v for k, v in cfg.pretrain.overrides.items() if k.startswith("model.")}}
+        expected.update({k.split(".", 1)[1]: v for k, v in cfg.experiment.arms[s.name].items()})
+        assert {k: s.pretrain.model[k] for k in expected} == expected, s.name
+        assert s.finetune.finetune.init_from == s.init_dir and s.finetune.data.labeled_only
