@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unispeech_platform.train.tasks import CTCTask, load_dir, model_inputs
+from unispeech_platform.train.tasks import CTCTask, model_inputs
 
 
 class LIDTask(CTCTask):
@@ -27,19 +27,15 @@ class LIDTask(CTCTask):
     metric_keys = ("loss",)
     score_key = "dev_error"  # the loop keeps the model with the lowest score: 1 - accuracy
 
-    def build_model(self) -> nn.Module:
-        from unispeech_core import UniSpeechConfig, UniSpeechForSequenceClassification
+    def model_class(self) -> type[nn.Module]:
+        from unispeech_core import UniSpeechForSequenceClassification
 
+        return UniSpeechForSequenceClassification
+
+    def build_model(self) -> nn.Module:
         if not self.model_overrides.get("id2label"):
             raise ValueError("task 'lid' needs model.id2label (python -m jobs.lid fills it from the corpus languages)")
-        src = self.finetune.init_from
-        if src:  # a pretrained or CTC model: the encoder is reused, projector/classifier start fresh
-            model = UniSpeechForSequenceClassification.from_pretrained(load_dir(src), **self.model_overrides)
-        else:
-            model = UniSpeechForSequenceClassification(UniSpeechConfig(**self.model_overrides))
-        if self.finetune.freeze_feature_encoder:
-            model.freeze_feature_encoder()
-        self.config = model.config
+        model = super().build_model()
         self.label2id = model.config.label2id
         return model
 

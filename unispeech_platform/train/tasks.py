@@ -117,16 +117,21 @@ class CTCTask:
         self._base_frozen = False
         self._hooks: list[Any] = []
 
-    def build_model(self) -> nn.Module:
+    def model_class(self) -> type[nn.Module]:
+        """The head fine-tuned on top of the (pretrained) encoder; subclasses swap it."""
         from unispeech_core import UniSpeechForCTC
 
+        return UniSpeechForCTC
+
+    def build_model(self) -> nn.Module:
+        cls = self.model_class()
         src = self.finetune.init_from
-        if src:
-            model = UniSpeechForCTC.from_pretrained(load_dir(src), **self.model_overrides)
+        if src:  # a pretrained or fine-tuned model: the encoder is reused, a missing head starts fresh
+            model = cls.from_pretrained(load_dir(src), **self.model_overrides)
         else:
             from unispeech_core import UniSpeechConfig
 
-            model = UniSpeechForCTC(UniSpeechConfig(**self.model_overrides))
+            model = cls(UniSpeechConfig(**self.model_overrides))
         if self.finetune.freeze_feature_encoder:
             model.freeze_feature_encoder()
         self.config = model.config
