@@ -64,10 +64,20 @@ def validate_sweep(sweep: SweepSection) -> tuple[PretrainJobConfig, FinetuneJobC
                 f"{stage}: trials report to Tune at every checkpoint (checkpoint.every_steps={ck}); set "
                 f"train.eval_every (now {ev}) to a divisor of it so that every report carries fresh dev metrics"
             )
-    total = pre.train.max_steps + (ft.train.max_steps if ft else 0)
-    if sweep.scheduler == "asha" and (sweep.grace_period or pre.checkpoint.every_steps) > total:
+    total, grace = trial_steps(pre, ft), grace_period(sweep, pre)
+    if sweep.scheduler == "asha" and grace > total:
         raise ConfigError(
-            f"sweep.grace_period ({sweep.grace_period or pre.checkpoint.every_steps}) exceeds the {total} steps of a "
-            "trial: ASHA could never stop one (lower it, or use sweep.scheduler=fifo)"
+            f"sweep.grace_period ({grace}) exceeds the {total} steps of a trial: ASHA could never stop one "
+            "(lower it, or use sweep.scheduler=fifo)"
         )
     return pre, ft
+
+
+def trial_steps(pre: PretrainJobConfig, ft: FinetuneJobConfig | None) -> int:
+    """ASHA's time axis: updates across the pretraining and fine-tuning stages of one trial."""
+    return pre.train.max_steps + (ft.train.max_steps if ft else 0)
+
+
+def grace_period(sweep: SweepSection, pre: PretrainJobConfig) -> int:
+    """sweep.grace_period, else the first report (one pretraining checkpoint)."""
+    return sweep.grace_period or pre.checkpoint.every_steps

@@ -12,7 +12,13 @@ from typing import Any
 from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, as_overrides, load_config, to_yaml
 from unispeech_platform.train.driver import JobSetupError, connect_ray
 from unispeech_platform.tune.config import SweepJobConfig, SweepSection
-from unispeech_platform.tune.search_space import default_metric, to_tune, validate_sweep
+from unispeech_platform.tune.search_space import (
+    default_metric,
+    grace_period,
+    to_tune,
+    trial_steps,
+    validate_sweep,
+)
 
 log = logging.getLogger("unispeech.sweep")
 
@@ -70,7 +76,7 @@ def run_sweep(cfg: SweepJobConfig, *, resume: bool = False) -> SweepResult:
     sw = cfg.sweep
     pre, ft = validate_sweep(sw)  # ConfigError before Ray
     metric = default_metric(sw)
-    total_steps = pre.train.max_steps + (ft.train.max_steps if ft else 0)
+    total_steps = trial_steps(pre, ft)
     storage = os.path.abspath(sw.storage_path)
     exp_dir = Path(storage, sw.name)
     if exp_dir.exists() and not resume:
@@ -107,7 +113,7 @@ def run_sweep(cfg: SweepJobConfig, *, resume: bool = False) -> SweepResult:
             for k, v in params.items():
                 MlflowClient(uri).log_param(parent, k, str(v))
         scheduler = FIFOScheduler() if sw.scheduler == "fifo" else ASHAScheduler(
-            time_attr="trial_step", max_t=total_steps, grace_period=sw.grace_period or pre.checkpoint.every_steps,
+            time_attr="trial_step", max_t=total_steps, grace_period=grace_period(sw, pre),
             reduction_factor=sw.reduction_factor)
         tuner = tune.Tuner(
             trainable,
