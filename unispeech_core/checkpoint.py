@@ -143,4 +143,3 @@ def copy_ctc_head(export_dir: str | Path, out_dir: str | Path) -> str:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return str(out)
-

@@ -131,4 +131,3 @@ def as_overrides(values: dict[str, Any]) -> list[str]:
     "train.max_steps=9"]``. Nested dicts are flattened so that they set keys inside a section: passed whole,
     ``model={...}`` would replace the preset's model section and silently fall back to defaults."""
     return [f"{k}={yaml_value(v)}" for k, v in flatten(values).items()]
-
