@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from unispeech_core.features import pad_batch
-from unispeech_platform.data.config import DataConfig
+from unispeech_platform.config.data import DataConfig
 from unispeech_platform.data.pipeline import build_dataset, iter_batches, iter_local_batches
 from unispeech_platform.data.schema import scan_corpus
 from unispeech_platform.data.synthetic import make_corpus

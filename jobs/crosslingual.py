@@ -16,7 +16,7 @@ from unispeech_platform.experiments import cli
 
 
 def main(argv: list[str] | None = None):
-    cfg, command = cli.parse("jobs.crosslingual", __doc__.splitlines()[0], "configs/crosslingual_cpu.yaml", argv)
+    cfg, command = cli.parse("jobs.crosslingual", __doc__, "configs/crosslingual_cpu.yaml", argv)
     result = cli.run(cfg)
     from unispeech_platform.experiments.report import results_markdown
     from unispeech_platform.experiments.runner import machine

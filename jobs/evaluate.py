@@ -8,12 +8,12 @@ A missing or corrupt model path exits with status 3 and a message naming it, bef
 
 from __future__ import annotations
 
-from jobs._cli import parse_job_args, run_or_exit
 from unispeech_platform.evaluate.config import EvaluateJobConfig
+from unispeech_platform.runtime.cli import parse_job_args, run_or_exit
 
 
 def main(argv: list[str] | None = None):
-    cfg, _ = parse_job_args(__doc__.splitlines()[0], EvaluateJobConfig, argv)
+    cfg, _ = parse_job_args(__doc__, EvaluateJobConfig, argv)
     from unispeech_platform.evaluate.job import run_evaluation
 
     result = run_or_exit(run_evaluation, cfg)

@@ -5,18 +5,12 @@
 
 from __future__ import annotations
 
-from jobs._cli import parse_job_args, run_or_exit
+from jobs.pretrain import run_training_job
 from unispeech_platform.config import FinetuneJobConfig
 
 
-def main(argv: list[str] | None = None) -> None:
-    cfg, ns = parse_job_args(__doc__.splitlines()[0], FinetuneJobConfig, argv)
-    from unispeech_platform.train import run_training
-
-    result = run_or_exit(run_training, cfg, kind=cfg.finetune.task, resume=ns.resume)
-    print(f"model: {result.export_dir} (best by dev PER: {result.export_dir}_best)")
-    print(f"checkpoint: {result.checkpoint}")
-    print(f"mlflow run: {result.run_id} ({result.tracking_uri})")
+def main(argv: list[str] | None = None):
+    return run_training_job(__doc__, FinetuneJobConfig, argv)
 
 
 if __name__ == "__main__":

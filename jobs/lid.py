@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import os
 
-from jobs._cli import parse_job_args, run_or_exit
 from unispeech_platform.config import FinetuneJobConfig
+from unispeech_platform.runtime.cli import parse_job_args, run_or_exit
 
 
 def main(argv: list[str] | None = None):
-    cfg, ns = parse_job_args(__doc__.splitlines()[0], FinetuneJobConfig, argv)
-    from unispeech_platform.evaluate.lid import evaluate_lid, prepare_lid_job
+    cfg, ns = parse_job_args(__doc__, FinetuneJobConfig, argv)
+    from unispeech_platform.evaluate.lid import evaluate_lid, lid_report_dir
     from unispeech_platform.train import run_training
+    from unispeech_platform.train.tasks.lid import prepare_lid_job
 
-    job = prepare_lid_job(cfg)
-    result = run_or_exit(run_training, job, kind="lid", resume=ns.resume)
-    best = result.export_dir + "_best"
-    model_dir = best if os.path.isdir(best) else result.export_dir
-    report = evaluate_lid(job, model_dir, os.path.join(result.run_dir, "lid"), uri=result.tracking_uri,
-                          run_id=result.run_id)
+    job = run_or_exit(prepare_lid_job, cfg)
+    result = run_or_exit(run_training, job, resume=ns.resume)
+    best = result.layout.best_export_dir
+    model_dir = best if os.path.isdir(best) else result.layout.export_dir
+    report = evaluate_lid(job, model_dir, lid_report_dir(job), uri=result.tracking_uri, run_id=result.run_id)
     print(f"LID accuracy {100 * report.accuracy:.1f}% on {','.join(job.data.eval_splits)}: "
           + ", ".join(f"{k} {100 * v:.1f}%" for k, v in report.per_language.items()))
     print(f"confusion (rows true, cols predicted; {report.labels}): {report.confusion}")

@@ -6,18 +6,22 @@
 
 from __future__ import annotations
 
-from jobs._cli import parse_job_args, run_or_exit
 from unispeech_platform.config import PretrainJobConfig
+from unispeech_platform.runtime.cli import parse_job_args, run_or_exit
 
 
-def main(argv: list[str] | None = None) -> None:
-    cfg, ns = parse_job_args(__doc__.splitlines()[0], PretrainJobConfig, argv)
+def run_training_job(doc: str, config_cls: type[PretrainJobConfig], argv: list[str] | None):
+    """Parse -> train (the config's task) -> print where the model, checkpoint and MLflow run are."""
+    cfg, ns = parse_job_args(doc, config_cls, argv)
     from unispeech_platform.train import run_training
 
-    result = run_or_exit(run_training, cfg, kind="pretrain", resume=ns.resume)
-    print(f"model: {result.export_dir}")
-    print(f"checkpoint: {result.checkpoint}")
-    print(f"mlflow run: {result.run_id} ({result.tracking_uri})")
+    result = run_or_exit(run_training, cfg, resume=ns.resume)
+    print("\n".join(result.summary()))
+    return result
+
+
+def main(argv: list[str] | None = None):
+    return run_training_job(__doc__, PretrainJobConfig, argv)
 
 
 if __name__ == "__main__":

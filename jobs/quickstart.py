@@ -13,7 +13,7 @@ from unispeech_platform.experiments import cli
 
 
 def main(argv: list[str] | None = None):
-    cfg, _ = cli.parse("jobs.quickstart", __doc__.splitlines()[0], "configs/quickstart.yaml", argv)
+    cfg, _ = cli.parse("jobs.quickstart", __doc__, "configs/quickstart.yaml", argv)
     result = cli.run(cfg)
     print("\n" + "=" * 100)
     arm = result.arms[0]

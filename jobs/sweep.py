@@ -6,23 +6,16 @@ stopping; every trial is a Ray Train run, tracked as a nested MLflow run under t
 
 from __future__ import annotations
 
-import sys
-
-from jobs._cli import EXIT_CONFIG, parse_job_args, run_or_exit
-from unispeech_platform.config import ConfigError
+from unispeech_platform.runtime.cli import parse_job_args, run_or_exit
 from unispeech_platform.tune.config import SweepJobConfig
 
 
 def main(argv: list[str] | None = None):
-    cfg, ns = parse_job_args(__doc__.splitlines()[0], SweepJobConfig, argv)
+    cfg, ns = parse_job_args(__doc__, SweepJobConfig, argv)
     from unispeech_platform.tune.search_space import validate_sweep
     from unispeech_platform.tune.sweep import run_sweep
 
-    try:  # every trial's config must validate: fail here, before Ray, not in trial N
-        validate_sweep(cfg.sweep)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
+    run_or_exit(validate_sweep, cfg.sweep)  # every trial's config must validate: exit 2 here, not in trial N
 
     result = run_or_exit(run_sweep, cfg, resume=ns.resume)
     for row in result.rows:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from unispeech_platform.data.schema import CorpusError
@@ -25,18 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--report", default=None, help="also write the bad rows and statistics to this JSON file")
     p.add_argument(
-        "--num-cpus", type=int, default=None, help="logical CPUs for a local Ray (default 4x cores)"
+        "--num-cpus", type=int, default=None,
+        help="logical CPUs of a local Ray (default max(8, 4x cores), as every job; ignored with RAY_ADDRESS)",
     )
     a = p.parse_args(argv)
 
-    import ray
+    from unispeech_platform.config import RaySection
+    from unispeech_platform.runtime.ray_session import connect_ray
 
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()  # a running cluster (e.g. `ray job submit`)
-    elif not ray.is_initialized():
-        # A private local Ray, even if another session runs `ray start` here. More logical CPUs than cores:
-        # Ray Data's read and decode operators must not starve each other.
-        ray.init(address="local", num_cpus=a.num_cpus or 4 * (os.cpu_count() or 1), include_dashboard=False)
+    connect_ray(RaySection(local_num_cpus=a.num_cpus))  # RAY_ADDRESS (e.g. `ray job submit`) or a private local Ray
     try:
         report = validate_corpus(a.root, a.vocab)
     except CorpusError as e:

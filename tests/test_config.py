@@ -30,7 +30,7 @@ def test_large_preset_is_the_unispeech_large_architecture():
     from unispeech_core import UniSpeechConfig
 
     cfg = load_config(PretrainJobConfig, ROOT / "configs" / "large.yaml")
-    m = UniSpeechConfig(**cfg.model)
+    m = UniSpeechConfig(**cfg.model.overrides())
     assert (m.num_hidden_layers, m.hidden_size, m.intermediate_size, m.num_attention_heads) == (24, 1024, 4096, 16)
     assert m.feat_extract_norm == "layer" and m.do_stable_layer_norm and m.conv_bias
     assert cfg.train.precision == "bf16" and cfg.train.zero_stage == 2 and cfg.train.use_gpu
@@ -50,7 +50,7 @@ def test_overrides_are_typed_and_nested():
     )
     assert (cfg.train.num_workers, cfg.train.use_gpu, cfg.train.zero_stage, cfg.train.max_steps) == (4, True, 3, 7)
     assert (cfg.tracking.uri, cfg.tracking.experiment, cfg.data.path) == ("http://h:5000", "x", "/d")
-    assert cfg.model["hidden_size"] == 64
+    assert cfg.model.hidden_size == 64
 
 
 @pytest.mark.parametrize(

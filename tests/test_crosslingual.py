@@ -65,5 +65,5 @@ def test_presets_build_every_stage_and_apply_arm_overrides(preset):
     for s in stages:
         expected = {**base, **{k.split(".", 1)[1]: v for k, v in cfg.pretrain.overrides.items() if k.startswith("model.")}}
         expected.update({k.split(".", 1)[1]: v for k, v in cfg.experiment.arms[s.name].items()})
-        assert {k: s.pretrain.model[k] for k in expected} == expected, s.name
+        assert {k: s.pretrain.model.overrides()[k] for k in expected} == expected, s.name
         assert s.finetune.finetune.init_from == s.init_dir and s.finetune.data.labeled_only

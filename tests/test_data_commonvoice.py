@@ -11,9 +11,9 @@ from data_helpers import encode, tone
 
 from jobs import import_commonvoice as import_job
 from unispeech_core.tokenizer import PhoneTokenizer
+from unispeech_platform.config.data import DataConfig
 from unispeech_platform.data.audio import TOO_FEW_SAMPLES, UNDECODABLE
 from unispeech_platform.data.commonvoice import EMPTY_SENTENCE, MISSING_CLIP, REPORT_FILE, import_commonvoice
-from unispeech_platform.data.config import DataConfig
 from unispeech_platform.data.espeak import LANGUAGE_SWITCH
 from unispeech_platform.data.pipeline import iter_local_batches
 from unispeech_platform.data.schema import scan_corpus

@@ -10,7 +10,7 @@ from data_helpers import good_rows
 
 from jobs import make_corpus as make_corpus_job
 from unispeech_core.tokenizer import PhoneTokenizer
-from unispeech_platform.data.config import DataConfig
+from unispeech_platform.config.data import DataConfig
 from unispeech_platform.data.espeak import ASCII_LEAK, LANGUAGE_SWITCH, NO_PHONES, G2PError, clean_ipa
 from unispeech_platform.data.pipeline import iter_local_batches
 from unispeech_platform.data.schema import SCHEMA, scan_corpus

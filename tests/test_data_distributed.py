@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from data_helpers import build_messy_corpus, local_ray
 
-from unispeech_platform.data.config import DataConfig
+from unispeech_platform.config.data import DataConfig
 from unispeech_platform.data.decode import DROP_REASONS
 from unispeech_platform.data.pipeline import build_dataset, exactly_once_data_config
 

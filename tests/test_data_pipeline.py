@@ -12,8 +12,8 @@ from data_helpers import build_messy_corpus, encode, good_rows, local_ray, peak_
 
 from jobs import validate_data
 from unispeech_core.tokenizer import PhoneTokenizer
+from unispeech_platform.config.data import DataConfig
 from unispeech_platform.data.batching import STAT_KEYS, make_buckets
-from unispeech_platform.data.config import DataConfig
 from unispeech_platform.data.decode import DROP_REASONS, LONGER_THAN_MAX, SHORTER_THAN_MIN, language_rates
 from unispeech_platform.data.pipeline import build_dataset, iter_batches, iter_local_batches
 from unispeech_platform.data.schema import CorpusError, scan_corpus, select_parts

@@ -23,7 +23,7 @@ def corpus(tmp_path_factory):
 def _expected_per(corpus: Path, model_dir: Path, split: str) -> dict[str, jiwer.WordOutput]:
     """Independent reference: decode utterance by utterance without Ray, score each language with jiwer."""
     from unispeech_core import PhoneTokenizer, UniSpeechForCTC, ctc_greedy_decode
-    from unispeech_platform.data.config import DataConfig
+    from unispeech_platform.config.data import DataConfig
     from unispeech_platform.data.pipeline import iter_local_batches
 
     model = UniSpeechForCTC.from_pretrained(model_dir)
@@ -54,7 +54,7 @@ def test_per_per_language_matches_jiwer_and_lands_in_the_training_run(corpus, tm
     (job_dir / "step_00000003").mkdir()
     (job_dir / "step_00000003" / "train_state.json").write_text(json.dumps({"step": 3, "run_id": train_run}))
 
-    ray.init(num_cpus=8, include_dashboard=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False)  # a private Ray, never one left running here
     try:
         result = jobs.evaluate.main([
             "--config", str(CONFIG), "--set", f"evaluate.model_path={job_dir}", "--set", f"data.path={corpus}",

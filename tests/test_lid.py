@@ -42,7 +42,7 @@ def test_lid_separates_two_languages_far_above_chance(corpus, tmp_path):
     argv = ["--config", str(CONFIG)]
     for k, v in sets.items():
         argv += ["--set", f"{k}={v}"]
-    ray.init(num_cpus=8, include_dashboard=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False)  # a private Ray, never one left running here
     try:
         report = jobs.lid.main(argv)
     finally:

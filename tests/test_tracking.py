@@ -60,7 +60,7 @@ def test_codebook_collapse_alarm_warns_once_and_tags_the_run(tmp_path):
     from mlflow.tracking import MlflowClient
 
     from unispeech_platform.config import TrainSection
-    from unispeech_platform.train.checkpointing import TrainState
+    from unispeech_platform.train.checkpoint import TrainState
     from unispeech_platform.train.loop import _collapse_alarm
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"

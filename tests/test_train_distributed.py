@@ -89,12 +89,12 @@ def test_ctc_finetune_from_the_pretrained_export_keeps_the_best_by_dev_per(zero2
     tmp = tmp_path_factory.mktemp("finetune")
     job = ci_finetune_job(corpus, tmp, "ft", zero2.export_dir, "finetune.freeze_transformer_steps=2",
                           "train.max_steps=4", "train.eval_every=2")
-    result = run_training(job, kind="ctc")
+    result = run_training(job)
     metrics = MlflowClient(result.tracking_uri).get_run(result.run_id).data.metrics
     assert 0.0 <= metrics["dev_per"] <= 1.5 and metrics["transformer_frozen"] == 0.0
     import transformers
 
-    best = transformers.UniSpeechForCTC.from_pretrained(result.export_dir + "_best")
+    best = transformers.UniSpeechForCTC.from_pretrained(result.layout.best_export_dir)
     assert best.config.vocab_size == zero2_vocab_size(zero2)
 
 

@@ -75,7 +75,8 @@ def test_sigkilled_worker_is_restored_from_the_last_checkpoint(tmp_path):
 def test_resume_continues_a_stopped_job_in_the_same_mlflow_run(tmp_path):
     from train_helpers import ci_job
 
-    from unispeech_platform.train import JobSetupError, run_training
+    from unispeech_platform.runtime.errors import JobSetupError
+    from unispeech_platform.train import run_training
 
     corpus = make_tiny_corpus(tmp_path / "corpus")
     with local_ray():

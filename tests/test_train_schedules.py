@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unispeech_platform.config import OptimSection, TrainSection
-from unispeech_platform.train.deepspeed_setup import autocast, deepspeed_config, resolve_precision
+from unispeech_platform.train.engine import autocast, deepspeed_config, resolve_precision
 from unispeech_platform.train.schedules import learning_rate
 
 

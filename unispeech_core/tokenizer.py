@@ -13,6 +13,7 @@ from pathlib import Path
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+VOCAB_NAME = "vocab.json"
 
 
 class PhoneTokenizer:
@@ -43,7 +44,7 @@ class PhoneTokenizer:
     def from_file(cls, path: str | Path) -> PhoneTokenizer:
         path = Path(path)
         if path.is_dir():
-            path = path / "vocab.json"
+            path = path / VOCAB_NAME
         try:
             vocab = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -59,7 +60,7 @@ class PhoneTokenizer:
         path = Path(path)
         if path.is_dir() or not path.suffix:
             path.mkdir(parents=True, exist_ok=True)
-            path = path / "vocab.json"
+            path = path / VOCAB_NAME
         path.write_text(json.dumps(self.vocab, ensure_ascii=False, indent=1), encoding="utf-8")
         return path
 

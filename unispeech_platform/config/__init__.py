@@ -8,7 +8,9 @@ from unispeech_platform.config.base import (
     to_yaml,
     yaml_value,
 )
-from unispeech_platform.config.jobs import FinetuneJobConfig, PretrainJobConfig
+from unispeech_platform.config.data import DataConfig
+from unispeech_platform.config.jobs import FinetuneJobConfig, PretrainJobConfig, TaskName, job_config_class
+from unispeech_platform.config.model import ModelSection
 from unispeech_platform.config.sections import (
     CheckpointSection,
     FinetuneSection,
@@ -21,15 +23,19 @@ from unispeech_platform.config.sections import (
 __all__ = [
     "CheckpointSection",
     "ConfigError",
+    "DataConfig",
     "FinetuneJobConfig",
     "FinetuneSection",
+    "ModelSection",
     "OptimSection",
     "PretrainJobConfig",
     "RaySection",
+    "TaskName",
     "TrackingSection",
     "TrainSection",
     "as_overrides",
     "flatten",
+    "job_config_class",
     "load_config",
     "to_yaml",
     "yaml_value",

@@ -1,12 +1,16 @@
-"""Job configs: one typed model per entrypoint, composed of the sections each component consumes."""
+"""Job configs: one typed model per entrypoint, composed of the sections each component consumes. A training
+job is keyed on its task (``pretrain`` | ``ctc`` | ``lid``): the task follows from the config, never from a
+string passed beside it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from unispeech_platform.config.base import Section
+from unispeech_platform.config.data import DataConfig
+from unispeech_platform.config.model import ModelSection
 from unispeech_platform.config.sections import (
     CheckpointSection,
     FinetuneSection,
@@ -15,26 +19,15 @@ from unispeech_platform.config.sections import (
     TrackingSection,
     TrainSection,
 )
-from unispeech_platform.data.config import DataConfig
 
-
-def _check_model_overrides(v: dict[str, Any]) -> dict[str, Any]:
-    """Model overrides must be UniSpeechConfig fields (checked by building the config)."""
-    from unispeech_core import UniSpeechConfig
-
-    valid = set(UniSpeechConfig().to_dict()) | {"id2label", "label2id", "num_labels"}  # classification heads
-    unknown = sorted(set(v) - valid)
-    if unknown:
-        raise ValueError(f"unknown UniSpeechConfig field(s) {unknown} (valid: {', '.join(sorted(valid))})")
-    UniSpeechConfig(**v)
-    return v
+TaskName = Literal["pretrain", "ctc", "lid"]
 
 
 class PretrainJobConfig(Section):
     """`python -m jobs.pretrain`: UniSpeech multitask pretraining."""
 
-    model: dict[str, Any] = Field(default_factory=dict)
-    """UniSpeechConfig overrides (transformers' field names), e.g. hidden_size, num_hidden_layers, ctc_weight."""
+    model: ModelSection = Field(default_factory=ModelSection)
+    """UniSpeechConfig overrides (transformers' field names, typed and range-checked), e.g. hidden_size."""
     data: DataConfig
     """Corpus location, languages, batching (owned by unispeech_platform.data)."""
     train: TrainSection = Field(default_factory=TrainSection)
@@ -48,10 +41,9 @@ class PretrainJobConfig(Section):
     ray: RaySection = Field(default_factory=RaySection)
     """How to reach or start Ray."""
 
-    @field_validator("model")
-    @classmethod
-    def _model_fields_exist(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return _check_model_overrides(v)
+    @property
+    def task(self) -> TaskName:
+        return "pretrain"
 
 
 class FinetuneJobConfig(PretrainJobConfig):
@@ -59,3 +51,12 @@ class FinetuneJobConfig(PretrainJobConfig):
 
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     """Initial weights, task, freezing."""
+
+    @property
+    def task(self) -> TaskName:
+        return self.finetune.task
+
+
+def job_config_class(task: TaskName) -> type[PretrainJobConfig]:
+    """The config class of a task's job (workers re-validate the driver's JSON dump with it)."""
+    return PretrainJobConfig if task == "pretrain" else FinetuneJobConfig

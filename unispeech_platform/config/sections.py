@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -127,16 +126,6 @@ class CheckpointSection(Section):
         if not v or "/" in v or v.strip() != v:
             raise ValueError("name must be a non-empty directory name without '/' or surrounding spaces")
         return v
-
-    def resolved_storage(self) -> str:
-        return self.storage_path if "://" in self.storage_path else os.path.abspath(self.storage_path)
-
-    def resolved_export_dir(self) -> str:
-        if self.export_dir:
-            return os.path.abspath(self.export_dir)
-        if "://" in self.storage_path:
-            raise ValueError("checkpoint.export_dir must be set (a local/NFS path) when storage_path is a URI")
-        return os.path.join(self.resolved_storage(), self.name, "model")
 
 
 class RaySection(Section):

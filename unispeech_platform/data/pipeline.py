@@ -32,8 +32,9 @@ from ray.data import DataContext
 from ray.data.datasource import Partitioning
 from ray.data.expressions import col
 
+from unispeech_platform.config.data import DataConfig
+
 from .batching import BatchStream
-from .config import DataConfig
 from .decode import READ_COLUMNS, DecodeOptions, decode_table, language_rates, read_part_batches, vocab_from
 from .schema import PartFile, scan_corpus, select_parts
 

@@ -1,4 +1,4 @@
-"""The corpus layout (DESIGN.md §2): one Arrow schema, hive partitions, and a tree scan that fails loudly.
+"""The corpus layout (docs/architecture.md#corpus-layout): one Arrow schema, hive partitions, and a tree scan that fails loudly.
 
 Every reader (training, evaluation, validation) calls :func:`scan_corpus` first: it reads only Parquet
 footers, so a stray file or a missing column is reported with its path before any Ray job starts.
@@ -13,10 +13,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from unispeech_core.tokenizer import VOCAB_NAME
+
 TARGET_SAMPLE_RATE = 16_000
 MIN_SAMPLES = 400  # the model's conv receptive field at 16 kHz: anything shorter yields no frame
 SPLITS = ("train", "dev", "test")
-VOCAB_FILE = "vocab.json"
+VOCAB_FILE = VOCAB_NAME  # the corpus vocabulary has the name a model directory gives it
 SUMMARY_FILE = "summary.json"
 
 SCHEMA = pa.schema(

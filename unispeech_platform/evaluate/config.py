@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from unispeech_platform.config.base import Section
+from unispeech_platform.config.data import DataConfig
 from unispeech_platform.config.sections import RaySection, TrackingSection
-from unispeech_platform.data.config import DataConfig
 
 
 class EvaluateSection(Section):

@@ -9,11 +9,12 @@ out-of-range duration) come back with ``error`` set and are left out of the scor
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pyarrow as pa
 
-from unispeech_platform.data.config import DataConfig
+from unispeech_platform.config.data import DataConfig
 
 OUTPUT_SCHEMA = pa.schema(
     [("id", pa.string()), ("lang", pa.string()), ("split", pa.string()), ("ref", pa.string()),
@@ -32,7 +33,8 @@ class Predictor:
 
         self.cfg = DataConfig.model_validate(data)
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.refs = PhoneTokenizer(vocab_from(self.cfg.resolved_vocab_path()))
+        # The corpus vocabulary: batches carry reference phones as its ids (the model's may differ).
+        self.corpus_tokenizer = PhoneTokenizer(vocab_from(self.cfg.resolved_vocab_path()))
         self.model = self.load(model_dir).to(self.device).eval()
 
     def load(self, model_dir: str):
@@ -83,7 +85,7 @@ class CTCPredictor(Predictor):
 
         out = self.model(**self._inputs(batch))
         hyps = ctc_greedy_decode(out.logits.float(), out.frame_lengths, self.tokenizer)
-        refs = [self.refs.decode([int(i) for i in row if i >= 0]) for row in batch["labels"]]
+        refs = [self.corpus_tokenizer.decode([int(i) for i in row if i >= 0]) for row in batch["labels"]]
         return refs, hyps
 
 
@@ -99,6 +101,14 @@ class LIDPredictor(Predictor):
         logits = self.model(**self._inputs(batch)).logits
         labels = self.model.config.id2label
         return list(batch["lang"]), [labels[int(i)] for i in logits.argmax(-1).tolist()]
+
+
+def data_for_actors(data: DataConfig, *, labeled_only: bool) -> DataConfig:
+    """The data section with absolute paths (inference actors do not share the driver's working directory);
+    PER scoring reads labeled rows only."""
+    return data.model_copy(update={"path": os.path.abspath(data.path),
+                                   "vocab_path": str(data.resolved_vocab_path().resolve()),
+                                   "labeled_only": labeled_only})
 
 
 def _add_split(table: pa.Table, split: str) -> pa.Table:

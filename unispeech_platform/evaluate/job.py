@@ -4,7 +4,6 @@ table, chart and MLflow."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,17 +26,10 @@ class EvaluationResult:
     """The Markdown table."""
 
 
-def absolute_data(data):
-    """Data config with absolute paths: inference actors do not share the driver's working directory."""
-    return data.model_copy(
-        update={"path": os.path.abspath(data.path), "vocab_path": str(data.resolved_vocab_path().resolve()),
-                "labeled_only": True}
-    )
-
-
 def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
-    from unispeech_platform.evaluate.tracking import checked_tracking_uri, log_evaluation
-    from unispeech_platform.train.driver import connect_ray
+    from unispeech_platform.evaluate.tracking import log_evaluation
+    from unispeech_platform.runtime.ray_session import connect_ray
+    from unispeech_platform.tracking import checked_tracking_uri
 
     ev = cfg.evaluate
     out_dir = Path(ev.output_dir).resolve()
@@ -47,12 +39,12 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     uri = checked_tracking_uri(cfg.tracking)
 
     connect_ray(cfg.ray)
-    from unispeech_platform.evaluate.inference import CTCPredictor, run_inference
+    from unispeech_platform.evaluate.inference import CTCPredictor, data_for_actors, run_inference
     from unispeech_platform.evaluate.report import markdown_table, write_per_report
     from unispeech_platform.evaluate.scoring import per_metrics, score_per
 
     predictions = run_inference(
-        absolute_data(cfg.data), ev.splits, model.model_dir, CTCPredictor, num_actors=ev.num_actors,
+        data_for_actors(cfg.data, labeled_only=True), ev.splits, model.model_dir, CTCPredictor, num_actors=ev.num_actors,
         cpus_per_actor=ev.cpus_per_actor, use_gpu=ev.use_gpu, batch_rows=ev.batch_rows,
     )
     scores = score_per(predictions)

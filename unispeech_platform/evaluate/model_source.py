@@ -4,8 +4,8 @@ Accepted paths:
 
 - a transformers-format directory: ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin``) +
   ``vocab.json`` (what our jobs export, and what transformers' ``save_pretrained`` writes);
-- one of our training job directories (``<storage>/<name>``): its exported ``model_best`` (fine-tuning keeps the
-  best model by dev score there) or else ``model/``;
+- one of our training run directories (``<storage>/<name>``, see ``runtime.layout.RunLayout``): its best export
+  ``model_best`` (fine-tuning keeps the best model by dev score there) or else its export ``model/``;
 - one of our Ray Train checkpoints (``<storage>/<name>/step_NNNNNNNN``): the DeepSpeed module weights (ZeRO 0-2)
   are converted into a transformers-format directory under the evaluation's output directory.
 
@@ -19,13 +19,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from unispeech_platform.train.driver import JobSetupError
+from unispeech_core.checkpoint import PT_WEIGHTS_NAME, WEIGHTS_NAME
+from unispeech_core.config import CONFIG_NAME as CONFIG_FILE
+from unispeech_core.tokenizer import VOCAB_NAME as VOCAB_FILE
+from unispeech_platform.runtime.errors import JobSetupError
+from unispeech_platform.runtime.layout import CHECKPOINT_PREFIX, MODEL_DIR, model_dir_candidates
+from unispeech_platform.train.checkpoint import STATE_FILE, TAG
 
-CONFIG_FILE = "config.json"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-VOCAB_FILE = "vocab.json"
-STATE_FILE = "train_state.json"
-DS_MODEL_STATES = "ds/mp_rank_00_model_states.pt"
+WEIGHT_FILES = (WEIGHTS_NAME, PT_WEIGHTS_NAME)
+DS_MODEL_STATES = f"{TAG}/mp_rank_00_model_states.pt"
 
 
 class ModelLoadError(JobSetupError):
@@ -114,7 +116,7 @@ def recorded_run_id(model_dir: Path) -> str | None:
     for base in (model_dir, *list(model_dir.parents)[:2]):
         if (base / STATE_FILE).is_file():
             return json.loads((base / STATE_FILE).read_text()).get("run_id")
-        steps = sorted(p for p in base.glob("step_*") if (p / STATE_FILE).is_file())
+        steps = sorted(p for p in base.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file())
         if steps:
             return json.loads((steps[-1] / STATE_FILE).read_text()).get("run_id")
     return None
@@ -151,13 +153,13 @@ def resolve_model(path: str, work_dir: str | Path) -> ResolvedModel:
         raise ModelLoadError(f"model path {path!r} does not exist")
     if not p.is_dir():
         raise ModelLoadError(f"model path {path!r} is a file; expected a model directory or training checkpoint")
-    if (p / STATE_FILE).is_file() and (p / "ds").is_dir():  # a Ray Train checkpoint of ours
-        export = p.parent / "model"
+    if (p / STATE_FILE).is_file() and (p / TAG).is_dir():  # a Ray Train checkpoint of ours
+        export = p.parent / MODEL_DIR
         vocab = export / VOCAB_FILE if (export / VOCAB_FILE).is_file() else None
         run_id = recorded_run_id(p)
-        model_dir = _export_checkpoint(p, Path(work_dir).resolve() / "model", vocab)
+        model_dir = _export_checkpoint(p, Path(work_dir).resolve() / MODEL_DIR, vocab)
     else:
-        candidates = [p, p / "model_best", p / "model" / "best", p / "model"]
+        candidates = [Path(c) for c in model_dir_candidates(str(p), best=True)]
         model_dir = next((c for c in candidates if (c / CONFIG_FILE).exists()), p)
         run_id = recorded_run_id(model_dir)
     arch = check_model_dir(model_dir)

@@ -3,52 +3,39 @@ the table and how to open MLflow; exit 2 on config errors, 1 naming the failed s
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import logging
 import shlex
 import sys
 
-from unispeech_platform.config import ConfigError, load_config
 from unispeech_platform.experiments.config import ExperimentConfig
+from unispeech_platform.runtime.cli import exit_with, job_parser, load_job_config, run_or_exit
+from unispeech_platform.runtime.errors import EXIT_FAILED
 
 
-def parse(module: str, description: str, default_config: str, argv: list[str] | None) -> tuple[ExperimentConfig, str]:
-    """The validated config and the exact command line (for the results file)."""
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--config", default=default_config, help=f"experiment YAML (default {default_config})")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one key, e.g. --set corpus.high_per_lang=100 (repeatable; value parsed as YAML)")
-    ns = p.parse_args(argv)
+def parse(module: str, doc: str, default_config: str, argv: list[str] | None) -> tuple[ExperimentConfig, str]:
+    """The validated config (every stage of every arm built: exit 2 on an error) and the exact command line
+    (for the results file)."""
+    parser = job_parser(doc, default_config=default_config, resume=False)
+    cfg, _ = load_job_config(parser, ExperimentConfig, argv)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
-    try:
-        cfg = load_config(ExperimentConfig, ns.config, ns.overrides)
-        from unispeech_platform.experiments.runner import validate
+    from unispeech_platform.experiments.runner import validate
 
-        validate(cfg)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run_or_exit(validate, cfg)
     return cfg, command
 
 
 def run(cfg: ExperimentConfig):
-    """Run; a failed step exits 1 with the step named (the traceback of the cause is printed above it)."""
+    """Run; setup errors before any step exit 3; a failed step exits 1 with the step named (the traceback of
+    the cause is printed above it)."""
     from unispeech_platform.experiments.runner import ExperimentStepError, run_experiment
-    from unispeech_platform.tracking import TrackingError
 
     try:
-        return run_experiment(cfg)
-    except TrackingError as e:  # before any step: the MLflow store/server is unusable
-        print(f"setup error: {e}", file=sys.stderr)
-        raise SystemExit(3) from None
+        return run_or_exit(run_experiment, cfg)
     except ExperimentStepError as e:
         import traceback
 
         traceback.print_exception(e.__cause__ or e)
-        print(f"\nFAILED: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+        exit_with(f"\nFAILED: {e}", EXIT_FAILED)
 
 
 def mlflow_hint(result) -> str:

@@ -13,6 +13,9 @@ from pathlib import Path
 from unispeech_platform.experiments.config import ExperimentConfig
 from unispeech_platform.experiments.report import ArmResult, parent_metrics, results_table, timing_table
 from unispeech_platform.experiments.stages import ArmStages, arm_stages
+from unispeech_platform.tracking import RunStore, checked_tracking_uri
+
+EXPERIMENT_TAG = "unispeech.experiment"
 
 
 class ExperimentStepError(RuntimeError):
@@ -75,7 +78,22 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, {platform.system()}"
 
 
-def run_arm(stages: ArmStages, runs, parent: str | None, progress: Progress) -> ArmResult:
+@dataclass
+class ExperimentRuns:
+    """The experiment's MLflow layout: a parent run, a child run per arm, the arm's pretrain/finetune job runs
+    nested under it (so the UI shows the tree)."""
+
+    store: RunStore
+    experiment_id: str
+
+    def create(self, name: str, parent: str | None = None, tags: dict[str, str] | None = None) -> str:
+        return self.store.create_run(self.experiment_id, name, parent=parent, tags=tags)
+
+    def finish(self, run_id: str, ok: bool) -> None:
+        self.store.finish(run_id, "FINISHED" if ok else "FAILED")
+
+
+def run_arm(stages: ArmStages, runs: ExperimentRuns | None, parent: str | None, progress: Progress) -> ArmResult:
     from unispeech_core.checkpoint import copy_ctc_head
     from unispeech_platform.evaluate.job import run_evaluation
     from unispeech_platform.train import run_training
@@ -86,12 +104,12 @@ def run_arm(stages: ArmStages, runs, parent: str | None, progress: Progress) -> 
     try:
         with progress.step(f"{arm}: pretraining on {stages.pretrain.data.path}", secs, "pretrain"):
             pre_run = runs.create(f"{arm}/pretrain", arm_run) if runs else None
-            pre = run_training(stages.pretrain, kind="pretrain", run_id=pre_run)
+            pre = run_training(stages.pretrain, run_id=pre_run)
             if stages.init_dir != pre.export_dir:
                 copy_ctc_head(pre.export_dir, stages.init_dir)
         with progress.step(f"{arm}: CTC fine-tuning on {stages.finetune.data.path}", secs, "finetune"):
             ft_run = runs.create(f"{arm}/finetune", arm_run) if runs else None
-            run_training(stages.finetune, kind="ctc", run_id=ft_run)
+            run_training(stages.finetune, run_id=ft_run)
         with progress.step(f"{arm}: per-language PER", secs, "evaluate"):
             ev = stages.evaluate.model_copy(deep=True)
             ev.evaluate.run_id = arm_run
@@ -100,17 +118,15 @@ def run_arm(stages: ArmStages, runs, parent: str | None, progress: Progress) -> 
     finally:
         if runs:
             if secs:
-                runs.log_metrics(arm_run, {f"time/{k}_s": v for k, v in secs.items()})
+                runs.store.log_metrics(arm_run, {f"time/{k}_s": v for k, v in secs.items()})
             runs.finish(arm_run, ok)
     return ArmResult(arm, scores, secs, arm_run)
 
 
 def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
     """Corpus -> Ray -> for each arm: pretrain, fine-tune, evaluate; the parent MLflow run gets the table."""
-    from unispeech_platform.evaluate.tracking import checked_tracking_uri
     from unispeech_platform.experiments.corpus import build_corpora
-    from unispeech_platform.experiments.tracking import ExperimentRuns
-    from unispeech_platform.train.driver import connect_ray
+    from unispeech_platform.runtime.ray_session import connect_ray
 
     exp = cfg.experiment
     progress = Progress(2 + 3 * len(exp.arms))
@@ -122,13 +138,16 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
         shutil.rmtree(root)
     with progress.step(f"corpus: {cfg.corpus.high_resource} (pretraining) + {cfg.corpus.low_resource} (targets)"):
         build_corpora(cfg.corpus)
-    runs = ExperimentRuns(uri, cfg.tracking.experiment) if uri else None
-    parent = runs.create(exp.name, tags={"unispeech.experiment": exp.name, "machine": machine()}) if runs else None
+    runs = None
+    if uri:
+        store = RunStore(uri)
+        runs = ExperimentRuns(store, store.experiment_id(cfg.tracking.experiment))
+    parent = runs.create(exp.name, tags={EXPERIMENT_TAG: exp.name, "machine": machine()}) if runs else None
     if runs:
         from unispeech_platform.config import flatten, to_yaml
 
-        runs.log_params(parent, flatten(cfg.model_dump(mode="json")))
-        runs.client.log_text(parent, to_yaml(cfg), "config/experiment.yaml")
+        runs.store.log_params(parent, flatten(cfg.model_dump(mode="json")))
+        runs.store.log_text(parent, to_yaml(cfg), "config/experiment.yaml")
     with progress.step("Ray: join RAY_ADDRESS or start a local Ray"):
         connect_ray(cfg.ray)
     results, ok, ref = [], False, exp.reference_arm or list(exp.arms)[-1]
@@ -137,8 +156,8 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
             results.append(run_arm(st, runs, parent, progress))
         table, seconds = results_table(results, ref), time.perf_counter() - progress.start
         if runs:
-            runs.log_metrics(parent, {**parent_metrics(results, ref), "time/total_s": seconds})
-            runs.client.log_text(parent, table + "\n" + timing_table(results), "results.md")
+            runs.store.log_metrics(parent, {**parent_metrics(results, ref), "time/total_s": seconds})
+            runs.store.log_text(parent, table + "\n" + timing_table(results), "results.md")
         ok = True
     finally:
         if runs:

@@ -10,6 +10,7 @@ from pathlib import Path
 from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, as_overrides, load_config
 from unispeech_platform.evaluate.config import EvaluateJobConfig
 from unispeech_platform.experiments.config import ExperimentConfig
+from unispeech_platform.runtime.layout import RunLayout
 
 
 @dataclass
@@ -38,8 +39,8 @@ def arm_stages(cfg: ExperimentConfig, arm: str, uri: str | None, root: Path | No
         "data.path": str(corpus / "high"), "checkpoint.name": f"{arm}-pretrain",
         "tracking.run_name": f"{arm}/pretrain",
     }))
-    export = pre.checkpoint.resolved_export_dir()
-    init_dir = export + "_ctchead" if exp.init_ctc_head else export
+    layout = RunLayout.of(pre.checkpoint)
+    init_dir = layout.ctc_head_export_dir if exp.init_ctc_head else layout.export_dir
     ft = load_config(FinetuneJobConfig, cfg.finetune.config, as_overrides({
         **cfg.finetune.overrides, **common,
         "data.path": str(corpus / "low"), "data.labeled_only": True, "finetune.init_from": init_dir,

@@ -1,25 +1,29 @@
-"""Experiment tracking: one small interface (Tracker) with an MLflow implementation used on rank 0."""
+"""Experiment tracking, and the only package that imports mlflow: the RunStore every layer records runs through,
+the rank-0 Tracker of the train loop, a job run's start/end records, and tracking-URI resolution."""
 
-from unispeech_platform.tracking.mlflow_tracker import (
-    MLflowTracker,
+from unispeech_platform.tracking.job_run import log_job_end, log_job_start, metric_history, open_run
+from unispeech_platform.tracking.store import JOB_TAG, PARENT_TAG, RunStore
+from unispeech_platform.tracking.tracker import MLflowTracker, NullTracker, Tracker, make_tracker
+from unispeech_platform.tracking.uri import (
     TrackingError,
     check_reachable,
-    log_job_end,
-    log_job_start,
-    metric_history,
-    open_run,
+    checked_tracking_uri,
     resolve_tracking_uri,
 )
-from unispeech_platform.tracking.tracker import NullTracker, Tracker
 
 __all__ = [
+    "JOB_TAG",
+    "PARENT_TAG",
     "MLflowTracker",
     "NullTracker",
+    "RunStore",
     "Tracker",
     "TrackingError",
     "check_reachable",
+    "checked_tracking_uri",
     "log_job_end",
     "log_job_start",
+    "make_tracker",
     "metric_history",
     "open_run",
     "resolve_tracking_uri",

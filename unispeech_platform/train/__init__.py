@@ -1,5 +1,5 @@
-"""Distributed training on Ray Train + DeepSpeed: driver (run_training), worker loop, tasks, checkpoints."""
+"""Distributed training on Ray Train + DeepSpeed: driver (run_training), worker loop, tasks, engine, checkpoints."""
 
-from unispeech_platform.train.driver import JobResult, JobSetupError, connect_ray, preflight, run_training
+from unispeech_platform.train.driver import JobResult, preflight, run_training
 
-__all__ = ["JobResult", "JobSetupError", "connect_ray", "preflight", "run_training"]
+__all__ = ["JobResult", "preflight", "run_training"]

@@ -13,30 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unispeech_platform.config import PretrainJobConfig, RaySection, flatten, to_yaml
-from unispeech_platform.tracking import (
-    check_reachable,
-    log_job_end,
-    log_job_start,
-    open_run,
-    resolve_tracking_uri,
-)
+from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, flatten, to_yaml
+from unispeech_platform.runtime.errors import JobSetupError
+from unispeech_platform.runtime.layout import RunLayout
+from unispeech_platform.runtime.ray_session import configure_ray_data, connect_ray
+from unispeech_platform.tracking import checked_tracking_uri, log_job_end, log_job_start, open_run
+from unispeech_platform.train.checkpoint import resolve_model_dir
 from unispeech_platform.train.loop import train_loop_per_worker
 from unispeech_platform.train.worker_args import WorkerArgs
 
 log = logging.getLogger("unispeech.driver")
 
 
-class JobSetupError(RuntimeError):
-    """Something the driver can tell is wrong before any Ray work starts."""
-
-
 @dataclass
 class JobResult:
-    run_dir: str
-    """<storage_path>/<name>: Ray Train's run directory (checkpoints)."""
-    export_dir: str
-    """Consolidated transformers-format model."""
+    layout: RunLayout
+    """Every output path of the run (run dir, checkpoints, export, best export)."""
     run_id: str | None
     """MLflow run id."""
     tracking_uri: str | None
@@ -45,31 +37,20 @@ class JobResult:
     checkpoint: str | None
     """Path/URI of the latest checkpoint."""
 
+    @property
+    def run_dir(self) -> str:
+        return self.layout.run_dir
 
-def connect_ray(section: RaySection) -> None:
-    """Join the cluster in RAY_ADDRESS (e.g. under `ray job submit`), else start a local Ray with more logical
-    CPUs than cores: train workers take whole CPUs and Ray Data's read tasks must still be schedulable."""
-    import ray
+    @property
+    def export_dir(self) -> str:
+        return self.layout.export_dir
 
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        num_cpus = section.local_num_cpus or max(8, 4 * (os.cpu_count() or 1))
-        # address="local": always a fresh local Ray; without it ray.init() joins any cluster a `ray start` left
-        # running on this machine (and then refuses num_cpus).
-        ray.init(address="local", num_cpus=num_cpus, runtime_env=section.runtime_env or None)
-
-
-def _configure_ray_data(section: RaySection) -> None:
-    import ray.data
-
-    ctx = ray.data.DataContext.get_current()
-    for key, value in section.data_context.items():
-        if not hasattr(ctx, key):
-            raise JobSetupError(f"ray.data_context.{key}: not a ray.data.DataContext attribute")
-        setattr(ctx, key, value)
+    def summary(self) -> list[str]:
+        """What a user needs next: the model, the best model (fine-tuning), the checkpoint, the MLflow run."""
+        lines = [f"model: {self.layout.export_dir}"]
+        if os.path.isdir(self.layout.best_export_dir):
+            lines.append(f"best model (by dev score): {self.layout.best_export_dir}")
+        return [*lines, f"checkpoint: {self.checkpoint}", f"mlflow run: {self.run_id} ({self.tracking_uri})"]
 
 
 def _git_commit() -> str:
@@ -80,13 +61,13 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _version_tags(job: PretrainJobConfig, kind: str) -> dict[str, str]:
+def _version_tags(job: PretrainJobConfig) -> dict[str, str]:
     import deepspeed
     import ray
     import torch
 
     return {
-        "task": kind,
+        "task": job.task,
         "git_commit": os.environ.get("UNISPEECH_GIT_COMMIT") or _git_commit(),
         "ray_version": ray.__version__,
         "deepspeed_version": deepspeed.__version__,
@@ -105,7 +86,7 @@ def vocab_path(job: PretrainJobConfig) -> str | None:
 
 def model_overrides(job: PretrainJobConfig, vocab: str | None) -> dict[str, Any]:
     """The model section plus vocabulary-derived sizes (CTC classes = phones incl. blank/pad at id 0)."""
-    overrides = dict(job.model)
+    overrides = job.model.overrides()
     if vocab is not None:
         from unispeech_core import PhoneTokenizer
 
@@ -116,48 +97,40 @@ def model_overrides(job: PretrainJobConfig, vocab: str | None) -> dict[str, Any]
     return overrides
 
 
-def preflight(job: PretrainJobConfig, *, resume: bool) -> tuple[str | None, str]:
-    """Checks that need no Ray: tracking reachable, run directory state matches --resume. Returns
-    (tracking_uri or None, run_dir)."""
-    uri = None
-    if job.tracking.enabled:
-        uri = resolve_tracking_uri(job.tracking)
-        check_reachable(uri, job.tracking.connect_timeout_s)
-    finetune = getattr(job, "finetune", None)
-    if finetune is not None and finetune.init_from:
-        from unispeech_platform.train.tasks import load_dir
-
-        load_dir(finetune.init_from)  # FileNotFoundError now, not on the workers after Ray started
-    storage = job.checkpoint.resolved_storage()
-    run_dir = f"{storage.rstrip('/')}/{job.checkpoint.name}"
-    if "://" not in storage:
-        exists = Path(run_dir).exists()
+def preflight(job: PretrainJobConfig, *, resume: bool) -> tuple[str | None, RunLayout]:
+    """Checks that need no Ray: tracking reachable, initial weights present, run directory state matches
+    --resume. Returns (tracking_uri or None, the run's layout)."""
+    uri = checked_tracking_uri(job.tracking) if job.tracking.enabled else None
+    if isinstance(job, FinetuneJobConfig) and job.finetune.init_from:
+        resolve_model_dir(job.finetune.init_from)  # FileNotFoundError now, not on the workers after Ray started
+    layout = RunLayout.of(job.checkpoint)
+    if layout.is_local:
+        exists = Path(layout.run_dir).exists()
         if exists and not resume:
-            raise JobSetupError(f"{run_dir} exists: pass --resume to continue it, or set checkpoint.name")
+            raise JobSetupError(f"{layout.run_dir} exists: pass --resume to continue it, or set checkpoint.name")
         if resume and not exists:
-            raise JobSetupError(f"--resume: nothing to resume at {run_dir}")
-    return uri, run_dir
+            raise JobSetupError(f"--resume: nothing to resume at {layout.run_dir}")
+    return uri, layout
 
 
 def run_training(
     job: PretrainJobConfig,
     *,
-    kind: str = "pretrain",
     resume: bool = False,
     run_id: str | None = None,
     callbacks: list[Any] | None = None,
 ) -> JobResult:
-    """Run a pretraining (kind="pretrain") or fine-tuning (kind="ctc") job to completion.
+    """Run a training job (its task: pretrain, ctc or lid) to completion.
 
     ``run_id``: log into this existing MLflow run instead of opening one (e.g. a sweep's nested trial run);
     ``callbacks``: extra Ray Train callbacks (e.g. Tune's TuneReportCallback when run as a Tune trial)."""
-    uri, run_dir = preflight(job, resume=resume)
+    uri, layout = preflight(job, resume=resume)
     vocab = vocab_path(job)
     overrides = model_overrides(job, vocab)
-    export_dir = job.checkpoint.resolved_export_dir()
+    export_dir = layout.export_dir
 
     connect_ray(job.ray)
-    _configure_ray_data(job.ray)
+    configure_ray_data(job.ray)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -172,9 +145,9 @@ def run_training(
 
     if uri is not None:
         run_id = run_id or open_run(uri, job.tracking, job.checkpoint.name, resume=resume)
-        log_job_start(uri, run_id, flatten(job.model_dump(mode="json")), _version_tags(job, kind), to_yaml(job))
+        log_job_start(uri, run_id, flatten(job.model_dump(mode="json")), _version_tags(job), to_yaml(job))
 
-    args = WorkerArgs(kind, job, overrides, vocab, export_dir, uri, run_id)
+    args = WorkerArgs(job, overrides, vocab, layout, uri, run_id)
     ck = job.checkpoint
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -187,7 +160,7 @@ def run_training(
         ),
         run_config=RunConfig(
             name=ck.name,
-            storage_path=job.checkpoint.resolved_storage(),
+            storage_path=layout.storage,
             failure_config=FailureConfig(max_failures=job.train.max_failures),
             callbacks=list(callbacks or []),
             checkpoint_config=CheckpointConfig(
@@ -208,5 +181,5 @@ def run_training(
             artifacts = {"model": export_dir if job.tracking.log_model else None}
             log_job_end(uri, run_id, status=status, artifact_dirs=artifacts, vocab=vocab)
     ckpt = result.checkpoint.path if result.checkpoint else None
-    return JobResult(run_dir, export_dir, run_id, uri, dict(result.metrics or {}), ckpt)
+    return JobResult(layout, run_id, uri, dict(result.metrics or {}), ckpt)
 

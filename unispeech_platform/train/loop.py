@@ -13,14 +13,14 @@ import warnings
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
+from unispeech_platform.tracking import make_tracker
 from unispeech_platform.train.batches import LockstepBatches, lockstep
-from unispeech_platform.train.checkpointing import TrainState, export_model, restore, save_and_report
-from unispeech_platform.train.deepspeed_setup import build_engine, grad_norm, set_lr, state_memory_mb
-from unispeech_platform.train.metrics import Window, all_finite, all_reduce_sums
+from unispeech_platform.train.checkpoint import TrainState, export_model, restore, save_and_report
+from unispeech_platform.train.engine import build_engine, grad_norm, set_lr, state_memory_mb
+from unispeech_platform.train.metrics import Window, all_finite, all_gather_items, all_reduce_sums
 from unispeech_platform.train.schedules import learning_rate
-from unispeech_platform.train.tasks import make_task
+from unispeech_platform.train.tasks import Task, improves, task_for_job
 from unispeech_platform.train.worker_args import WorkerArgs
 
 log = logging.getLogger("unispeech.train")
@@ -43,12 +43,12 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
 
     # Identical initial weights on every rank; afterwards masks/negatives differ per rank but are reproducible.
     torch.manual_seed(train.seed)
-    task = make_task(args.kind, args.model, train, getattr(job, "finetune", None), tokenizer)
+    task = task_for_job(job, args.model, tokenizer)
     engine = build_engine(task.build_model(), train, job.optim, world)
     state = restore(engine) or TrainState(run_id=args.run_id)
     engine.train()  # from_pretrained returns eval mode: dropout, SpecAugment and replace mixing are train-only
     torch.manual_seed(train.seed + 7919 * rank + state.step)
-    tracker = args.tracker(state.run_id) if rank == 0 else args.null_tracker()
+    tracker = make_tracker(args.tracking_uri if rank == 0 else None, state.run_id)
     _tag_placement(tracker)
     if state.step > 0:
         log.info("rank %d resumed at update %d (epoch %d, batch %d)", rank, state.step, state.epoch, state.position)
@@ -70,21 +70,7 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
         scheduled = task.before_update(engine.module, state.step)
         started, wait_before, audio_before = time.perf_counter(), feed.wait_s, feed.audio_s
 
-        done, consecutive_bad = 0, 0
-        while done < train.grad_accum_steps:
-            batch = feed.next()
-            loss, stats = task.forward(engine, batch, device)
-            if not all_finite(loss, device):  # every rank skips the same micro-batch: collectives stay matched
-                state.nonfinite_skipped += 1
-                consecutive_bad += 1
-                if consecutive_bad >= MAX_CONSECUTIVE_NONFINITE:
-                    raise FloatingPointError(f"{consecutive_bad} consecutive non-finite losses at update {state.step}")
-                continue
-            engine.backward(loss)
-            engine.step()  # DeepSpeed updates only at the accumulation boundary
-            window.add_micro(loss.detach().float(), stats)
-            done += 1
-
+        accumulate_update(task, engine, feed, state, window, train.grad_accum_steps, device)
         state.step += 1
         state.epoch, state.position = feed.epoch, feed.position
         window.add_update(
@@ -116,18 +102,39 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
             if dev:
                 tracker.log_metrics(dev, state.step)
                 last_report = {**last_report, **dev}
-                score = dev.get(task.score_key)  # fine-tuning keeps the lowest dev PER
-                if args.kind != "pretrain" and score is not None and (state.best_score is None or score < state.best_score):
+                score = dev.get(task.score_key)
+                if task.keeps_best and improves(task.score_mode, score, state.best_score):
                     state.best_score = score
-                    export_model(engine, args.export_dir + "_best", tokenizer)
+                    export_model(engine, args.layout.best_export_dir, tokenizer)
 
         if state.step % job.checkpoint.every_steps == 0 or last:
             save_and_report(engine, state, last_report, task.config)
 
-    export_model(engine, args.export_dir, tokenizer)
+    export_model(engine, args.layout.export_dir, tokenizer)
 
 
-def _evaluate(task, engine, job, device) -> dict[str, float]:
+def accumulate_update(task: Task, engine, feed: LockstepBatches, state: TrainState, window: Window,
+                      grad_accum_steps: int, device: torch.device) -> None:
+    """The micro-batches of one optimizer update. A micro-batch whose loss is non-finite on any rank is skipped
+    by every rank (no backward, no step: collectives stay matched and the weights untouched) and counted in
+    ``state.nonfinite_skipped``; too many in a row stop the job."""
+    done, consecutive_bad = 0, 0
+    while done < grad_accum_steps:
+        batch = feed.next()
+        loss, stats = task.forward(engine, batch, device)
+        if not all_finite(loss, device):
+            state.nonfinite_skipped += 1
+            consecutive_bad += 1
+            if consecutive_bad >= MAX_CONSECUTIVE_NONFINITE:
+                raise FloatingPointError(f"{consecutive_bad} consecutive non-finite losses at update {state.step}")
+            continue
+        engine.backward(loss)
+        engine.step()  # DeepSpeed updates only at the accumulation boundary
+        window.add_micro(loss.detach().float(), stats)
+        done += 1
+
+
+def _evaluate(task: Task, engine, job, device) -> dict[str, float]:
     """Dev-split evaluation on every rank; sums are all-reduced (and transcripts gathered) before scoring."""
     import ray.train
     import ray.train.torch
@@ -150,24 +157,14 @@ def _evaluate(task, engine, job, device) -> dict[str, float]:
         local = task.evaluate(engine, batches(), device)
     finally:
         engine.train()
-    pairs = local.pop("pairs", None)
-    sums = all_reduce_sums(local, device)
-    gathered = None
-    if pairs is not None:
-        gathered = [None] * dist.get_world_size() if dist.is_initialized() else [pairs]
-        if dist.is_initialized():
-            dist.all_gather_object(gathered, pairs)
-    return task.summarize(sums, gathered)
+    return task.summarize(all_reduce_sums(local.sums, device), all_gather_items(local.items))
 
 
 def _tag_placement(tracker) -> None:
     """Record which Ray nodes the ranks run on (collective: every rank contributes its node id)."""
     import ray
 
-    node = ray.get_runtime_context().get_node_id()
-    nodes = [None] * dist.get_world_size() if dist.is_initialized() else [node]
-    if dist.is_initialized():
-        dist.all_gather_object(nodes, node)
+    nodes = all_gather_items([ray.get_runtime_context().get_node_id()])
     tracker.set_tags({"worker_nodes": ",".join(n[:12] for n in nodes), "num_nodes": str(len(set(nodes)))})
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+# Keys of the one all-reduce in Window.reduce: per-micro-batch sums, their count, and the window's time totals.
+MICRO_SUM, MICRO_COUNT = "micro_sum:", "micro_count"
+AUDIO_S, WAIT_S, WALL_S = "total:audio_s", "total:wait_s", "total:wall_s"
 
 
 def _distributed() -> bool:
@@ -34,6 +39,15 @@ def all_reduce_sums(values: dict[str, float], device: torch.device) -> dict[str,
     t = torch.tensor([float(values.get(k, 0.0)) for k in names], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return dict(zip(names, t.tolist()))
+
+
+def all_gather_items(items: list[Any]) -> list[Any]:
+    """Every rank's items concatenated in rank order (picklable objects, e.g. transcripts; a collective)."""
+    if not _distributed():
+        return list(items)
+    gathered: list[list[Any]] = [None] * dist.get_world_size()  # type: ignore[list-item]
+    dist.all_gather_object(gathered, items)
+    return [x for rank_items in gathered for x in rank_items]
 
 
 class Window:
@@ -68,15 +82,15 @@ class Window:
 
     def reduce(self, world: int) -> dict[str, float]:
         """Means over micro-batches of all ranks; throughput summed over ranks (a CPU-GPU sync point)."""
-        local = {f"m/{k}": v for k, v in self.micro.items()}
-        local.update({"n/micro": self.micro_n, "t/audio": self.audio_s, "t/wait": self.wait_s, "t/seconds": self.seconds})
+        local = {f"{MICRO_SUM}{k}": v for k, v in self.micro.items()}
+        local.update({MICRO_COUNT: self.micro_n, AUDIO_S: self.audio_s, WAIT_S: self.wait_s, WALL_S: self.seconds})
         total = all_reduce_sums(local, self.device)
-        n = max(total.pop("n/micro"), 1.0)
-        out = {k[2:]: v / n for k, v in total.items() if k.startswith("m/")}
+        n = max(total.pop(MICRO_COUNT), 1.0)
+        out = {k.removeprefix(MICRO_SUM): v / n for k, v in total.items() if k.startswith(MICRO_SUM)}
         out.update({k: v / max(self.updates_n, 1) for k, v in self.updates.items()})  # identical on all ranks
-        wall = total["t/seconds"] / world  # mean wall time per rank over the window
-        out["audio_seconds_per_s"] = total["t/audio"] / wall if wall > 0 else 0.0
-        out["data_wait_fraction"] = total["t/wait"] / total["t/seconds"] if total["t/seconds"] > 0 else 0.0
+        wall = total[WALL_S] / world  # mean wall time per rank over the window
+        out["audio_seconds_per_s"] = total[AUDIO_S] / wall if wall > 0 else 0.0
+        out["data_wait_fraction"] = total[WAIT_S] / total[WALL_S] if total[WALL_S] > 0 else 0.0
         out["seconds_per_update"] = wall / max(self.updates_n, 1)
         self.reset()
         return out

@@ -5,22 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig
-from unispeech_platform.tracking import MLflowTracker, NullTracker
+from unispeech_platform.config import PretrainJobConfig, job_config_class
+from unispeech_platform.runtime.layout import RunLayout
 
 
 @dataclass
 class WorkerArgs:
-    kind: str
-    """Task: pretrain | ctc."""
     job: PretrainJobConfig
-    """The job config (re-validated on the worker from its JSON dump)."""
+    """The job config (re-validated on the worker from its JSON dump; its task decides the config class)."""
     model: dict[str, Any]
     """UniSpeechConfig overrides after resolving vocabulary-dependent fields."""
     vocab: str | None
     """Absolute path of vocab.json."""
-    export_dir: str
-    """Where rank 0 writes the consolidated model."""
+    layout: RunLayout
+    """Every output path of the run (absolute)."""
     tracking_uri: str | None
     """Absolute MLflow tracking URI (None = tracking disabled)."""
     run_id: str | None
@@ -29,18 +27,12 @@ class WorkerArgs:
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["job"] = self.job.model_dump(mode="json")
+        d["task"] = self.job.task
+        d["layout"] = self.layout.__dict__
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WorkerArgs:
-        job_cls = PretrainJobConfig if d["kind"] == "pretrain" else FinetuneJobConfig
-        return cls(**{**d, "job": job_cls.model_validate(d["job"])})
-
-    def tracker(self, run_id: str | None):
-        if self.tracking_uri and run_id:
-            return MLflowTracker(self.tracking_uri, run_id)
-        return NullTracker()
-
-    @staticmethod
-    def null_tracker():
-        return NullTracker()
+        d = dict(d)
+        job = job_config_class(d.pop("task")).model_validate(d.pop("job"))
+        return cls(job=job, layout=RunLayout(**d.pop("layout")), **d)

@@ -86,13 +86,13 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     pre = _stage(PretrainJobConfig, s.pretrain_config, s.pretrain_overrides, config, f"{trial_id}-pretrain", s)
     resumed = Path(s.runs_dir, pre.checkpoint.name).exists()
     pre_run = run_id("pretrain", s.parent_run_id)
-    result = run_training(pre, kind="pretrain", resume=resumed, run_id=pre_run,
-                          callbacks=[StageReport(s.metric, "pretrain", 0)])
+    result = run_training(pre, resume=resumed, run_id=pre_run, callbacks=[StageReport(s.metric, "pretrain", 0)])
     if s.finetune_config is None:
         return
-    init_from = copy_ctc_head(result.export_dir, result.export_dir + "_ctchead") if s.init_ctc_head else result.export_dir
+    layout = result.layout
+    init_from = copy_ctc_head(layout.export_dir, layout.ctc_head_export_dir) if s.init_ctc_head else layout.export_dir
     fixed = {**s.finetune_overrides, "finetune.init_from": init_from}
     ft = _stage(FinetuneJobConfig, s.finetune_config, fixed, {}, f"{trial_id}-finetune", s)
     resumed = Path(s.runs_dir, ft.checkpoint.name).exists()
-    run_training(ft, kind=ft.finetune.task, resume=resumed, run_id=run_id("finetune", pre_run),
+    run_training(ft, resume=resumed, run_id=run_id("finetune", pre_run),
                  callbacks=[StageReport(s.metric, "finetune", pre.train.max_steps)])

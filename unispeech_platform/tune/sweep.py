@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, as_overrides, load_config, to_yaml
-from unispeech_platform.train.driver import JobSetupError, connect_ray
+from unispeech_platform.runtime.errors import JobSetupError
+from unispeech_platform.runtime.layout import RunLayout
+from unispeech_platform.runtime.ray_session import connect_ray
 from unispeech_platform.tune.config import SweepJobConfig, SweepSection
 from unispeech_platform.tune.search_space import (
     default_metric,
@@ -64,14 +66,14 @@ def _best_configs(sweep: SweepSection, fixed_pre, fixed_ft, best: dict[str, Any]
     (out / "best_pretrain.yaml").write_text(to_yaml(pre), encoding="utf-8")
     if sweep.finetune_config:
         ft = load_config(FinetuneJobConfig, sweep.finetune_config, [
-            *as_overrides(fixed_ft), f"finetune.init_from={pre.checkpoint.resolved_export_dir()}",
+            *as_overrides(fixed_ft), f"finetune.init_from={RunLayout.of(pre.checkpoint).export_dir}",
             f"checkpoint.name={name}-finetune"])
         (out / "best_finetune.yaml").write_text(to_yaml(ft), encoding="utf-8")
     return str(out / "best_pretrain.yaml")
 
 
 def run_sweep(cfg: SweepJobConfig, *, resume: bool = False) -> SweepResult:
-    from unispeech_platform.evaluate.tracking import checked_tracking_uri
+    from unispeech_platform.tracking import RunStore, checked_tracking_uri
 
     sw = cfg.sweep
     pre, ft = validate_sweep(sw)  # ConfigError before Ray
@@ -106,12 +108,9 @@ def run_sweep(cfg: SweepJobConfig, *, resume: bool = False) -> SweepResult:
         tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         if uri:
-            from mlflow.tracking import MlflowClient
-
             params = {"sweep.metric": metric, "sweep.num_samples": sw.num_samples, "sweep.scheduler": sw.scheduler,
                       **{f"space.{k}": d.model_dump(exclude_none=True) for k, d in sw.search_space.items()}}
-            for k, v in params.items():
-                MlflowClient(uri).log_param(parent, k, str(v))
+            RunStore(uri).log_params(parent, params)
         scheduler = FIFOScheduler() if sw.scheduler == "fifo" else ASHAScheduler(
             time_attr="trial_step", max_t=total_steps, grace_period=grace_period(sw, pre),
             reduction_factor=sw.reduction_factor)
@@ -141,12 +140,10 @@ def run_sweep(cfg: SweepJobConfig, *, resume: bool = False) -> SweepResult:
         write_table(rows, report)
         knob_plot(rows, keys, metric, report / "metric_vs_knobs.png")
     if uri:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(uri)
-        client.log_artifacts(parent, str(report), "sweep")
+        store = RunStore(uri)
+        store.log_artifacts(parent, str(report), "sweep")
         if best:
-            client.log_metric(parent, f"best/{metric}", best[f"{metric}_last"])
-            client.set_tag(parent, "unispeech.best_trial", best["trial"])
-        client.set_terminated(parent, status="FINISHED" if not results.errors else "FAILED")
+            store.log_metrics(parent, {f"best/{metric}": best[f"{metric}_last"]})
+            store.set_tags(parent, {"unispeech.best_trial": best["trial"]})
+        store.finish(parent, "FINISHED" if not results.errors else "FAILED")
     return SweepResult(rows, best, best_yaml, str(report), str(exp_dir), parent, uri)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .schema import VOCAB_FILE
+from unispeech_core.tokenizer import VOCAB_NAME
 
 
 class DataConfig(BaseModel):
@@ -100,7 +100,4 @@ class DataConfig(BaseModel):
         return self
 
     def resolved_vocab_path(self) -> Path:
-        return Path(self.vocab_path) if self.vocab_path else Path(self.path) / VOCAB_FILE
-
-    def splits_for(self, train: bool) -> list[str]:
-        return self.train_splits if train else self.eval_splits
+        return Path(self.vocab_path) if self.vocab_path else Path(self.path) / VOCAB_NAME

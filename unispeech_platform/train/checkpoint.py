@@ -1,4 +1,5 @@
-"""Checkpoints: DeepSpeed shards from every rank + the loop's state, reported to Ray Train; restore; export.
+"""Checkpoints: DeepSpeed shards from every rank + the loop's state, reported to Ray Train; restore; export;
+and where a model directory is, given a path a user wrote.
 
 A checkpoint directory holds DeepSpeed's files under tag `ds` (model/optimizer shards of every rank), our
 `train_state.json` (step, sampler epoch/position, counters, MLflow run id) and the model's `config.json`.
@@ -18,7 +19,11 @@ from typing import Any
 
 import torch
 
+from unispeech_core.config import CONFIG_NAME
+from unispeech_platform.runtime.layout import RunLayout, model_dir_candidates
+
 TAG = "ds"
+"""DeepSpeed's tag: the shards live in <checkpoint>/ds/."""
 STATE_FILE = "train_state.json"
 
 
@@ -61,7 +66,7 @@ def save_and_report(engine, state: TrainState, metrics: dict[str, float], model_
         ray.train.report(
             {**metrics, "step": state.step},
             checkpoint=ray.train.Checkpoint.from_directory(d),
-            checkpoint_dir_name=f"step_{state.step:08d}",
+            checkpoint_dir_name=RunLayout.checkpoint_dir_name(state.step),
         )
 
 
@@ -106,3 +111,12 @@ def export_model(engine, out_dir: str, tokenizer=None) -> None:
             tokenizer.save(tmp)
         shutil.rmtree(out_dir, ignore_errors=True)
         os.replace(tmp, out_dir)
+
+
+def resolve_model_dir(src: str) -> str:
+    """A transformers-format directory to load weights from: the path itself, or the export inside one of our
+    run directories."""
+    for candidate in model_dir_candidates(src, best=False):
+        if os.path.isfile(os.path.join(candidate, CONFIG_NAME)):
+            return candidate
+    raise FileNotFoundError(f"finetune.init_from={src!r}: no {CONFIG_NAME} there or in its model/ export")

@@ -1,0 +1,19 @@
+"""Errors a job reports as one line, and the exit codes they map to.
+
+Library code raises; only the CLI (``runtime.cli``) turns an error into an exit code, so the same functions
+can run inside a Tune trial or a test without killing the process.
+"""
+
+from __future__ import annotations
+
+EXIT_FAILED = 1
+"""The job ran and failed (a traceback or a named failed step is printed)."""
+EXIT_CONFIG = 2
+"""The config does not validate (unknown key, wrong type, out of range): nothing was started."""
+EXIT_SETUP = 3
+"""The environment, data or model cannot be used (unreachable tracking server, missing corpus, corrupt model)."""
+
+
+class JobSetupError(RuntimeError):
+    """Something wrong with the environment, data or model that a job can tell before (or instead of) running:
+    reported as one line, exit code ``EXIT_SETUP``. Subclassed by the tracking, data and model errors."""

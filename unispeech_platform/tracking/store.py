@@ -1,0 +1,116 @@
+"""RunStore: the platform's one door to MLflow. Every package that records runs (train, evaluate, tune,
+experiments) goes through it; nothing else imports mlflow (an import-linter contract checks that).
+
+It speaks in run ids and plain dicts: get-or-create experiments, create / find / reopen runs (nested through
+``mlflow.parentRunId``), params, metrics, tags, text and artifacts in batches, metric histories, finish.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+PARENT_TAG = "mlflow.parentRunId"
+"""The tag MLflow's UI nests runs by."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""Without a kind, MLflow 3.x's UI opens an experiment on its GenAI traces overview instead of the runs table."""
+JOB_TAG = "unispeech.job"
+"""Names the job (checkpoint.name) a run belongs to, so a resumed job reopens its run."""
+PARAM_BATCH, METRIC_BATCH, PARAM_MAX_CHARS = 100, 1000, 6000
+
+
+class RunStore:
+    def __init__(self, uri: str):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+
+    # -- experiments and runs --------------------------------------------------------------------------------
+    def experiment_id(self, name: str) -> str:
+        """The experiment's id, created (as a model-development experiment) when missing."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        return self.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+
+    def create_run(self, experiment_id: str, name: str, *, parent: str | None = None,
+                   tags: dict[str, str] | None = None) -> str:
+        all_tags = {**(tags or {}), **({PARENT_TAG: parent} if parent else {})}
+        return self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
+
+    def find_runs(self, experiment_id: str, tags: dict[str, str]) -> list[Any]:
+        """Runs whose tags equal ``tags``, newest first."""
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        return self.client.search_runs([experiment_id], filter_string=query,
+                                       order_by=["attributes.start_time DESC"])
+
+    def reopen(self, run_id: str) -> str:
+        self.client.update_run(run_id, status="RUNNING")
+        return run_id
+
+    def open_job_run(self, experiment: str, job_name: str, run_name: str | None, *, resume: bool) -> str:
+        """A job's run: with ``resume`` the newest run of this job name reopened (same id), else a new one."""
+        exp_id = self.experiment_id(experiment)
+        if resume:
+            runs = self.find_runs(exp_id, {JOB_TAG: job_name})
+            if runs:
+                return self.reopen(runs[0].info.run_id)
+        return self.create_run(exp_id, run_name or job_name, tags={JOB_TAG: job_name})
+
+    def exists(self, run_id: str | None) -> bool:
+        if not run_id:
+            return False
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+            return True
+        except MlflowException:
+            return False
+
+    def run(self, run_id: str) -> Any:
+        """The run (info + data: params, metrics, tags)."""
+        return self.client.get_run(run_id)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    # -- data ------------------------------------------------------------------------------------------------
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Params not yet on the run (MLflow refuses to change one), values cut to MLflow's length limit."""
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(run_id).data.params
+        items = [Param(k, str(v)[:PARAM_MAX_CHARS]) for k, v in params.items() if k not in existing]
+        for i in range(0, len(items), PARAM_BATCH):
+            self.client.log_batch(run_id, params=items[i : i + PARAM_BATCH])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float | None], step: int = 0) -> None:
+        """Finite values only (a NaN would break every chart of the key)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and math.isfinite(v)]
+        for i in range(0, len(batch), METRIC_BATCH):
+            self.client.log_batch(run_id, metrics=batch[i : i + METRIC_BATCH])
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, local_dir, artifact_path)
+
+    def log_artifact(self, run_id: str, local_file: str, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, local_file, artifact_path)
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]

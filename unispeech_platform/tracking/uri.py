@@ -1,0 +1,58 @@
+"""Which tracking store a job uses, and the fail-fast check that it is usable (before Ray starts)."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from unispeech_platform.config.sections import TrackingSection
+from unispeech_platform.runtime.errors import JobSetupError
+
+DEFAULT_DB = "mlflow.db"
+
+
+class TrackingError(JobSetupError):
+    """The tracking backend is unusable (unreachable server, unwritable store)."""
+
+
+def resolve_tracking_uri(section: TrackingSection) -> str:
+    """tracking.uri, else $MLFLOW_TRACKING_URI, else sqlite:///<abs cwd>/mlflow.db. Local paths become absolute
+    on the driver, so workers (whose cwd is a temporary job dir) write to the same store."""
+    uri = section.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_DB
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :]
+        return "sqlite:///" + os.path.abspath(path)
+    if "://" not in uri:  # a bare path: a sqlite file or a directory store
+        path = os.path.abspath(uri)
+        return "sqlite:///" + path if path.endswith(".db") else Path(path).as_uri()
+    return uri
+
+
+def check_reachable(uri: str, timeout_s: float) -> None:
+    """Fail fast (before Ray starts) when a server does not answer or a local store cannot be written."""
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+                if resp.status != 200:
+                    raise TrackingError(f"MLflow server {uri} answered {resp.status} on /health")
+        except (urllib.error.URLError, OSError) as e:
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({e}); start it, fix tracking.uri / "
+                "MLFLOW_TRACKING_URI, or unset them to use the local sqlite store"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        parent = Path(uri[len("sqlite:///") :]).parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise TrackingError(f"cannot write the MLflow sqlite store in {parent}")
+
+
+def checked_tracking_uri(section: TrackingSection) -> str | None:
+    """The absolute tracking URI, checked reachable/writable; None when tracking is off."""
+    if not section.enabled:
+        return None
+    uri = resolve_tracking_uri(section)
+    check_reachable(uri, section.connect_timeout_s)
+    return uri

@@ -1,0 +1,75 @@
+"""The Task protocol: what the task-agnostic train loop asks of a training task, and the pieces tasks share.
+
+A task builds its model from UniSpeechConfig overrides, applies per-update schedules, computes a micro-batch's
+loss, and evaluates the dev split. Evaluation returns an ``EvalResult``: sums that the loop all-reduces over
+ranks, and items it gathers from every rank (e.g. transcripts, since PER is not a sum); ``summarize`` turns the
+combined result into metrics. The loop keeps the best export by ``score_key`` in ``score_mode`` direction when
+``keeps_best``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import nn
+
+from unispeech_core import UniSpeechConfig
+
+ScoreMode = Literal["min", "max"]
+
+
+@dataclass
+class EvalResult:
+    """One rank's dev evaluation."""
+
+    sums: dict[str, float]
+    """Summed over ranks by the loop (losses, counts)."""
+    items: list[Any] = field(default_factory=list)
+    """Gathered from every rank by the loop, in rank order (e.g. (reference, hypothesis) pairs)."""
+
+
+class Task(Protocol):
+    config: UniSpeechConfig | None
+    """The built model's config (saved with every checkpoint); None before build_model."""
+    score_key: str
+    """Dev metric that ranks models (e.g. dev_per)."""
+    score_mode: ScoreMode
+    """Whether a lower or a higher score_key is better."""
+    keeps_best: bool
+    """Whether the loop exports the model with the best score so far (fine-tuning) besides the last one."""
+
+    def build_model(self) -> nn.Module: ...
+
+    def before_update(self, model: nn.Module, step: int) -> dict[str, float]:
+        """Per-update schedules (temperature, freezing, LayerDrop); returns values worth logging."""
+        ...
+
+    def forward(self, engine: Any, batch: dict[str, Any], device: torch.device
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(loss, detached stats) of one micro-batch."""
+        ...
+
+    def evaluate(self, engine: Any, batches: Any, device: torch.device) -> EvalResult: ...
+
+    def summarize(self, sums: dict[str, float], items: list[Any]) -> dict[str, float]:
+        """Metrics from all ranks' summed ``sums`` and gathered ``items``."""
+        ...
+
+
+def improves(mode: ScoreMode, score: float | None, best: float | None) -> bool:
+    """Whether ``score`` beats ``best`` (None: nothing yet) in the task's direction."""
+    if score is None:
+        return False
+    return best is None or (score < best if mode == "min" else score > best)
+
+
+def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: batch[k].to(device) for k in ("input_values", "attention_mask") if batch.get(k) is not None}
+
+
+def sync_layerdrop(model: nn.Module, seed: int, step: int) -> None:
+    """Every rank drops the same layers at a step (mismatched collectives otherwise hang/abort)."""
+    if hasattr(model, "set_layerdrop_generator"):
+        model.set_layerdrop_generator(torch.Generator().manual_seed(seed * 1_000_003 + step))

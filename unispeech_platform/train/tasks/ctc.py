@@ -1,0 +1,95 @@
+"""Phone CTC fine-tuning: feature encoder frozen, transformer frozen for the first K updates, the model with
+the lowest dev PER kept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from unispeech_core import PhoneTokenizer, UniSpeechConfig, UniSpeechForCTC
+from unispeech_core.decoding import ctc_greedy_decode
+from unispeech_core.metrics import error_rates
+from unispeech_platform.config.sections import FinetuneSection, TrainSection
+from unispeech_platform.train.checkpoint import resolve_model_dir
+from unispeech_platform.train.engine import autocast
+from unispeech_platform.train.tasks.base import EvalResult, model_inputs, sync_layerdrop
+
+
+class CTCTask:
+    score_key = "dev_per"
+    score_mode = "min"
+    keeps_best = True
+
+    def __init__(self, model_overrides: dict[str, Any], train: TrainSection, finetune: FinetuneSection,
+                 tokenizer: PhoneTokenizer | None):
+        self.model_overrides = model_overrides
+        self.config: UniSpeechConfig | None = None
+        self.train = train
+        self.finetune = finetune
+        self.tokenizer = tokenizer
+        self._base_frozen = False
+        self._trainable_base: list[nn.Parameter] = []
+
+    def model_class(self) -> type[nn.Module]:
+        """The head fine-tuned on top of the (pretrained) encoder; subclasses swap it."""
+        return UniSpeechForCTC
+
+    def build_model(self) -> nn.Module:
+        cls = self.model_class()
+        src = self.finetune.init_from
+        if src:  # a pretrained or fine-tuned model: the encoder is reused, a missing head starts fresh
+            model = cls.from_pretrained(resolve_model_dir(src), **self.model_overrides)
+        else:
+            model = cls(UniSpeechConfig(**self.model_overrides))
+        if self.finetune.freeze_feature_encoder:
+            model.freeze_feature_encoder()
+        # What freeze_transformer_steps toggles: the base model's parameters that are not frozen for good.
+        self._trainable_base = [p for p in model.unispeech.parameters() if p.requires_grad]
+        self.config = model.config
+        return model
+
+    def before_update(self, model: nn.Module, step: int) -> dict[str, float]:
+        sync_layerdrop(model, self.train.seed, step)
+        frozen = step < self.finetune.freeze_transformer_steps
+        if frozen != self._base_frozen:
+            self._set_base_frozen(frozen)
+        return {"transformer_frozen": float(frozen)}
+
+    def _set_base_frozen(self, frozen: bool) -> None:
+        """Frozen parameters get requires_grad=False: autograd computes no gradient for them. They stay
+        registered with the (ZeRO) optimizer, which was built while they were trainable (the engine is built
+        before the first update), and receive no update from a gradient while frozen."""
+        for p in self._trainable_base:
+            p.requires_grad_(not frozen)
+        self._base_frozen = frozen
+
+    def forward(self, engine, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with autocast(self.train):
+            out = engine(**model_inputs(batch, device), labels=batch["labels"].to(device))
+        return out.loss, {}
+
+    @torch.no_grad()
+    def evaluate(self, engine, batches, device: torch.device) -> EvalResult:
+        """Greedy-decoded dev transcripts, gathered from every rank before PER is computed."""
+        module = engine.module
+        pairs: list[tuple[str, str]] = []
+        loss_sum, n = 0.0, 0
+        for batch in batches:
+            inputs = model_inputs(batch, device)
+            out = engine(**inputs, labels=batch["labels"].to(device))
+            if torch.isfinite(out.loss):
+                loss_sum, n = loss_sum + float(out.loss), n + 1
+            lengths = module.unispeech._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1))
+            hyps = ctc_greedy_decode(out.logits.float(), lengths, self.tokenizer)
+            for labels, hyp in zip(batch["labels"], hyps):
+                pairs.append((self.tokenizer.decode([int(i) for i in labels if i >= 0]), hyp))
+        return EvalResult({"dev_loss": loss_sum, "dev_batches": float(n)}, pairs)
+
+    def summarize(self, sums: dict[str, float], items: list[Any]) -> dict[str, float]:
+        out = {"dev_loss": sums["dev_loss"] / max(sums["dev_batches"], 1.0)}
+        pairs = [(r, h) for r, h in items if r.strip()]  # unlabeled dev rows cannot be scored
+        if pairs:
+            out["dev_per"] = float(error_rates([r for r, _ in pairs], [h for _, h in pairs])["error_rate"])
+        return out
