@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# ruff, then the architecture: import-linter's contracts in pyproject.toml (docs/architecture.md#layers).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test: setup lint
 	$(BIN)/python -m pytest -q
