@@ -17,7 +17,7 @@ from unispeech_platform.data import audio as A
 from unispeech_platform.data.decode import EMPTY_PHONES
 from unispeech_platform.data.schema import SCHEMA, partition_dir
 
-os.environ.setdefault("RAY_AUTH_MODE", "token")  # ~/.ray/auth_token may exist: be explicit (DESIGN.md §4)
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # ~/.ray/auth_token may exist: be explicit (docs/architecture.md#ray-token-auth-and-security)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 PHONES = "a b c d"
@@ -136,7 +136,7 @@ def build_messy_corpus(root: Path) -> tuple[dict[str, str], set[str]]:
 
 @contextlib.contextmanager
 def local_ray(num_cpus: int = 8):
-    """More logical CPUs than cores, or Ray Data starves on 2 cores (DESIGN.md §4). Module-scoped in tests,
+    """More logical CPUs than cores, or Ray Data starves on 2 cores (docs/architecture.md#ray-train-ray-data-and-ray-tune). Module-scoped in tests,
     so it never overlaps the training tests' own local Ray."""
     import ray
 

@@ -9,7 +9,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_MODEL = yaml.safe_load((ROOT / "configs" / "ci.yaml").read_text())["model"]
-os.environ.setdefault("RAY_AUTH_MODE", "token")  # ~/.ray/auth_token may exist: be explicit (DESIGN.md §4)
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # ~/.ray/auth_token may exist: be explicit (docs/architecture.md#ray-token-auth-and-security)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 

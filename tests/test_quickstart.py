@@ -22,10 +22,12 @@ def test_quickstart_end_to_end(quickstart):
     assert "| test | pt |" in stdout and "avg (macro)" in stdout  # the PER table
     assert "mlflow ui --backend-store-uri sqlite:///" in stdout and "[5/5]" in stdout
     per = result.arms[0].per()
-    assert set(per) == {"pt", "avg"} and all(0.0 <= v <= 5.0 for v in per.values())
+    # A fraction, not %: 4 + 4 updates leave the model on the CTC blank plateau (measured 1.0: no phone emitted, all
+    # deletions). Below 0.5 would be a leak; above 1.5 (mostly insertions) an untrained or unloaded CTC head.
+    assert set(per) == {"pt", "avg"} and per["avg"] == pytest.approx(per["pt"]) and 0.5 <= per["pt"] <= 1.5
     client = MlflowClient(tracking_uri=f"sqlite:///{base / 'mlflow.db'}")
     parent = client.get_run(result.run_id)
-    assert parent.info.status == "FINISHED" and "per/pt" in parent.data.metrics
+    assert parent.info.status == "FINISHED" and parent.data.metrics.get("per/pt") == pytest.approx(per["pt"])
     assert parent.data.params["corpus.low_resource"] == "['pt']"
     children = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'")
     assert [r.info.run_name for r in children] == ["unispeech"]

@@ -10,7 +10,7 @@ from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, load
 
 ROOT = Path(__file__).resolve().parents[1]
 CI_CONFIG = ROOT / "configs" / "ci.yaml"
-os.environ.setdefault("RAY_AUTH_MODE", "token")  # ~/.ray/auth_token may exist: be explicit (DESIGN.md §4)
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # ~/.ray/auth_token may exist: be explicit (docs/architecture.md#ray-token-auth-and-security)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
@@ -47,7 +47,7 @@ def ci_finetune_job(corpus: Path, tmp: Path, name: str, init_from: str, *overrid
 
 @contextlib.contextmanager
 def local_ray(num_cpus: int = 8):
-    """More logical CPUs than cores, or train workers starve Ray Data's read tasks (DESIGN.md §4)."""
+    """More logical CPUs than cores, or train workers starve Ray Data's read tasks (docs/architecture.md#ray-train-ray-data-and-ray-tune)."""
     import ray
 
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)

@@ -5,7 +5,7 @@ padded audio (rows x longest row) stays within ``max_batch_seconds``; the batch 
 Every random choice comes from (seed, epoch, row id) or (seed, epoch, pool index), never from the worker,
 so a row's crop and repeat count do not depend on which rank received it.
 
-Ranks get different numbers of batches (bucketing equalises seconds, not rows; DESIGN.md §4): the trainer
+Ranks get different numbers of batches (bucketing equalises seconds, not rows; docs/architecture.md#ray-train-ray-data-and-ray-tune): the trainer
 must fix its steps per epoch or all-reduce a "done" flag. :attr:`BatchStream.stats` makes counts observable.
 """
 
@@ -21,8 +21,8 @@ import pyarrow as pa
 import torch
 
 from unispeech_core.features import pad_batch, pad_labels
+from unispeech_platform.config.data import DataConfig
 
-from .config import DataConfig
 from .decode import DROP_REASONS, row_rng
 from .schema import TARGET_SAMPLE_RATE
 

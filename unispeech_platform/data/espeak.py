@@ -1,7 +1,7 @@
 """espeak-ng as a speech synthesiser and a G2P, with its IPA output cleaned into phone tokens.
 
 ``--ipa=1`` joins a word's phones with ``_`` and words with spaces (``--ipa=3`` would add zero-width
-joiners instead, so we never use it). What we clean (DESIGN.md §5): stress marks, the French link ``-``,
+joiners instead, so we never use it). What we clean (docs/architecture.md#offline-corpus-espeak-ng): stress marks, the French link ``-``,
 empty tokens, language-switch markers such as ``(en)`` (the utterance is rejected: its phones are no longer
 in the voice's language) and ASCII phoneme codes some voices leak (mapped when unambiguous, else rejected).
 """

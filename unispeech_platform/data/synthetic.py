@@ -1,4 +1,4 @@
-"""Offline multilingual speech corpus: wordfreq text spoken by espeak-ng voices (DESIGN.md §5).
+"""Offline multilingual speech corpus: wordfreq text spoken by espeak-ng voices (docs/architecture.md#offline-corpus-espeak-ng).
 
 Each language gets ``speakers`` voices (an espeak variant with its own speed and pitch); whole speakers
 are assigned to test, dev and train, so evaluation never hears a training voice. Everything is drawn from
