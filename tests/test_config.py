@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from unispeech_platform.config import (
     ConfigError,
@@ -99,3 +100,45 @@ def test_bad_config_exits_before_ray_is_imported(job):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "EXIT 2 False" in out.stdout, out.stdout + out.stderr
     assert "train.zero_stag: unknown key" in out.stderr and "zero_stage" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("model.mask_time_length=ten", "model.mask_time_length: Input should be a valid integer"),
+        ("model.num_hidden_layers=-1", "model.num_hidden_layers: Input should be greater than or equal to 1"),
+        ("model.mask_time_prob=7", "model.mask_time_prob: Input should be less than or equal to 1"),
+        ("model.hidden_size=abc", "model.hidden_size: Input should be a valid integer"),
+        ("model.hidden_act=gelux", "model.hidden_act: Input should be 'gelu'"),
+        ("model.conv_dim=[32,0]", "model.conv_dim.1: Input should be greater than or equal to 1"),
+        ("model.num_attention_heads=3", "must be divisible by num_attention_heads (3)"),  # a cross-field rule
+    ],
+)
+def test_model_section_is_typed_and_range_checked_before_ray(override, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config(PretrainJobConfig, ROOT / "configs" / "ci.yaml", [override])
+    assert fragment in str(e.value)
+
+
+def test_model_section_mirrors_unispeech_config_and_dumps_only_set_keys():
+    import dataclasses
+
+    from unispeech_core import UniSpeechConfig
+    from unispeech_platform.config import ModelSection
+
+    fields = {f.name for f in dataclasses.fields(UniSpeechConfig)} - {"extra"}
+    assert fields | {"num_labels", "label2id"} == set(ModelSection.model_fields)
+    assert all(f.description and f.default is None for f in ModelSection.model_fields.values())
+    cfg = load_config(PretrainJobConfig, ROOT / "configs" / "ci.yaml")
+    dumped = cfg.model_dump(mode="json")["model"]
+    assert dumped == yaml.safe_load((ROOT / "configs" / "ci.yaml").read_text())["model"]  # nothing added
+    assert "vocab_size" not in cfg.model.overrides()  # left to the corpus vocabulary
+
+
+def test_job_config_is_keyed_on_its_task():
+    from unispeech_platform.config import job_config_class
+
+    ft = load_config(FinetuneJobConfig, ROOT / "configs" / "finetune_tiny.yaml", ["finetune.task=lid"])
+    pre = load_config(PretrainJobConfig, ROOT / "configs" / "tiny.yaml")
+    assert (pre.task, ft.task) == ("pretrain", "lid")
+    assert job_config_class("pretrain") is PretrainJobConfig and job_config_class("ctc") is FinetuneJobConfig
