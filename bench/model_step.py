@@ -1,24 +1,30 @@
 """Forward+backward speed of unispeech_core vs transformers, same config and batch, interleaved in one run.
 
-    python bench/model_step.py [--repeats 5] [--batch 8] [--seconds 4] [--threads N] [--precision fp32|bf16]
+    python bench/model_step.py [--repeats 5] [--batch 8] [--seconds 4] [--threads N] [--precision fp32,auto]
 
 Prints a Markdown table of audio-seconds processed per wall-clock second (median over repeats) for the CTC
 head and for pretraining (ours computes the full UniSpeech loss; transformers computes no loss at all, so its
-pretraining step backpropagates the summed projected states instead). Each repeat runs every contestant once
-in turn, so machine noise hits both alike. Results and the command live in docs/performance.md.
+pretraining step backpropagates the summed projected states instead), for each precision asked for: fp32, and
+what train.precision=auto picks on this CPU (printed with the reason; bf16 autocast only where the CPU has native
+bf16). Each repeat runs every contestant once in turn, so machine noise hits all alike. Results and the command
+live in docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import transformers
 
-import unispeech_core as uc
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/model_step.py` from the repo root
+import unispeech_core as uc  # noqa: E402
+from unispeech_platform.runtime.hardware import detect_hardware, resolve_precision  # noqa: E402
 
 CONFIG = dict(
     hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024, conv_dim=(256,) * 7,
@@ -38,7 +44,8 @@ def make_batch(batch: int, seconds: float, seed: int = 0) -> dict[str, torch.Ten
     }
 
 
-def steps(batch: dict[str, torch.Tensor], bf16: bool) -> dict[str, Callable[[], None]]:
+def steps(batch: dict[str, torch.Tensor], precision: str) -> dict[str, Callable[[], None]]:
+    bf16 = precision == "bf16"
     torch.manual_seed(0)
     ours_ctc = uc.UniSpeechForCTC(uc.UniSpeechConfig(**CONFIG)).train()
     theirs_ctc = transformers.UniSpeechForCTC(transformers.UniSpeechConfig(**CONFIG)).train()
@@ -55,10 +62,10 @@ def steps(batch: dict[str, torch.Tensor], bf16: bool) -> dict[str, Callable[[], 
         return step
 
     return {
-        "ctc/ours": run(ours_ctc, lambda: ours_ctc(x, am, labels=labels).loss),
-        "ctc/transformers": run(theirs_ctc, lambda: theirs_ctc(x, attention_mask=am, labels=labels).loss),
-        "pretrain/ours (full loss)": run(ours_pre, lambda: ours_pre(x, am, labels=labels).loss),
-        "pretrain/transformers (no loss)": run(
+        f"ctc/{precision}/ours": run(ours_ctc, lambda: ours_ctc(x, am, labels=labels).loss),
+        f"ctc/{precision}/transformers": run(theirs_ctc, lambda: theirs_ctc(x, attention_mask=am, labels=labels).loss),
+        f"pretrain/{precision}/ours (full loss)": run(ours_pre, lambda: ours_pre(x, am, labels=labels).loss),
+        f"pretrain/{precision}/transformers (no loss)": run(
             theirs_pre,
             lambda: (lambda o: o.projected_states.sum() + o.projected_quantized_states.sum())(
                 theirs_pre(x, attention_mask=am)
@@ -73,12 +80,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = CPU autocast for both")
+    ap.add_argument("--precision", default="fp32,auto",
+                    help="comma-separated train.precision values to measure side by side (fp32, bf16, auto); "
+                         "bf16 = CPU autocast for both implementations")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    facts = detect_hardware(probe_cuda=False)
+    precisions: list[str] = []
+    for requested in args.precision.split(","):
+        choice = resolve_precision(requested.strip(), use_gpu=False, facts=facts)
+        print(f"precision {requested.strip()} -> {choice.precision}: {choice.reason}")
+        if choice.precision not in precisions:
+            precisions.append(choice.precision)
     batch = make_batch(args.batch, args.seconds)
-    contestants = steps(batch, args.precision == "bf16")
+    contestants = {k: v for p in precisions for k, v in steps(batch, p).items()}
     for step in contestants.values():  # warm-up: allocator, oneDNN primitive caches
         step()
     times: dict[str, list[float]] = {k: [] for k in contestants}
@@ -91,19 +107,23 @@ def main() -> None:
             cpu[name].append(time.process_time() - c0)
     audio = args.batch * args.seconds
     speed = {k: audio / statistics.median(v) for k, v in times.items()}
-    print(f"{args.precision}, batch {args.batch} x {args.seconds:g} s, {torch.get_num_threads()} threads, "
+    print(f"\n{facts.describe()}; batch {args.batch} x {args.seconds:g} s, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, "
           f"transformers {transformers.__version__}, {args.repeats} interleaved repeats (median)\n")
     # CPU-seconds per step is the steadier figure on a shared machine: waiting for a core costs no CPU time
-    print("| step | implementation | s/step | audio-s/s | ours / transformers | CPU-s/step | ratio by CPU time |")
-    print("|---|---|---|---|---|---|---|")
+    print("| step | precision | implementation | s/step | audio-s/s | ours / transformers | vs fp32 | CPU-s/step "
+          "| ratio by CPU time |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for task in ("ctc", "pretrain"):
-        names = [k for k in speed if k.startswith(task)]
-        ref, ref_cpu = speed[names[1]], statistics.median(cpu[names[1]])
-        for k in names:
-            impl, c = k.split("/", 1)[1], statistics.median(cpu[k])
-            print(f"| {task} | {impl} | {statistics.median(times[k]):.2f} | {speed[k]:.1f} | {speed[k] / ref:.2f}x "
-                  f"| {c:.2f} | {ref_cpu / c:.2f}x |")
+        for p in precisions:
+            names = [k for k in speed if k.startswith(f"{task}/{p}/")]
+            ref, ref_cpu = speed[names[1]], statistics.median(cpu[names[1]])
+            for k in names:
+                impl, c = k.split("/", 2)[2], statistics.median(cpu[k])
+                fp32 = speed.get(k.replace(f"/{p}/", "/fp32/"))
+                vs = f"{speed[k] / fp32:.2f}x" if fp32 else "-"
+                print(f"| {task} | {p} | {impl} | {statistics.median(times[k]):.2f} | {speed[k]:.1f} | "
+                      f"{speed[k] / ref:.2f}x | {vs} | {c:.2f} | {ref_cpu / c:.2f}x |")
 
 
 if __name__ == "__main__":

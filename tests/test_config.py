@@ -27,6 +27,14 @@ def test_pretrain_presets_validate(preset):
     assert cfg.train.max_steps > 0 and cfg.data.path
 
 
+def test_no_preset_pins_a_precision_or_a_cpu_only_device():
+    """Presets land on many machines: precision is auto everywhere (bf16 autocast is ~10x slower than fp32 on a CPU
+    without native bf16), and CPU presets leave use_gpu to auto so that a GPU machine uses its GPU."""
+    text = {p.name: p.read_text() for p in (ROOT / "configs").glob("*.yaml")}
+    assert not [n for n, t in text.items() if "precision: bf16" in t or "precision: fp32" in t]
+    assert not [n for n, t in text.items() if "use_gpu: false" in t]
+
+
 def test_large_preset_is_the_unispeech_large_architecture():
     from unispeech_core import UniSpeechConfig
 
@@ -34,7 +42,11 @@ def test_large_preset_is_the_unispeech_large_architecture():
     m = UniSpeechConfig(**cfg.model.overrides())
     assert (m.num_hidden_layers, m.hidden_size, m.intermediate_size, m.num_attention_heads) == (24, 1024, 4096, 16)
     assert m.feat_extract_norm == "layer" and m.do_stable_layer_norm and m.conv_bias
-    assert cfg.train.precision == "bf16" and cfg.train.zero_stage == 2 and cfg.train.use_gpu
+    assert cfg.train.precision == "auto" and cfg.train.zero_stage == 2 and cfg.train.use_gpu
+    from unispeech_platform.runtime.hardware import HardwareFacts, resolve_precision
+
+    a100 = HardwareFacts("Xeon", frozenset(), 96, ((8, 0),) * 8, ("NVIDIA A100-SXM4-80GB",) * 8)
+    assert resolve_precision(cfg.train.precision, use_gpu=True, facts=a100).precision == "bf16"
 
 
 def test_finetune_preset_validates():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unispeech_platform.config import OptimSection, TrainSection
-from unispeech_platform.train.engine import autocast, deepspeed_config, resolve_precision
+from unispeech_platform.train.engine import autocast, deepspeed_config
 from unispeech_platform.train.schedules import learning_rate
 
 
@@ -31,13 +31,24 @@ def test_deepspeed_config_batch_arithmetic_and_precision():
     ds = deepspeed_config(train, OptimSection(), world_size=8)
     assert ds["train_batch_size"] == 1 * 4 * 8 and ds["zero_optimization"]["stage"] == 3
     assert ds["optimizer"]["params"]["betas"] == [0.9, 0.98] and ds["optimizer"]["params"]["torch_adam"]
-    assert "bf16" not in ds and "fp16" not in ds and resolve_precision(train) == "fp32"
+    assert "bf16" not in ds and "fp16" not in ds
     gpu = TrainSection(use_gpu=True, deepspeed={"zero_optimization": {"overlap_comm": True}})
-    ds = deepspeed_config(gpu, OptimSection(), world_size=8)
+    ds = deepspeed_config(gpu, OptimSection(), world_size=8, precision="bf16")
     assert ds["bf16"] == {"enabled": True} and ds["zero_optimization"] == {"stage": 2, "overlap_comm": True}
-    cpu_bf16 = TrainSection(precision="bf16")  # CPU bf16 = torch.autocast around the forward, fp32 DeepSpeed
-    assert "bf16" not in deepspeed_config(cpu_bf16, OptimSection(), world_size=2)
-    with autocast(cpu_bf16):
+    ds = deepspeed_config(gpu, OptimSection(), world_size=8, precision="fp16")  # V100/T4: dynamic loss scaling
+    assert ds["fp16"] == {"enabled": True, "loss_scale": 0, "initial_scale_power": 16} and "bf16" not in ds
+    cpu = TrainSection(use_gpu=False)  # CPU bf16 = torch.autocast around the forward, fp32 DeepSpeed
+    assert "bf16" not in deepspeed_config(cpu, OptimSection(), world_size=2, precision="bf16")
+    with autocast("bf16", use_gpu=False):
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
-    with autocast(train):
-        assert not torch.is_autocast_enabled("cpu")
+    for precision, use_gpu in (("fp32", False), ("bf16", True)):
+        with autocast(precision, use_gpu):
+            assert not torch.is_autocast_enabled("cpu")
+
+
+def test_fp16_is_refused_on_cpu_by_the_config():
+    from unispeech_platform.config import ConfigError, PretrainJobConfig, load_config
+
+    with pytest.raises(ConfigError, match="fp16 needs GPUs"):
+        load_config(PretrainJobConfig, None, ["data.path=x", "train.precision=fp16", "train.use_gpu=false"])
+    assert load_config(PretrainJobConfig, None, ["data.path=x", "train.precision=fp16"]).train.use_gpu is None

@@ -59,7 +59,9 @@ class FeatureEncoder(nn.Module):
         self._requires_grad = False
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
-        x = input_values[:, None]
+        # Waveforms arrive in fp32; a model whose weights were cast to bf16/fp16 (DeepSpeed's mixed precision on
+        # GPU) needs them in its own dtype. A no-op for fp32 models and under autocast.
+        x = input_values[:, None].to(self.conv_layers[0].conv.weight.dtype)
         if self._requires_grad and self.training and self.gradient_checkpointing:
             # checkpointed segments need an input that requires grad to backpropagate into their params
             x = x.requires_grad_(True)

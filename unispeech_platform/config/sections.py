@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from unispeech_platform.config.base import Section
 
@@ -14,17 +14,19 @@ class TrainSection(Section):
 
     num_workers: int = Field(2, ge=1)
     """Ray Train workers (one process per GPU, or per CPU slot on CPU)."""
-    use_gpu: bool = False
-    """Give each worker one GPU (NCCL, bf16) instead of CPU (gloo, fp32)."""
+    use_gpu: bool | None = None
+    """One GPU per worker (NCCL) instead of CPU (gloo). None = auto: GPUs when the Ray cluster has one per worker."""
     cpus_per_worker: float = Field(1.0, gt=0)
     """Logical CPUs reserved per worker; fractional values let more workers share a small machine."""
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     """How workers are placed on nodes (SPREAD/STRICT_SPREAD put them on different nodes)."""
     zero_stage: Literal[0, 1, 2, 3] = 2
     """DeepSpeed ZeRO stage: 0 = plain data parallel, 1 = optimizer, 2 = +gradients, 3 = +parameters sharded."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """Compute dtype: auto = bf16 on GPU, fp32 on CPU. bf16 on CPU = torch.autocast around the forward (weights and
-    optimizer stay fp32; ~1.8x faster on AVX512-BF16 CPUs). fp16 is deliberately not offered (loss scaling hazards)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Compute precision. auto decides from the hardware the workers run on (runtime/hardware.py): bf16 on GPUs
+    with compute capability >= 8.0, fp16 with dynamic loss scaling on 7.x GPUs (V100, T4), bf16 autocast on CPUs
+    with native bf16 (avx512_bf16 / amx_bf16 flags), fp32 otherwise (bf16 autocast is ~10x slower than fp32 on a
+    CPU without them). An explicit value wins; fp16 needs GPUs. The choice and its reason are logged and tagged."""
     max_steps: int = Field(100, ge=1)
     """Optimizer updates to run in total (across restarts)."""
     grad_accum_steps: int = Field(1, ge=1)
@@ -49,6 +51,13 @@ class TrainSection(Section):
     """Codebook-collapse alarm: warn and tag the run when codevector perplexity falls below this."""
     collapse_after_steps: int = Field(0, ge=0)
     """Do not raise the collapse alarm before this many updates (perplexity is noisy at the start)."""
+
+
+    @model_validator(mode="after")
+    def _fp16_needs_gpus(self) -> TrainSection:
+        if self.precision == "fp16" and self.use_gpu is False:
+            raise ValueError("precision fp16 needs GPUs (loss-scaled fp16 is a GPU mode); use auto, bf16 or fp32")
+        return self
 
 
 class OptimSection(Section):

@@ -21,8 +21,8 @@ class EvaluateSection(Section):
     """Inference actors in the Ray Data pool; each loads the model once."""
     cpus_per_actor: float = Field(1.0, gt=0)
     """Logical CPUs reserved per actor."""
-    use_gpu: bool = False
-    """One GPU per actor (the model runs in fp32 on it)."""
+    use_gpu: bool | None = None
+    """One GPU per actor (the model runs in fp32 on it). None = auto: GPUs when the cluster has one per actor."""
     batch_rows: int = Field(32, ge=1)
     """Decoded rows handed to an actor per call; they are cut into length-bucketed batches (data.max_batch_*)."""
     output_dir: str = "eval"

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from unispeech_platform.config.data import DataConfig
+from unispeech_platform.runtime.hardware import threads_per_worker, usable_cpus
 
 OUTPUT_SCHEMA = pa.schema(
     [("id", pa.string()), ("lang", pa.string()), ("split", pa.string()), ("ref", pa.string()),
@@ -25,9 +26,10 @@ OUTPUT_SCHEMA = pa.schema(
 class Predictor:
     """Ray Data callable class: built once per actor (loads the model), called once per block of rows."""
 
-    def __init__(self, model_dir: str, data: dict[str, Any], use_gpu: bool = False):
+    def __init__(self, model_dir: str, data: dict[str, Any], use_gpu: bool = False, cpus: float = 1.0):
         import torch
 
+        torch.set_num_threads(threads_per_worker(cpus, usable_cpus()))  # the CPUs Ray reserved for this actor
         from unispeech_core import PhoneTokenizer
         from unispeech_platform.data.decode import vocab_from
 
@@ -131,7 +133,8 @@ def run_inference(
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     ds = ds.map_batches(
         predictor,
-        fn_constructor_kwargs={"model_dir": model_dir, "data": data.model_dump(mode="json"), "use_gpu": use_gpu},
+        fn_constructor_kwargs={"model_dir": model_dir, "data": data.model_dump(mode="json"), "use_gpu": use_gpu,
+                               "cpus": cpus_per_actor},
         batch_format="pyarrow",
         batch_size=batch_rows,
         compute=ray.data.ActorPoolStrategy(size=num_actors),

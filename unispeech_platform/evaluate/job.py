@@ -28,7 +28,7 @@ class EvaluationResult:
 
 def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     from unispeech_platform.evaluate.tracking import log_evaluation
-    from unispeech_platform.runtime.ray_session import connect_ray
+    from unispeech_platform.runtime.ray_session import connect_ray, decide_use_gpu
     from unispeech_platform.tracking import checked_tracking_uri
 
     ev = cfg.evaluate
@@ -45,7 +45,7 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
 
     predictions = run_inference(
         data_for_actors(cfg.data, labeled_only=True), ev.splits, model.model_dir, CTCPredictor, num_actors=ev.num_actors,
-        cpus_per_actor=ev.cpus_per_actor, use_gpu=ev.use_gpu, batch_rows=ev.batch_rows,
+        cpus_per_actor=ev.cpus_per_actor, use_gpu=decide_use_gpu(ev.use_gpu, ev.num_actors), batch_rows=ev.batch_rows,
     )
     scores = score_per(predictions)
     metrics = per_metrics(scores)

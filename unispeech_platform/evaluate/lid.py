@@ -43,10 +43,12 @@ def evaluate_lid(job: FinetuneJobConfig, model_dir: str, out_dir: str | Path, *,
     from unispeech_core import UniSpeechConfig
     from unispeech_platform.evaluate.inference import LIDPredictor, data_for_actors, run_inference
     from unispeech_platform.evaluate.report import confusion_plot
+    from unispeech_platform.runtime.ray_session import decide_use_gpu
 
     labels = [v for _, v in sorted(UniSpeechConfig.from_pretrained(model_dir).id2label.items())]
     data = data_for_actors(job.data, labeled_only=False)  # language labels come from the partitions
-    predictions = run_inference(data, list(job.data.eval_splits), model_dir, LIDPredictor)
+    predictions = run_inference(data, list(job.data.eval_splits), model_dir, LIDPredictor,
+                                use_gpu=decide_use_gpu(None, 1))
     accuracy, per_lang, confusion = score_lid(predictions, labels)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

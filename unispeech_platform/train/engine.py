@@ -13,20 +13,14 @@ import torch
 from torch import nn
 
 from unispeech_platform.config.sections import OptimSection, TrainSection
+from unispeech_platform.runtime.hardware import Precision
 
 
-def resolve_precision(train: TrainSection) -> str:
-    """bf16 on GPU, fp32 on CPU unless set. bf16 on CPU means torch.autocast around the forward pass (fp32
-    weights and optimizer state; ~1.8x faster fwd+bwd on CPUs with AVX512-BF16), not DeepSpeed's bf16 mode."""
-    if train.precision == "auto":
-        return "bf16" if train.use_gpu else "fp32"
-    return train.precision
-
-
-def autocast(train: TrainSection):
-    """The forward-pass context: CPU bf16 autocast when train.precision=bf16 on CPU, else a no-op."""
-    enabled = not train.use_gpu and resolve_precision(train) == "bf16"
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+def autocast(precision: Precision, use_gpu: bool) -> torch.autocast:
+    """The forward-pass context. On CPU, bf16 means torch.autocast around the forward (fp32 weights and optimizer
+    state; fast only on CPUs with native bf16, which precision=auto checks). On GPU the precision is DeepSpeed's
+    (bf16/fp16 weights, see deepspeed_config): no autocast."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=not use_gpu and precision == "bf16")
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -36,9 +30,11 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def deepspeed_config(train: TrainSection, optim: OptimSection, world_size: int) -> dict[str, Any]:
-    """The DeepSpeed JSON config. Micro-batches are whole length-bucketed batches, so micro batch size is 1
-    "batch"; train_batch_size must then equal 1 x accumulation x world size (DeepSpeed checks it)."""
+def deepspeed_config(train: TrainSection, optim: OptimSection, world_size: int, precision: Precision = "fp32"
+                     ) -> dict[str, Any]:
+    """The DeepSpeed JSON config for the resolved ``precision``. Micro-batches are whole length-bucketed batches, so
+    micro batch size is 1 "batch"; train_batch_size must then equal 1 x accumulation x world size (DeepSpeed checks
+    it). On GPU, bf16 and fp16 are DeepSpeed's mixed-precision modes; fp16 with dynamic loss scaling (loss_scale 0)."""
     cfg: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": train.grad_accum_steps,
@@ -62,8 +58,10 @@ def deepspeed_config(train: TrainSection, optim: OptimSection, world_size: int) 
     }
     if train.zero_stage == 3:
         cfg["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
-    if train.use_gpu and resolve_precision(train) == "bf16":
+    if train.use_gpu and precision == "bf16":
         cfg["bf16"] = {"enabled": True}
+    elif train.use_gpu and precision == "fp16":
+        cfg["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16}
     return _merge(cfg, train.deepspeed)
 
 
@@ -80,7 +78,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
-def build_engine(model: nn.Module, train: TrainSection, optim: OptimSection, world_size: int):
+def build_engine(model: nn.Module, train: TrainSection, optim: OptimSection, world_size: int,
+                 precision: Precision = "fp32"):
     """deepspeed.initialize on the process group Ray Train already set up (dist_init_required=False)."""
     import deepspeed
 
@@ -89,7 +88,7 @@ def build_engine(model: nn.Module, train: TrainSection, optim: OptimSection, wor
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=param_groups(model, optim.weight_decay),
-        config=deepspeed_config(train, optim, world_size),
+        config=deepspeed_config(train, optim, world_size, precision),
         dist_init_required=False,
     )
     return engine

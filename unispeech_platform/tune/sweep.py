@@ -12,7 +12,7 @@ from typing import Any
 from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, as_overrides, load_config, to_yaml
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.layout import RunLayout
-from unispeech_platform.runtime.ray_session import connect_ray
+from unispeech_platform.runtime.ray_session import connect_ray, decide_use_gpu
 from unispeech_platform.tune.config import SweepJobConfig, SweepSection
 from unispeech_platform.tune.search_space import (
     default_metric,
@@ -52,7 +52,7 @@ def _concurrency(sweep: SweepSection, job: PretrainJobConfig) -> int:
     if sweep.max_concurrent:
         return sweep.max_concurrent
     res = ray.cluster_resources()
-    if job.train.use_gpu:
+    if decide_use_gpu(job.train.use_gpu, job.train.num_workers):
         return max(1, int(res.get("GPU", 0) // job.train.num_workers))
     per_trial = job.train.num_workers * job.train.cpus_per_worker + 1  # +1: the trial's Ray Data tasks
     return max(1, int(res.get("CPU", 1) // per_trial))

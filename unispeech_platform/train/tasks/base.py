@@ -48,7 +48,7 @@ class Task(Protocol):
 
     def forward(self, engine: Any, batch: dict[str, Any], device: torch.device
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(loss, detached stats) of one micro-batch."""
+        """(loss, detached stats) of one micro-batch (the loop wraps it in the precision's autocast)."""
         ...
 
     def evaluate(self, engine: Any, batches: Any, device: torch.device) -> EvalResult: ...

@@ -13,7 +13,6 @@ from unispeech_core.decoding import ctc_greedy_decode
 from unispeech_core.metrics import error_rates
 from unispeech_platform.config.sections import FinetuneSection, TrainSection
 from unispeech_platform.train.checkpoint import resolve_model_dir
-from unispeech_platform.train.engine import autocast
 from unispeech_platform.train.tasks.base import EvalResult, model_inputs, sync_layerdrop
 
 
@@ -66,8 +65,7 @@ class CTCTask:
         self._base_frozen = frozen
 
     def forward(self, engine, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with autocast(self.train):
-            out = engine(**model_inputs(batch, device), labels=batch["labels"].to(device))
+        out = engine(**model_inputs(batch, device), labels=batch["labels"].to(device))
         return out.loss, {}
 
     @torch.no_grad()

@@ -10,7 +10,6 @@ from torch import nn
 from unispeech_core import UniSpeechConfig, UniSpeechForPreTraining
 from unispeech_core.quantizer import gumbel_temperature
 from unispeech_platform.config.sections import TrainSection
-from unispeech_platform.train.engine import autocast
 from unispeech_platform.train.tasks.base import EvalResult, model_inputs, sync_layerdrop
 
 
@@ -37,12 +36,11 @@ class PretrainTask:
         return {"temperature": tau}
 
     def forward(self, engine, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with autocast(self.train):
-            out = engine(
-                **model_inputs(batch, device),
-                labels=batch["labels"].to(device),
-                labeled=batch["labeled"].to(device),
-            )
+        out = engine(
+            **model_inputs(batch, device),
+            labels=batch["labels"].to(device),
+            labeled=batch["labeled"].to(device),
+        )
         stats = {k: getattr(out, k) for k in ("ctc_loss", "contrastive_loss", "diversity_loss")}
         stats["perplexity"] = out.codevector_perplexity
         return out.loss, {k: v.detach().float() for k, v in stats.items() if v is not None}
