@@ -13,7 +13,7 @@ from unispeech_platform.runtime.cli import parse_job_args, run_or_exit
 
 
 def main(argv: list[str] | None = None):
-    cfg, _ = parse_job_args(__doc__, EvaluateJobConfig, argv)
+    cfg, _ = parse_job_args(__doc__, EvaluateJobConfig, argv, resume=False)
     from unispeech_platform.evaluate.job import run_evaluation
 
     result = run_or_exit(run_evaluation, cfg)

@@ -55,3 +55,10 @@ def test_ray_job_submit_runs_pretrain_to_succeeded(tmp_path):
     from unispeech_platform.tracking import metric_history
 
     assert [s for s, _ in metric_history(uri, run_id, "loss")] == [1, 2, 3]
+    # The console a user reads: one line per logging interval with an ETA; no Ray Data progress bars, no
+    # per-worker log forwarding (DeepSpeed/accelerator notices), the precision and why.
+    out = submit.stdout
+    assert "pretrain  update 3/3  loss " in out and " ETA " in out, out[-3000:]
+    assert "pretrain  precision " in out and "thread(s) each" in out
+    assert "Running Dataset" not in out and "ReadParquet" not in out and "(RayTrainWorker" not in out
+    assert "Setting accelerator to CPU" not in out

@@ -15,7 +15,7 @@ from unispeech_platform.runtime.errors import EXIT_FAILED
 def parse(module: str, doc: str, default_config: str, argv: list[str] | None) -> tuple[ExperimentConfig, str]:
     """The validated config (every stage of every arm built: exit 2 on an error) and the exact command line
     (for the results file)."""
-    parser = job_parser(doc, default_config=default_config, resume=False)
+    parser = job_parser(doc, ExperimentConfig, default_config=default_config, resume=False)
     cfg, _ = load_job_config(parser, ExperimentConfig, argv)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
     from unispeech_platform.experiments.runner import validate
@@ -42,7 +42,9 @@ def mlflow_hint(result) -> str:
     if not result.tracking_uri:
         return "MLflow tracking was off"
     ui = f".venv/bin/mlflow ui --backend-store-uri {result.tracking_uri} --port 5000"
-    url = f"http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs/{result.run_id}"
+    from unispeech_platform.tracking import ui_path
+
+    url = "http://127.0.0.1:5000" + ui_path(result.experiment_id, result.run_id)
     return f"MLflow: open the UI with\n    {ui}\nthen browse to {url}"
 
 

@@ -9,21 +9,40 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from unispeech_platform.config import ConfigError, load_config
+from unispeech_platform.runtime.console import set_verbose, verbose
 from unispeech_platform.runtime.errors import EXIT_CONFIG, EXIT_SETUP, JobSetupError
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
 
 
-def job_parser(doc: str, *, default_config: str | None = None, resume: bool = True) -> argparse.ArgumentParser:
-    """The parser of a config-driven job; ``doc`` (the entry point's module docstring) is shown whole."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+def config_keys(config_cls: type[BaseModel]) -> str:
+    """The keys a job config takes, section by section (for --help): what --set and the YAML accept."""
+    lines = ["config keys (YAML sections, or --set section.key=value):"]
+    for name, field in config_cls.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys = ", ".join(ann.model_fields)
+            lines.append(textwrap.fill(f"{name}: {keys}", width=100, initial_indent="  ",
+                                       subsequent_indent="      "))
+        else:
+            lines.append(f"  {name}")
+    return "\n".join(lines) + "\nEvery key is described in docs/ and in the field docstrings of its section."
+
+
+def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_config: str | None = None,
+               resume: bool = True) -> argparse.ArgumentParser:
+    """The parser of a config-driven job; ``doc`` (the entry point's module docstring) is shown whole, followed
+    by the config keys the job takes."""
+    parser = argparse.ArgumentParser(description=doc, epilog=config_keys(config_cls) if config_cls else None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--config", required=default_config is None, default=default_config,
         help="YAML job config (see configs/ and docs/training.md)"
@@ -35,6 +54,8 @@ def job_parser(doc: str, *, default_config: str | None = None, resume: bool = Tr
     )
     if resume:
         parser.add_argument("--resume", action="store_true", help="continue the run named checkpoint.name")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show Ray's worker logs, Ray Data progress bars and library INFO logs")
     return parser
 
 
@@ -53,12 +74,14 @@ def load_job_config(parser: argparse.ArgumentParser, config_cls: type[T], argv: 
     except ConfigError as e:
         exit_with(f"config error: {e}", EXIT_CONFIG)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    set_verbose(ns.verbose or verbose())
     return cfg, ns
 
 
-def parse_job_args(doc: str, config_cls: type[T], argv: list[str] | None = None) -> tuple[T, argparse.Namespace]:
+def parse_job_args(doc: str, config_cls: type[T], argv: list[str] | None = None, *, resume: bool = True
+                   ) -> tuple[T, argparse.Namespace]:
     """``job_parser`` + ``load_job_config`` for the plain jobs (pretrain, finetune, evaluate, lid, sweep)."""
-    return load_job_config(job_parser(doc), config_cls, argv)
+    return load_job_config(job_parser(doc, config_cls, resume=resume), config_cls, argv)
 
 
 def run_or_exit(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from unispeech_platform.config.sections import RaySection
+from unispeech_platform.runtime.console import quiet_libraries, verbose
 from unispeech_platform.runtime.errors import JobSetupError
 
 
@@ -16,18 +18,39 @@ def local_num_cpus(requested: int | None = None) -> int:
 
 
 def connect_ray(section: RaySection) -> None:
-    """Join the cluster in RAY_ADDRESS (e.g. under `ray job submit`), else start a private local Ray."""
+    """Join the cluster in RAY_ADDRESS (e.g. under `ray job submit`), else start a private local Ray. Unless
+    verbose, workers' output is not forwarded to this console (jobs print their own progress lines) and Ray
+    Data's progress bars are off."""
     import ray
+    import ray.data
 
+    quiet_libraries()
+    ray.data.DataContext.get_current().enable_progress_bars = verbose()
     if ray.is_initialized():
         return
+    quiet = {"log_to_driver": verbose(), "logging_level": logging.INFO if verbose() else logging.WARNING}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init()
+        ray.init(**quiet)
     else:
         # address="local": always a fresh local Ray; without it ray.init() joins any cluster a `ray start` left
         # running on this machine (and then refuses num_cpus).
         ray.init(address="local", num_cpus=local_num_cpus(section.local_num_cpus),
-                 runtime_env=section.runtime_env or None)
+                 runtime_env=section.runtime_env or None, **quiet)
+
+
+def cluster_gpus() -> int:
+    """GPUs the connected Ray cluster has now."""
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def decide_use_gpu(requested: bool | None, gpus_needed: int) -> bool:
+    """train.use_gpu / evaluate.use_gpu: an explicit value wins; None (auto) uses GPUs when the cluster has one
+    for every worker or actor (one GPU each)."""
+    if requested is not None:
+        return requested
+    return cluster_gpus() >= gpus_needed
 
 
 def configure_ray_data(section: RaySection) -> None:

@@ -16,9 +16,18 @@ PARENT_TAG = "mlflow.parentRunId"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 """Without a kind, MLflow 3.x's UI opens an experiment on its GenAI traces overview instead of the runs table."""
+UI_WORKFLOW = "workflowType=machine_learning"
+"""MLflow 3.17's UI picks GenAI or model-training pages from its sidebar switch (remembered in the browser, GenAI
+by default) or this URL query, not from the experiment's kind: links we print carry it."""
 JOB_TAG = "unispeech.job"
 """Names the job (checkpoint.name) a run belongs to, so a resumed job reopens its run."""
 PARAM_BATCH, METRIC_BATCH, PARAM_MAX_CHARS = 100, 1000, 6000
+
+
+def ui_path(experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI path (after the server's address) of an experiment's runs table or of one run."""
+    run = f"/runs/{run_id}" if run_id else ""
+    return f"/#/experiments/{experiment_id}{run}?{UI_WORKFLOW}"
 
 
 class RunStore:

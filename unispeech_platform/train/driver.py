@@ -14,9 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, flatten, to_yaml
+from unispeech_platform.runtime.console import ConsoleLines
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.layout import RunLayout
-from unispeech_platform.runtime.ray_session import configure_ray_data, connect_ray
+from unispeech_platform.runtime.ray_session import (
+    cluster_gpus,
+    configure_ray_data,
+    connect_ray,
+    decide_use_gpu,
+)
 from unispeech_platform.tracking import checked_tracking_uri, log_job_end, log_job_start, open_run
 from unispeech_platform.train.checkpoint import resolve_model_dir
 from unispeech_platform.train.loop import train_loop_per_worker
@@ -113,6 +119,23 @@ def preflight(job: PretrainJobConfig, *, resume: bool) -> tuple[str | None, RunL
     return uri, layout
 
 
+def with_devices(job: PretrainJobConfig) -> PretrainJobConfig:
+    """The job with train.use_gpu decided (auto: a GPU per worker when the cluster has them)."""
+    use_gpu = decide_use_gpu(job.train.use_gpu, job.train.num_workers)
+    if job.train.precision == "fp16" and not use_gpu:
+        raise JobSetupError(f"train.precision=fp16 needs GPUs, and the Ray cluster has {cluster_gpus()} for "
+                            f"{job.train.num_workers} workers (use auto, bf16 or fp32)")
+    return job.model_copy(update={"train": job.train.model_copy(update={"use_gpu": use_gpu})})
+
+
+def banner(job: PretrainJobConfig) -> str:
+    """The stage line a job starts with (precision is decided on the workers and printed by rank 0)."""
+    t = job.train
+    where = f"{t.num_workers} GPU worker(s)" if t.use_gpu else f"{t.num_workers} CPU worker(s) x {t.cpus_per_worker:g} CPU"
+    return (f"== {job.task}: {job.checkpoint.name}, {t.max_steps} updates on {job.data.path} "
+            f"({','.join(job.data.train_splits)}), {where}, ZeRO-{t.zero_stage}, precision {t.precision}")
+
+
 def run_training(
     job: PretrainJobConfig,
     *,
@@ -131,6 +154,8 @@ def run_training(
 
     connect_ray(job.ray)
     configure_ray_data(job.ray)
+    job = with_devices(job)
+    print(banner(job), flush=True)
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -147,7 +172,8 @@ def run_training(
         run_id = run_id or open_run(uri, job.tracking, job.checkpoint.name, resume=resume)
         log_job_start(uri, run_id, flatten(job.model_dump(mode="json")), _version_tags(job), to_yaml(job))
 
-    args = WorkerArgs(job, overrides, vocab, layout, uri, run_id)
+    console = ConsoleLines()
+    args = WorkerArgs(job, overrides, vocab, layout, uri, run_id, console.queue)
     ck = job.checkpoint
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -174,7 +200,8 @@ def run_training(
     )
     status = "FAILED"
     try:
-        result = trainer.fit()
+        with console.printing():
+            result = trainer.fit()
         status = "FINISHED"
     finally:
         if uri is not None and run_id is not None:

@@ -7,6 +7,7 @@ on rank 0 behind the Tracker interface.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -14,10 +15,19 @@ from typing import Any
 
 import torch
 
+from unispeech_platform.runtime.console import Eta, dev_line, emit, update_line
+from unispeech_platform.runtime.hardware import (
+    HardwareFacts,
+    PrecisionChoice,
+    detect_hardware,
+    merge_facts,
+    resolve_precision,
+    threads_per_worker,
+)
 from unispeech_platform.tracking import make_tracker
 from unispeech_platform.train.batches import LockstepBatches, lockstep
 from unispeech_platform.train.checkpoint import TrainState, export_model, restore, save_and_report
-from unispeech_platform.train.engine import build_engine, grad_norm, set_lr, state_memory_mb
+from unispeech_platform.train.engine import autocast, build_engine, grad_norm, set_lr, state_memory_mb
 from unispeech_platform.train.metrics import Window, all_finite, all_gather_items, all_reduce_sums
 from unispeech_platform.train.schedules import learning_rate
 from unispeech_platform.train.tasks import Task, improves, task_for_job
@@ -41,17 +51,30 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
     device = ray.train.torch.get_device() if train.use_gpu else torch.device("cpu")
     tokenizer = PhoneTokenizer.from_file(args.vocab) if args.vocab else None
 
+    def say(line: str) -> None:  # rank 0's lines reach the driver's console
+        if rank == 0:
+            emit(args.console, line)
+
+    facts, choice, threads = _hardware_and_precision(train)
+    torch.set_num_threads(threads)
+
     # Identical initial weights on every rank; afterwards masks/negatives differ per rank but are reproducible.
     torch.manual_seed(train.seed)
     task = task_for_job(job, args.model, tokenizer)
-    engine = build_engine(task.build_model(), train, job.optim, world)
+    engine = build_engine(task.build_model(), train, job.optim, world, choice.precision)
+    amp = autocast(choice.precision, bool(train.use_gpu))
     state = restore(engine) or TrainState(run_id=args.run_id)
     engine.train()  # from_pretrained returns eval mode: dropout, SpecAugment and replace mixing are train-only
     torch.manual_seed(train.seed + 7919 * rank + state.step)
     tracker = make_tracker(args.tracking_uri if rank == 0 else None, state.run_id)
     _tag_placement(tracker)
+    tracker.set_tags({**choice.as_tags(), "hardware": facts.describe(), "device": str(device),
+                      "threads_per_worker": str(threads)})
+    say(f"{job.task:<8}  precision {choice.precision} ({choice.reason}); {world} x {device}, "
+                  f"{threads} thread(s) each")
     if state.step > 0:
-        log.info("rank %d resumed at update %d (epoch %d, batch %d)", rank, state.step, state.epoch, state.position)
+        say(f"{job.task:<8}  resumed at update {state.step} (epoch {state.epoch}, batch {state.position})")
+    eta = Eta(state.step, train.max_steps)
 
     train_shard = ray.train.get_dataset_shard("train")
     feed = LockstepBatches(
@@ -70,7 +93,7 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
         scheduled = task.before_update(engine.module, state.step)
         started, wait_before, audio_before = time.perf_counter(), feed.wait_s, feed.audio_s
 
-        accumulate_update(task, engine, feed, state, window, train.grad_accum_steps, device)
+        accumulate_update(task, engine, feed, state, window, train.grad_accum_steps, device, amp)
         state.step += 1
         state.epoch, state.position = feed.epoch, feed.position
         window.add_update(
@@ -93,14 +116,14 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
             metrics.update({k: v / world for k, v in memory.items()})
             tracker.log_metrics(metrics, state.step)
             last_report = metrics
-            if rank == 0:
-                log.info("update %d: %s", state.step, {k: round(v, 4) for k, v in metrics.items()})
-            _collapse_alarm(state, metrics, train, tracker)
+            say(update_line(job.task, state.step, train.max_steps, metrics, eta(state.step)))
+            _collapse_alarm(state, metrics, train, tracker, say)
 
         if (train.eval_every and state.step % train.eval_every == 0) or last:
             dev = _evaluate(task, engine, job, device)
             if dev:
                 tracker.log_metrics(dev, state.step)
+                say(dev_line(job.task, state.step, dev))
                 last_report = {**last_report, **dev}
                 score = dev.get(task.score_key)
                 if task.keeps_best and improves(task.score_mode, score, state.best_score):
@@ -114,14 +137,17 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
 
 
 def accumulate_update(task: Task, engine, feed: LockstepBatches, state: TrainState, window: Window,
-                      grad_accum_steps: int, device: torch.device) -> None:
-    """The micro-batches of one optimizer update. A micro-batch whose loss is non-finite on any rank is skipped
-    by every rank (no backward, no step: collectives stay matched and the weights untouched) and counted in
-    ``state.nonfinite_skipped``; too many in a row stop the job."""
+                      grad_accum_steps: int, device: torch.device,
+                      amp: contextlib.AbstractContextManager | None = None) -> None:
+    """The micro-batches of one optimizer update, each forward inside ``amp`` (the precision's autocast). A
+    micro-batch whose loss is non-finite on any rank is skipped by every rank (no backward, no step: collectives
+    stay matched and the weights untouched) and counted in ``state.nonfinite_skipped``; too many in a row stop
+    the job."""
     done, consecutive_bad = 0, 0
     while done < grad_accum_steps:
         batch = feed.next()
-        loss, stats = task.forward(engine, batch, device)
+        with amp or contextlib.nullcontext():
+            loss, stats = task.forward(engine, batch, device)
         if not all_finite(loss, device):
             state.nonfinite_skipped += 1
             consecutive_bad += 1
@@ -168,7 +194,15 @@ def _tag_placement(tracker) -> None:
     tracker.set_tags({"worker_nodes": ",".join(n[:12] for n in nodes), "num_nodes": str(len(set(nodes)))})
 
 
-def _collapse_alarm(state: TrainState, metrics: dict[str, float], train, tracker) -> None:
+def _hardware_and_precision(train) -> tuple[HardwareFacts, PrecisionChoice, int]:
+    """Collective: the hardware facts every rank shares, the precision they call for (one for all ranks), and the
+    torch threads of this worker (the CPUs Ray reserved for it, never more than the machine has)."""
+    facts = merge_facts(all_gather_items([detect_hardware()]))
+    choice = resolve_precision(train.precision, use_gpu=bool(train.use_gpu), facts=facts)
+    return facts, choice, threads_per_worker(train.cpus_per_worker, facts.cpu_count)
+
+
+def _collapse_alarm(state: TrainState, metrics: dict[str, float], train, tracker, say=None) -> None:
     """Codebook collapse (few codes used) silently ruins the contrastive targets: make it loud, once."""
     ppl = metrics.get("perplexity")
     if ppl is None or state.collapse_alarm or state.step < train.collapse_after_steps:
@@ -179,3 +213,5 @@ def _collapse_alarm(state: TrainState, metrics: dict[str, float], train, tracker
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
         log.warning(msg)
         tracker.set_tags({"codebook_collapse": msg})
+        if say is not None:
+            say(f"WARNING: {msg}")

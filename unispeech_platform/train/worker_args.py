@@ -23,6 +23,8 @@ class WorkerArgs:
     """Absolute MLflow tracking URI (None = tracking disabled)."""
     run_id: str | None
     """MLflow run created by the driver (a checkpoint's run id takes precedence)."""
+    console: Any = None
+    """The driver's console queue (runtime.console.ConsoleLines): rank 0's progress lines go there."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)

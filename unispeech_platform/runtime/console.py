@@ -1,0 +1,158 @@
+"""What a person sees while a job runs: one line per logging interval (from rank 0, printed by the driver), stage
+banners, errors; not the libraries' chatter. Ray Data's per-operator progress bars, Ray's forwarding of every
+worker's stdout/stderr (DeepSpeed build and accelerator notices, torch warnings, controller logs) and INFO logs of
+Ray/MLflow are off unless ``--verbose`` (or UNISPEECH_VERBOSE=1). Worker logs stay in Ray's session log directory;
+a failing worker's traceback still reaches the driver through Ray Train's error.
+
+    pretrain  update 125/400  loss 5.18  ctc 6.97  contrastive 3.04  ppl 83  7.7 audio-s/s  ETA 3m12s
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+VERBOSE_ENV = "UNISPEECH_VERBOSE"
+NOISY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "mlflow", "alembic", "DeepSpeed")
+
+# metric key -> (label, format) of the update line, in this order; keys a task does not report are left out
+UPDATE_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("loss", "loss", "{:.3f}"),
+    ("ctc_loss", "ctc", "{:.3f}"),
+    ("contrastive_loss", "contrastive", "{:.3f}"),
+    ("diversity_loss", "diversity", "{:.3f}"),
+    ("perplexity", "ppl", "{:.0f}"),
+    ("lr", "lr", "{:.2e}"),
+)
+DEV_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("dev_loss", "loss", "{:.3f}"),
+    ("dev_ctc_loss", "ctc", "{:.3f}"),
+    ("dev_contrastive_loss", "contrastive", "{:.3f}"),
+    ("dev_per", "PER", "{:.1%}"),
+    ("dev_accuracy", "accuracy", "{:.1%}"),
+)
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "0") not in ("", "0", "false")
+
+
+def set_verbose(on: bool) -> None:
+    """Process-wide (an environment variable, so a Ray job's driver and child processes see it too)."""
+    os.environ[VERBOSE_ENV] = "1" if on else "0"
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """INFO logs of Ray, MLflow and DeepSpeed off unless verbose. On a machine without CUDA, DeepSpeed is told it
+    runs on CPU (instead of warning so on every import in every process)."""
+    level = logging.INFO if verbose() else logging.WARNING
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    if not verbose() and "DS_ACCELERATOR" not in os.environ and not _cuda_visible():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
+
+def _cuda_visible() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def duration(seconds: float) -> str:
+    """``3m12s``, ``1h04m``, ``45s``."""
+    s = max(0, round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def _fields(metrics: dict[str, float], fields: tuple[tuple[str, str, str], ...]) -> list[str]:
+    return [f"{label} {fmt.format(metrics[key])}" for key, label, fmt in fields if metrics.get(key) is not None]
+
+
+def update_line(task: str, step: int, max_steps: int, metrics: dict[str, float], eta_s: float | None) -> str:
+    """The one line of a logging interval."""
+    parts = [f"{task:<8}", f"update {step}/{max_steps}", *_fields(metrics, UPDATE_FIELDS)]
+    if metrics.get("audio_seconds_per_s") is not None:
+        parts.append(f"{metrics['audio_seconds_per_s']:.1f} audio-s/s")
+    if metrics.get("nonfinite_skipped"):
+        parts.append(f"skipped {int(metrics['nonfinite_skipped'])} non-finite")
+    if eta_s is not None:
+        parts.append(f"ETA {duration(eta_s)}")
+    return "  ".join(parts)
+
+
+def dev_line(task: str, step: int, metrics: dict[str, float]) -> str:
+    return "  ".join([f"{task:<8}", f"dev at {step}", *_fields(metrics, DEV_FIELDS)])
+
+
+class Eta:
+    """Remaining time from the pace of this attempt (a restored job does not count the steps it skipped)."""
+
+    def __init__(self, start_step: int, max_steps: int, clock: Any = None):
+        import time
+
+        self.clock = clock or time.monotonic
+        self.start_step, self.max_steps, self.t0 = start_step, max_steps, self.clock()
+
+    def __call__(self, step: int) -> float | None:
+        done = step - self.start_step
+        if done <= 0:
+            return None
+        return (self.clock() - self.t0) / done * (self.max_steps - step)
+
+
+class ConsoleLines:
+    """Lines from the workers, printed by the driver: a Ray queue (an actor using no CPU) the rank-0 worker puts
+    lines into and a driver thread that prints them as they come. Without Ray forwarding worker output, this is
+    the console of a training job."""
+
+    def __init__(self) -> None:
+        from ray.util.queue import Queue
+
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._print_lines, name="console-lines", daemon=True)
+
+    def _print_lines(self) -> None:
+        from ray.util.queue import Empty
+
+        while True:
+            try:
+                print(self.queue.get(block=True, timeout=0.5), flush=True)
+            except Empty:
+                if self._stop.is_set():
+                    return
+            except Exception:  # the queue actor is gone (Ray shut down): nothing more will come
+                return
+
+    @contextlib.contextmanager
+    def printing(self) -> Iterator[ConsoleLines]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=10)
+            with contextlib.suppress(Exception):
+                import ray
+
+                ray.kill(self.queue.actor)
+
+
+def emit(queue: Any, line: str) -> None:
+    """Worker side: hand ``line`` to the driver's console (print it here when there is no queue)."""
+    if queue is None:
+        print(line, flush=True)
+        return
+    try:
+        queue.put_nowait(line)
+    except Exception:  # a full or lost console never stops training
+        logging.getLogger("unispeech.console").info(line)
