@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench browser clean
 
 setup: $(STAMP)
 
@@ -13,8 +13,6 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml requirements-dev.txt
 	@command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng) \
 		|| echo "WARNING: espeak-ng missing and could not be installed; corpus synthesis will fail"
-	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
-		|| echo "WARNING: chromium missing and could not be installed; tests/test_mlflow_ui.py will be skipped"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
@@ -27,7 +25,12 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-test: setup lint
+# Headless Chromium for the MLflow UI test only: `make demo` does not wait for it.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| echo "WARNING: chromium missing and could not be installed; tests/test_mlflow_ui.py will be skipped"
+
+test: setup lint browser
 	$(BIN)/python -m pytest -q
 
 demo: setup

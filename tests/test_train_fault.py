@@ -19,7 +19,7 @@ from unispeech_platform.tracking import metric_history
 pytestmark = pytest.mark.slow
 STEPS, EVERY = 20, 5
 # Ray Train's controller announces its worker group: "- (ip=..., pid=123) world_rank=1, local_rank=1, ...".
-WORKER_LINE = re.compile(r"pid=(\d+)\) world_rank=(\d+)")
+WORKER_LINE = re.compile(r"rank (\d+) pid (\d+) on node")  # the job's own "workers:" console line
 
 
 def _committed(run_dir, name: str) -> bool:
@@ -54,7 +54,7 @@ def test_sigkilled_worker_is_restored_from_the_last_checkpoint(tmp_path):
                 assert job.poll() is None, "".join(lines)[-5000:]
                 assert time.time() < deadline, "no checkpoint appeared"
                 time.sleep(0.1)
-            ranks = {int(r): int(p) for p, r in (m.groups() for m in map(WORKER_LINE.search, list(lines)) if m)}
+            ranks = {int(r): int(p) for line in list(lines) for r, p in WORKER_LINE.findall(line)}
             os.kill(ranks[1], signal.SIGKILL)  # a train worker of the job this test started
             lines.append(f"TEST: SIGKILL sent to rank 1 (pid {ranks[1]}) of {ranks}\n")
             job.wait(timeout=500)

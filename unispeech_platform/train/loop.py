@@ -67,7 +67,7 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
     engine.train()  # from_pretrained returns eval mode: dropout, SpecAugment and replace mixing are train-only
     torch.manual_seed(train.seed + 7919 * rank + state.step)
     tracker = make_tracker(args.tracking_uri if rank == 0 else None, state.run_id)
-    _tag_placement(tracker)
+    say(_tag_placement(tracker, job.task))
     tracker.set_tags({**choice.as_tags(), "hardware": facts.describe(), "device": str(device),
                       "threads_per_worker": str(threads)})
     say(f"{job.task:<8}  precision {choice.precision} ({choice.reason}); {world} x {device}, "
@@ -186,12 +186,18 @@ def _evaluate(task: Task, engine, job, device) -> dict[str, float]:
     return task.summarize(all_reduce_sums(local.sums, device), all_gather_items(local.items))
 
 
-def _tag_placement(tracker) -> None:
-    """Record which Ray nodes the ranks run on (collective: every rank contributes its node id)."""
+def _tag_placement(tracker, task: str) -> str:
+    """Record which Ray nodes the ranks run on (collective: every rank contributes its node id and pid); returns
+    the console line naming each rank's process, so that a person can find (or stop) it."""
+    import os
+
     import ray
 
-    nodes = all_gather_items([ray.get_runtime_context().get_node_id()])
+    placed = all_gather_items([(ray.get_runtime_context().get_node_id(), os.getpid())])
+    nodes = [node for node, _ in placed]
     tracker.set_tags({"worker_nodes": ",".join(n[:12] for n in nodes), "num_nodes": str(len(set(nodes)))})
+    ranks = ", ".join(f"rank {r} pid {pid} on node {node[:12]}" for r, (node, pid) in enumerate(placed))
+    return f"{task:<8}  workers: {ranks}"
 
 
 def _hardware_and_precision(train) -> tuple[HardwareFacts, PrecisionChoice, int]:
