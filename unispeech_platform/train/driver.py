@@ -106,7 +106,7 @@ def model_overrides(job: PretrainJobConfig, vocab: str | None) -> dict[str, Any]
 def preflight(job: PretrainJobConfig, *, resume: bool) -> tuple[str | None, RunLayout]:
     """Checks that need no Ray: tracking reachable, initial weights present, run directory state matches
     --resume. Returns (tracking_uri or None, the run's layout)."""
-    uri = checked_tracking_uri(job.tracking) if job.tracking.enabled else None
+    uri = checked_tracking_uri(job.tracking)  # None when tracking is off
     if isinstance(job, FinetuneJobConfig) and job.finetune.init_from:
         resolve_model_dir(job.finetune.init_from)  # FileNotFoundError now, not on the workers after Ray started
     layout = RunLayout.of(job.checkpoint)
