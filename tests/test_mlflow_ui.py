@@ -5,15 +5,11 @@ appear. Skipped only when Chromium is not installed (`make setup` installs it: a
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from experiment_helpers import tiny_quickstart
+from mlflow_helpers import serve_mlflow
 
 from unispeech_platform.tracking import ui_path
 
@@ -21,31 +17,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve_mlflow(uri: str, log: Path):
-    """`mlflow server` on 127.0.0.1 (a free port); returns (process, base url) once /health answers."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"], stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1)
-            return proc, url
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {log.read_text()[-2000:]}") from None
-            time.sleep(0.5)
-    proc.terminate()
-    raise TimeoutError(f"mlflow server did not answer on {url}")
 
 
 def screenshot_run(url: str, experiment_id: str, run_id: str, expect: list[str], path: Path) -> None:

@@ -5,6 +5,7 @@ from unispeech_platform.config.base import (
     as_overrides,
     flatten,
     load_config,
+    loggable_params,
     to_yaml,
     yaml_value,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "flatten",
     "job_config_class",
     "load_config",
+    "loggable_params",
     "to_yaml",
     "yaml_value",
 ]

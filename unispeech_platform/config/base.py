@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from unispeech_platform.config.redact import redact_config
+
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -103,8 +105,14 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 def to_yaml(cfg: BaseModel) -> str:
-    """The fully resolved config (defaults included) as YAML: logged as an artifact, reloadable."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    """The fully resolved config (defaults included) as YAML, secrets redacted (config/redact.py): logged as an
+    artifact, reloadable."""
+    return yaml.safe_dump(redact_config(cfg.model_dump(mode="json")), sort_keys=False, allow_unicode=True)
+
+
+def loggable_params(cfg: BaseModel) -> dict[str, Any]:
+    """The resolved config as flat MLflow params, secrets redacted."""
+    return flatten(redact_config(cfg.model_dump(mode="json")))
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

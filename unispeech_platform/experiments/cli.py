@@ -7,6 +7,7 @@ import datetime
 import shlex
 import sys
 
+from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.experiments.config import ExperimentConfig
 from unispeech_platform.runtime.cli import exit_with, job_parser, load_job_config, run_or_exit
 from unispeech_platform.runtime.errors import EXIT_FAILED
@@ -41,7 +42,7 @@ def run(cfg: ExperimentConfig):
 def mlflow_hint(result) -> str:
     if not result.tracking_uri:
         return "MLflow tracking was off"
-    ui = f".venv/bin/mlflow ui --backend-store-uri {result.tracking_uri} --port 5000"
+    ui = f".venv/bin/mlflow ui --backend-store-uri {redact_uri(result.tracking_uri)} --port 5000"
     from unispeech_platform.tracking import ui_path
 
     url = "http://127.0.0.1:5000" + ui_path(result.experiment_id, result.run_id)

@@ -144,9 +144,9 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
         runs = ExperimentRuns(store, store.experiment_id(cfg.tracking.experiment))
     parent = runs.create(exp.name, tags={EXPERIMENT_TAG: exp.name, "machine": machine()}) if runs else None
     if runs:
-        from unispeech_platform.config import flatten, to_yaml
+        from unispeech_platform.config import loggable_params, to_yaml
 
-        runs.store.log_params(parent, flatten(cfg.model_dump(mode="json")))
+        runs.store.log_params(parent, loggable_params(cfg))
         runs.store.log_text(parent, to_yaml(cfg), "config/experiment.yaml")
     with progress.step("Ray: join RAY_ADDRESS or start a local Ray"):
         connect_ray(cfg.ray)

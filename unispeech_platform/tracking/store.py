@@ -8,6 +8,7 @@ It speaks in run ids and plain dicts: get-or-create experiments, create / find /
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -32,6 +33,9 @@ def ui_path(experiment_id: str, run_id: str | None = None) -> str:
 
 class RunStore:
     def __init__(self, uri: str):
+        # MLflow prints "View run ... at: <tracking URI>" when a run ends: that URI may carry user:password, and
+        # the links we print ourselves open the right UI pages (ui_path).
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow.tracking import MlflowClient
 
         self.uri = uri

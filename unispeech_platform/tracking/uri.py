@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from unispeech_platform.config.redact import redact_uri, strip_userinfo
 from unispeech_platform.config.sections import TrackingSection
 from unispeech_platform.runtime.errors import JobSetupError
 
@@ -33,14 +34,14 @@ def resolve_tracking_uri(section: TrackingSection) -> str:
 def check_reachable(uri: str, timeout_s: float) -> None:
     """Fail fast (before Ray starts) when a server does not answer or a local store cannot be written."""
     if uri.startswith(("http://", "https://")):
-        url = uri.rstrip("/") + "/health"
+        url = strip_userinfo(uri).rstrip("/") + "/health"  # /health needs no login; urllib cannot take one in a URL
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as resp:
                 if resp.status != 200:
-                    raise TrackingError(f"MLflow server {uri} answered {resp.status} on /health")
+                    raise TrackingError(f"MLflow server {redact_uri(uri)} answered {resp.status} on /health")
         except (urllib.error.URLError, OSError) as e:
             raise TrackingError(
-                f"MLflow tracking server {uri} is unreachable ({e}); start it, fix tracking.uri / "
+                f"MLflow tracking server {redact_uri(uri)} is unreachable ({e}); start it, fix tracking.uri / "
                 "MLFLOW_TRACKING_URI, or unset them to use the local sqlite store"
             ) from None
     elif uri.startswith("sqlite:///"):

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, flatten, to_yaml
+from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, loggable_params, to_yaml
+from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.runtime.console import ConsoleLines
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.layout import RunLayout
@@ -56,7 +57,7 @@ class JobResult:
         lines = [f"model: {self.layout.export_dir}"]
         if os.path.isdir(self.layout.best_export_dir):
             lines.append(f"best model (by dev score): {self.layout.best_export_dir}")
-        return [*lines, f"checkpoint: {self.checkpoint}", f"mlflow run: {self.run_id} ({self.tracking_uri})"]
+        return [*lines, f"checkpoint: {self.checkpoint}", f"mlflow run: {self.run_id} ({redact_uri(str(self.tracking_uri))})"]
 
 
 def _git_commit() -> str:
@@ -170,7 +171,7 @@ def run_training(
 
     if uri is not None:
         run_id = run_id or open_run(uri, job.tracking, job.checkpoint.name, resume=resume)
-        log_job_start(uri, run_id, flatten(job.model_dump(mode="json")), _version_tags(job), to_yaml(job))
+        log_job_start(uri, run_id, loggable_params(job), _version_tags(job), to_yaml(job))
 
     console = ConsoleLines()
     args = WorkerArgs(job, overrides, vocab, layout, uri, run_id, console.queue)

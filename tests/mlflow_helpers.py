@@ -1,0 +1,37 @@
+"""A real `mlflow server` subprocess for the tests that need a server (the UI, tracking over HTTP)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_mlflow(uri: str, log: Path, artifacts: Path | None = None):
+    """`mlflow server` on 127.0.0.1 (a free port); returns (process, base url) once /health answers. Artifacts go to
+    ``artifacts`` (default: the server's ./mlartifacts)."""
+    port = _free_port()
+    extra = ["--artifacts-destination", str(artifacts)] if artifacts else []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", *extra], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {log.read_text()[-2000:]}") from None
+            time.sleep(0.5)
+    proc.terminate()
+    raise TimeoutError(f"mlflow server did not answer on {url}")
