@@ -359,3 +359,27 @@ def test_a_nonfinite_loss_on_one_rank_is_skipped_by_every_rank(tmp_path: Path) -
         # the weights moved on micro-batches 1 and 3 only: the skipped one left no trace, not even on rank 0
         assert r["w"] == pytest.approx(_sgd_reference(rank, [0, 2]), rel=1e-6), rank
         assert r["w"] != pytest.approx(_sgd_reference(rank, [0, 1]), rel=1e-6), rank
+
+
+class _DroppingStream:
+    """One epoch in which the pipeline drops one bad row per batch it yields (counted as it reads)."""
+
+    def __init__(self, n: int):
+        self.n, self.dropped = n, Counter()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(self.n):
+            self.dropped["decode_error"] += 1
+            yield {"id": (0, 0, i)}
+
+
+def test_rows_of_skipped_batches_are_not_counted_again_after_a_restore() -> None:
+    # restored mid-epoch: 2 batches (and their 2 bad rows, already in the checkpoint's counters) are re-read
+    feed = LockstepBatches(lambda epoch: _DroppingStream(4), skip=2)
+    assert feed.dropped == Counter()
+    feed.next()
+    assert feed.dropped == Counter({"decode_error": 1})
+    feed.next()
+    feed.next()  # epoch 0 is exhausted: epoch 1 opens and yields its first batch
+    assert (feed.epoch, feed.position) == (1, 1)
+    assert feed.dropped == Counter({"decode_error": 3})  # 2 new rows of epoch 0 + 1 of epoch 1

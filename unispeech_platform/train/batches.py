@@ -38,15 +38,21 @@ class LockstepBatches:
             if self._next_local() is None:
                 break
             self.position += 1
+        # Rows dropped while re-reading the skipped batches were counted before the restore (train_state.json).
+        self._replayed: Counter[str] = self._stream_dropped() if skip else Counter()
 
     def _open(self, epoch: int) -> None:
         self._stream = self.open_epoch(epoch)
         self._it = iter(self._stream)
 
+    def _stream_dropped(self) -> Counter[str]:
+        return Counter(getattr(self._stream, "dropped", None) or {})
+
     @property
     def dropped(self) -> Counter[str]:
-        """Rows the data pipeline dropped on this rank, by reason (the stream exposes `.dropped`)."""
-        return self._dropped_before + Counter(getattr(self._stream, "dropped", None) or {})
+        """Rows the data pipeline dropped on this rank since this feed started, by reason (the stream exposes
+        `.dropped`); after a restore, the rows of the re-read (skipped) batches are not counted again."""
+        return self._dropped_before + (self._stream_dropped() - self._replayed)
 
     def _next_local(self) -> dict[str, Any] | None:
         try:
@@ -70,6 +76,7 @@ class LockstepBatches:
             if attempt == 1:
                 raise RuntimeError(f"a rank's data shard is empty at the start of epoch {self.epoch}")
             self._dropped_before = self.dropped
+            self._replayed = Counter()
             self.epoch += 1
             self.position = 0
             self._open(self.epoch)
