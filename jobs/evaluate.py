@@ -8,9 +8,9 @@ A missing or corrupt model path exits with status 3 and a message naming it, bef
 
 from __future__ import annotations
 
-from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.evaluate.config import EvaluateJobConfig
 from unispeech_platform.runtime.cli import parse_job_args, run_or_exit
+from unispeech_platform.tracking import run_line
 
 
 def main(argv: list[str] | None = None):
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None):
     print(result.table, end="")
     print(f"outputs: {result.out_dir}")
     if result.run_id:
-        print(f"mlflow run: {result.run_id} ({redact_uri(result.tracking_uri)})")
+        print(run_line(result.run_id, result.tracking_uri))
     return result
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 
 from unispeech_platform.config import FinetuneJobConfig
-from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.runtime.cli import parse_job_args, run_or_exit
+from unispeech_platform.tracking import run_line
 
 
 def main(argv: list[str] | None = None):
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None):
     print(f"confusion (rows true, cols predicted; {report.labels}): {report.confusion}")
     print(f"model: {model_dir}\nreport: {report.out_dir}")
     if result.run_id:
-        print(f"mlflow run: {result.run_id} ({redact_uri(result.tracking_uri)})")
+        print(run_line(result.run_id, result.tracking_uri))
     return report
 
 

@@ -6,8 +6,8 @@ stopping; every trial is a Ray Train run, tracked as a nested MLflow run under t
 
 from __future__ import annotations
 
-from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.runtime.cli import parse_job_args, run_or_exit
+from unispeech_platform.tracking import run_line
 from unispeech_platform.tune.config import SweepJobConfig
 
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None):
         print(f"best trial: {result.best['trial']}; ready-to-run config: {result.best_config}")
     print(f"report: {result.report_dir}")
     if result.parent_run_id:
-        print(f"mlflow run: {result.parent_run_id} ({redact_uri(result.tracking_uri)})")
+        print(run_line(result.parent_run_id, result.tracking_uri))
     return result
 
 

@@ -77,20 +77,25 @@ def _fields(metrics: dict[str, float], fields: tuple[tuple[str, str, str], ...])
     return [f"{label} {fmt.format(metrics[key])}" for key, label, fmt in fields if metrics.get(key) is not None]
 
 
+def task_line(task: str, *parts: str) -> str:
+    """A console line of a job: its task in a fixed-width column, then the parts."""
+    return "  ".join([f"{task:<8}", *parts])
+
+
 def update_line(task: str, step: int, max_steps: int, metrics: dict[str, float], eta_s: float | None) -> str:
     """The one line of a logging interval."""
-    parts = [f"{task:<8}", f"update {step}/{max_steps}", *_fields(metrics, UPDATE_FIELDS)]
+    parts = [f"update {step}/{max_steps}", *_fields(metrics, UPDATE_FIELDS)]
     if metrics.get("audio_seconds_per_s") is not None:
         parts.append(f"{metrics['audio_seconds_per_s']:.1f} audio-s/s")
     if metrics.get("nonfinite_skipped"):
         parts.append(f"skipped {int(metrics['nonfinite_skipped'])} non-finite")
     if eta_s is not None:
         parts.append(f"ETA {duration(eta_s)}")
-    return "  ".join(parts)
+    return task_line(task, *parts)
 
 
 def dev_line(task: str, step: int, metrics: dict[str, float]) -> str:
-    return "  ".join([f"{task:<8}", f"dev at {step}", *_fields(metrics, DEV_FIELDS)])
+    return task_line(task, f"dev at {step}", *_fields(metrics, DEV_FIELDS))
 
 
 class Eta:

@@ -2,7 +2,7 @@
 the rank-0 Tracker of the train loop, a job run's start/end records, and tracking-URI resolution."""
 
 from unispeech_platform.tracking.job_run import log_job_end, log_job_start, metric_history, open_run
-from unispeech_platform.tracking.store import JOB_TAG, PARENT_TAG, RunStore, ui_path
+from unispeech_platform.tracking.store import JOB_TAG, PARENT_TAG, RunStore, run_line, ui_path
 from unispeech_platform.tracking.tracker import MLflowTracker, NullTracker, Tracker, make_tracker
 from unispeech_platform.tracking.uri import (
     TrackingError,
@@ -27,5 +27,6 @@ __all__ = [
     "metric_history",
     "open_run",
     "resolve_tracking_uri",
+    "run_line",
     "ui_path",
 ]

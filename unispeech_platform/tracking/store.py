@@ -12,6 +12,8 @@ import os
 import time
 from typing import Any
 
+from unispeech_platform.config.redact import redact_uri
+
 PARENT_TAG = "mlflow.parentRunId"
 """The tag MLflow's UI nests runs by."""
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -29,6 +31,11 @@ def ui_path(experiment_id: str, run_id: str | None = None) -> str:
     """The MLflow UI path (after the server's address) of an experiment's runs table or of one run."""
     run = f"/runs/{run_id}" if run_id else ""
     return f"/#/experiments/{experiment_id}{run}?{UI_WORKFLOW}"
+
+
+def run_line(run_id: str | None, uri: str | None) -> str:
+    """The console line naming a job's MLflow run and store (the store's login redacted)."""
+    return f"mlflow run: {run_id} ({redact_uri(str(uri))})"
 
 
 class RunStore:

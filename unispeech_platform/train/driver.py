@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, loggable_params, to_yaml
-from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.runtime.console import ConsoleLines
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.layout import RunLayout
@@ -24,7 +23,7 @@ from unispeech_platform.runtime.ray_session import (
     connect_ray,
     decide_use_gpu,
 )
-from unispeech_platform.tracking import checked_tracking_uri, log_job_end, log_job_start, open_run
+from unispeech_platform.tracking import checked_tracking_uri, log_job_end, log_job_start, open_run, run_line
 from unispeech_platform.train.checkpoint import resolve_model_dir
 from unispeech_platform.train.loop import train_loop_per_worker
 from unispeech_platform.train.worker_args import WorkerArgs
@@ -57,7 +56,7 @@ class JobResult:
         lines = [f"model: {self.layout.export_dir}"]
         if os.path.isdir(self.layout.best_export_dir):
             lines.append(f"best model (by dev score): {self.layout.best_export_dir}")
-        return [*lines, f"checkpoint: {self.checkpoint}", f"mlflow run: {self.run_id} ({redact_uri(str(self.tracking_uri))})"]
+        return [*lines, f"checkpoint: {self.checkpoint}", run_line(self.run_id, self.tracking_uri)]
 
 
 def _git_commit() -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from unispeech_platform.runtime.console import Eta, dev_line, emit, update_line
+from unispeech_platform.runtime.console import Eta, dev_line, emit, task_line, update_line
 from unispeech_platform.runtime.hardware import (
     HardwareFacts,
     PrecisionChoice,
@@ -70,10 +70,10 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
     say(_tag_placement(tracker, job.task))
     tracker.set_tags({**choice.as_tags(), "hardware": facts.describe(), "device": str(device),
                       "threads_per_worker": str(threads)})
-    say(f"{job.task:<8}  precision {choice.precision} ({choice.reason}); {world} x {device}, "
-                  f"{threads} thread(s) each")
+    say(task_line(job.task, f"precision {choice.precision} ({choice.reason}); {world} x {device}, "
+                            f"{threads} thread(s) each"))
     if state.step > 0:
-        say(f"{job.task:<8}  resumed at update {state.step} (epoch {state.epoch}, batch {state.position})")
+        say(task_line(job.task, f"resumed at update {state.step} (epoch {state.epoch}, batch {state.position})"))
     eta = Eta(state.step, train.max_steps)
 
     train_shard = ray.train.get_dataset_shard("train")
@@ -197,7 +197,7 @@ def _tag_placement(tracker, task: str) -> str:
     nodes = [node for node, _ in placed]
     tracker.set_tags({"worker_nodes": ",".join(n[:12] for n in nodes), "num_nodes": str(len(set(nodes)))})
     ranks = ", ".join(f"rank {r} pid {pid} on node {node[:12]}" for r, (node, pid) in enumerate(placed))
-    return f"{task:<8}  workers: {ranks}"
+    return task_line(task, f"workers: {ranks}")
 
 
 def _hardware_and_precision(train) -> tuple[HardwareFacts, PrecisionChoice, int]:
