@@ -34,7 +34,7 @@ test: setup lint browser
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/python -m jobs.quickstart
+	$(BIN)/python -m jobs.quickstart --overwrite
 
 bench: setup
 	$(BIN)/python bench/model_step.py

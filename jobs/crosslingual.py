@@ -6,6 +6,8 @@ and UniSpeech (joint, replace_prob 0.5) -- each fine-tuned on the low-resource t
     python -m jobs.crosslingual --config configs/crosslingual_gpu.yaml      # GPU cluster (RAY_ADDRESS)
 
 Logs a parent MLflow run with a child per arm, prints the table and writes it to experiment.results_path.
+A previous run of the same experiment.name (its checkpoints under experiment.storage_path) is replaced only with
+--overwrite; without it the job stops before any work (exit 3) and keeps it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from unispeech_platform.experiments import cli
 
 
 def main(argv: list[str] | None = None):
-    cfg, command = cli.parse("jobs.crosslingual", __doc__, "configs/crosslingual_cpu.yaml", argv)
-    result = cli.run(cfg)
+    cfg, command, overwrite = cli.parse("jobs.crosslingual", __doc__, "configs/crosslingual_cpu.yaml", argv)
+    result = cli.run(cfg, overwrite=overwrite)
     from unispeech_platform.experiments.report import results_markdown
     from unispeech_platform.experiments.runner import machine
 

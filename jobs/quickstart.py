@@ -1,10 +1,12 @@
 """The demo: synthetic corpus -> UniSpeech pretraining (2 Ray Train workers, DeepSpeed ZeRO-2) on labeled
 high-resource languages -> CTC fine-tuning on low-resource targets -> per-language PER, all in MLflow.
 
-    python -m jobs.quickstart [--config configs/quickstart.yaml] [--set corpus.high_per_lang=100 ...]
-    make demo            # = make setup + python -m jobs.quickstart
+    python -m jobs.quickstart [--config configs/quickstart.yaml] [--set corpus.high_per_lang=100 ...] [--overwrite]
+    make demo            # = make setup + python -m jobs.quickstart --overwrite
 
-Re-runs reuse the corpus and replace the previous run's checkpoints; the MLflow store (./mlflow.db) keeps every run.
+Re-runs reuse the corpus. The previous run's checkpoints (runs/experiments/<experiment.name>) are replaced only
+with --overwrite; without it a re-run stops before any work (exit 3) and keeps them. The MLflow store
+(./mlflow.db) keeps every run.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from unispeech_platform.experiments import cli
 
 
 def main(argv: list[str] | None = None):
-    cfg, _ = cli.parse("jobs.quickstart", __doc__, "configs/quickstart.yaml", argv)
-    result = cli.run(cfg)
+    cfg, _, overwrite = cli.parse("jobs.quickstart", __doc__, "configs/quickstart.yaml", argv)
+    result = cli.run(cfg, overwrite=overwrite)
     print("\n" + "=" * 100)
     arm = result.arms[0]
     print(f"Phone error rate (PER %) of the fine-tuned model on held-out speakers of the targets "

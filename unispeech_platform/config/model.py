@@ -112,3 +112,31 @@ ModelSection = create_model(
     __doc__="UniSpeechConfig overrides (transformers' field names); unset keys keep UniSpeechConfig's defaults.",
     **_fields(),
 )
+
+
+def check_model_json(raw: dict[str, Any]) -> None:
+    """A model directory's config.json (parsed) against the rules of the ``model:`` section: the keys we model
+    must have their exact JSON type (strict: ``"64"`` is not a width, ``1`` not a flag), lie in range, not be
+    null, and build a UniSpeechConfig; other keys (transformers' own, e.g. ``architectures``) pass through.
+    Raises ValueError naming the first bad key. The callers (evaluation, fine-tuning's init_from) add the file
+    and exit 3 before Ray starts: the loaders on the workers read the same file as plain JSON."""
+    import json
+
+    from pydantic import ValidationError
+
+    known = {k: v for k, v in raw.items() if k in ModelSection.model_fields}
+    nulls = [k for k, v in known.items() if v is None and k not in _NULLABLE]
+    if nulls:
+        raise ValueError(f"{nulls[0]}: must not be null")
+    try:
+        ModelSection.model_validate_json(json.dumps(known), strict=True)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "<config>"
+        got = f" (got {first['input']!r})" if first["loc"] else ""
+        raise ValueError(f"{key}: {first['msg']}{got}") from None
+
+
+_NULLABLE = {name for name, hint in typing.get_type_hints(UniSpeechConfig).items()
+             if type(None) in typing.get_args(hint)} | set(CLASSIFICATION_KEYS)
+"""config.json keys that may be null (UniSpeechConfig's optional fields, transformers' label aliases)."""

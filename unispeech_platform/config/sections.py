@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from unispeech_platform.config.base import Section
+from unispeech_platform.config.names import SafeName
 
 
 class TrainSection(Section):
@@ -114,8 +115,9 @@ class TrackingSection(Section):
 class CheckpointSection(Section):
     """Where the job keeps its state, and how often."""
 
-    name: str = "unispeech"
-    """Stable Ray Train run name (no timestamps): rerunning with --resume and the same name restores."""
+    name: SafeName = "unispeech"
+    """Stable Ray Train run name (no timestamps): rerunning with --resume and the same name restores. One safe
+    directory name (config/names.py): letters, digits and . _ - + = @, no '/', '..' or leading '-'."""
     storage_path: str = "runs"
     """Ray Train storage: a local/NFS directory (made absolute) or a URI such as s3://bucket/prefix."""
     every_steps: int = Field(100, ge=1)
@@ -128,13 +130,6 @@ class CheckpointSection(Section):
     """Whether lower or higher score_metric is better."""
     export_dir: str | None = None
     """Local/NFS directory for the consolidated transformers-format model (default <storage>/<name>/model)."""
-
-    @field_validator("name")
-    @classmethod
-    def _no_path_chars(cls, v: str) -> str:
-        if not v or "/" in v or v.strip() != v:
-            raise ValueError("name must be a non-empty directory name without '/' or surrounding spaces")
-        return v
 
 
 class RaySection(Section):

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from unispeech_core.tokenizer import VOCAB_NAME
+from unispeech_platform.runtime.errors import JobSetupError
 
 TARGET_SAMPLE_RATE = 16_000
 MIN_SAMPLES = 400  # the model's conv receptive field at 16 kHz: anything shorter yields no frame
@@ -37,8 +38,9 @@ PARTITION_COLUMNS = ("lang", "split")
 _PART_DIR = re.compile(r"^(lang|split)=(.+)$")
 
 
-class CorpusError(ValueError):
-    """The corpus tree or a file in it does not follow the layout; the message names the file."""
+class CorpusError(JobSetupError, ValueError):
+    """The corpus tree or a file in it does not follow the layout, or cannot be read; the message names the file.
+    A setup error (exit 3 in a job's CLI) that is also a ValueError for callers that catch that."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def check_file_schema(path: str | Path) -> int:
     try:
         meta = pq.read_metadata(path)
     except Exception as e:  # pyarrow raises ArrowInvalid/OSError for non-Parquet bytes
-        raise CorpusError(f"{path}: not a readable Parquet file ({e})") from None
+        raise CorpusError(f"{path}: not a readable Parquet file ({' '.join(str(e).split())})") from None
     schema = meta.schema.to_arrow_schema()
     for field in SCHEMA:
         if field.name not in schema.names:

@@ -3,6 +3,9 @@
 A row is bad for exactly the reasons the training pipeline drops it for (``audio.decode_audio`` and
 ``decode.check_phones`` are shared), plus duplicate or null ids. Odd but usable audio (stereo, 8 or
 44.1 kHz, OGG, MP3, WAV) and unlabeled rows are valid.
+
+``check_corpus`` is the cheap, Ray-free part every job runs before it starts or joins Ray: layout, footers,
+the requested splits, the vocabulary and the first data pages of a few parts.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
+
+from unispeech_platform.config.data import DataConfig
 
 from .audio import decode_audio
 from .decode import check_phones, vocab_from
-from .schema import VOCAB_FILE, scan_corpus
+from .schema import COLUMNS, VOCAB_FILE, CorpusError, PartFile, scan_corpus, select_parts
 from .summary import CorpusStats
 
 DUPLICATE_ID = "duplicate_id"
@@ -61,6 +67,50 @@ class ValidationReport:
 
     def reasons(self) -> Counter:
         return Counter(b.reason for b in self.bad)
+
+
+SAMPLE_PARTS = 4
+"""Parts whose first data pages check_corpus decodes (first, last and evenly between)."""
+SAMPLE_ROWS = 8
+
+
+def sample_parts(parts: list[PartFile], n: int = SAMPLE_PARTS) -> list[PartFile]:
+    """Up to ``n`` parts spread over the list (first and last included), in order."""
+    if len(parts) <= n:
+        return list(parts)
+    return [parts[round(i * (len(parts) - 1) / (n - 1))] for i in range(n)] if n > 1 else parts[:1]
+
+
+def check_data_pages(path: Path, rows: int = SAMPLE_ROWS) -> None:
+    """Decode the first ``rows`` rows of every column of the first row group (a few data pages, cheap at any
+    file size): a part whose footer reads but whose pages are garbage raises CorpusError naming the file."""
+    try:
+        pf = pq.ParquetFile(path)
+        if pf.metadata.num_row_groups:
+            next(pf.iter_batches(batch_size=rows, row_groups=[0], columns=list(COLUMNS)), None)
+    except Exception as e:  # pyarrow raises OSError/ArrowInvalid/ArrowException subclasses for corrupt pages
+        detail = " ".join(str(e).split())  # pyarrow's messages span lines; a job reports one
+        raise CorpusError(f"{path}: data pages cannot be decoded ({type(e).__name__}: {detail})") from None
+
+
+def check_corpus(cfg: DataConfig, splits: list[str], *, samples: int = SAMPLE_PARTS) -> list[PartFile]:
+    """Everything about ``cfg.data`` a job can tell without Ray, so a wrong path or a garbage part stops it
+    with one line naming the file (CorpusError, exit 3) instead of a traceback after Ray started: the corpus
+    exists and follows the layout, every footer and schema reads, the requested splits (and languages) have
+    parts, the vocabulary loads, and the first data pages of a few of the chosen parts decode. Returns the
+    chosen parts."""
+    everything = scan_corpus(cfg.path)
+    try:
+        parts = select_parts(everything, cfg.langs, splits)
+    except CorpusError as e:
+        raise CorpusError(f"{cfg.path}: {e}") from None
+    try:
+        vocab_from(cfg.resolved_vocab_path())
+    except (OSError, ValueError) as e:
+        raise CorpusError(f"{'data.vocab_path: ' if cfg.vocab_path else ''}{e}") from None
+    for part in sample_parts(parts, samples):
+        check_data_pages(part.path)
+    return parts
 
 
 def check_table(table: pa.Table, vocab: dict[str, int] | None) -> pa.Table:

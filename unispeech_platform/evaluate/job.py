@@ -1,5 +1,5 @@
-"""``python -m jobs.evaluate``: model check (no Ray) -> Ray Data inference on an actor pool -> jiwer scores ->
-table, chart and MLflow."""
+"""``python -m jobs.evaluate``: model and corpus checks (no Ray) -> Ray Data inference on an actor pool -> jiwer
+scores -> table, chart and MLflow."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class EvaluationResult:
 
 
 def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
+    from unispeech_platform.data.validate import check_corpus
     from unispeech_platform.evaluate.tracking import log_evaluation
     from unispeech_platform.runtime.ray_session import connect_ray, decide_use_gpu
     from unispeech_platform.tracking import checked_tracking_uri
@@ -36,6 +37,7 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     model = resolve_model(ev.model_path, out_dir)  # raises ModelLoadError before any Ray work
     if model.architecture not in ("UniSpeechForCTC",):
         raise ModelLoadError(f"{model.model_dir}: a {model.architecture}; PER evaluation needs a UniSpeechForCTC model")
+    check_corpus(cfg.data, ev.splits)  # CorpusError naming the file before Ray starts
     uri = checked_tracking_uri(cfg.tracking)
 
     connect_ray(cfg.ray)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unispeech_core.checkpoint import PT_WEIGHTS_NAME, WEIGHTS_NAME
 from unispeech_core.config import CONFIG_NAME as CONFIG_FILE
@@ -25,6 +26,9 @@ from unispeech_core.tokenizer import VOCAB_NAME as VOCAB_FILE
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.layout import CHECKPOINT_PREFIX, MODEL_DIR, model_dir_candidates
 from unispeech_platform.train.checkpoint import STATE_FILE, TAG
+
+if TYPE_CHECKING:
+    from unispeech_core import UniSpeechConfig
 
 WEIGHT_FILES = (WEIGHTS_NAME, PT_WEIGHTS_NAME)
 DS_MODEL_STATES = f"{TAG}/mp_rank_00_model_states.pt"
@@ -56,6 +60,20 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+def read_model_config(cfg_path: Path) -> UniSpeechConfig:
+    """A config.json checked with the rules of the ``model:`` section (typed, ranged: config.model), so a wrongly
+    typed file stops here, naming the key and the file, instead of in an inference actor after Ray started."""
+    from unispeech_core import UniSpeechConfig
+    from unispeech_platform.config.model import check_model_json
+
+    raw = _read_json(cfg_path)
+    try:
+        check_model_json(raw)
+        return UniSpeechConfig.from_dict(raw)
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{cfg_path}: not a valid UniSpeech config: {e}") from None
+
+
 def _check_weights(directory: Path) -> None:
     """Header-level check (cheap for any model size): a truncated or garbage file fails here."""
     st, pt = directory / WEIGHT_FILES[0], directory / WEIGHT_FILES[1]
@@ -76,16 +94,12 @@ def _check_weights(directory: Path) -> None:
 
 def check_model_dir(directory: Path, *, need_vocab: bool = True) -> str:
     """Validate a transformers-format directory; returns its architecture name."""
-    from unispeech_core import PhoneTokenizer, UniSpeechConfig
+    from unispeech_core import PhoneTokenizer
 
     cfg_path = directory / CONFIG_FILE
     if not cfg_path.is_file():
         raise ModelLoadError(f"{directory}: no {CONFIG_FILE} (not a model directory)")
-    raw = _read_json(cfg_path)
-    try:
-        config = UniSpeechConfig.from_dict(raw)
-    except (TypeError, ValueError) as e:
-        raise ModelLoadError(f"{cfg_path}: not a valid UniSpeech config ({e})") from None
+    config = read_model_config(cfg_path)
     _check_weights(directory)
     if need_vocab:
         try:
@@ -96,7 +110,7 @@ def check_model_dir(directory: Path, *, need_vocab: bool = True) -> str:
             raise ModelLoadError(
                 f"{directory / VOCAB_FILE}: {len(tok)} tokens but the model's vocab_size is {config.vocab_size}"
             )
-    return (raw.get("architectures") or [_architecture_from_weights(directory)])[0]
+    return (config.extra.get("architectures") or [_architecture_from_weights(directory)])[0]
 
 
 def _architecture_from_weights(directory: Path) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from unispeech_platform.config.base import Section
+from unispeech_platform.config.names import SafeName
 from unispeech_platform.config.sections import RaySection, TrackingSection
 from unispeech_platform.data.synthetic import CLEAN_LANGS
 
@@ -59,14 +60,16 @@ class StageSpec(Section):
 class ExperimentSection(Section):
     """Names, storage and the arms."""
 
-    name: str = "quickstart"
-    """Experiment name: run directories live in <storage_path>/<name> (replaced on every run)."""
+    name: SafeName = "quickstart"
+    """Experiment name, one safe directory name (config/names.py): run directories live in <storage_path>/<name>.
+    A re-run refuses to replace them unless --overwrite is given."""
     storage_path: str = "runs/experiments"
     """Where pretraining/fine-tuning checkpoints, exports and evaluation outputs go."""
-    arms: dict[str, dict[str, Any]] = Field(
+    arms: dict[SafeName, dict[str, Any]] = Field(
         default_factory=lambda: {"unispeech": {"model.ctc_weight": 0.5, "model.replace_prob": 0.5}}
     )
-    """Arm name -> pretraining overrides. Every arm gets the same data, steps and fine-tuning."""
+    """Arm name (a safe directory name: its runs are <arm>-pretrain, <arm>-finetune) -> pretraining overrides.
+    Every arm gets the same data, steps and fine-tuning."""
     reference_arm: str | None = None
     """Arm whose relative PER reduction vs every other arm is reported (None: the last arm)."""
     init_ctc_head: bool = True

@@ -4,8 +4,9 @@ its reason (ExperimentStepError) instead of a bare traceback at the end of a lon
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,12 @@ from pathlib import Path
 from unispeech_platform.experiments.config import ExperimentConfig
 from unispeech_platform.experiments.report import ArmResult, parent_metrics, results_table, timing_table
 from unispeech_platform.experiments.stages import ArmStages, arm_stages
+from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.tracking import RunStore, checked_tracking_uri
 
 EXPERIMENT_TAG = "unispeech.experiment"
+MARKER = "experiment.json"
+"""Written first into <storage_path>/<experiment.name>: --overwrite only ever removes a directory holding it."""
 
 
 class ExperimentStepError(RuntimeError):
@@ -52,6 +56,45 @@ class Progress:
         print(f"<== [{self.done}/{self.total}] {title}: done in {dt:.0f}s", flush=True)
 
 
+def experiment_dir(cfg: ExperimentConfig) -> tuple[Path, Path]:
+    """(storage root, <storage root>/<experiment.name>), both absolute."""
+    storage = Path(cfg.experiment.storage_path).resolve()
+    return storage, storage / cfg.experiment.name
+
+
+def check_storage(cfg: ExperimentConfig, *, overwrite: bool) -> Path:
+    """The experiment's directory, if it is free or may be replaced: a previous run is kept unless --overwrite,
+    and only a directory this job made (it holds MARKER) strictly inside experiment.storage_path is replaced.
+    Raises JobSetupError (exit 3) before anything is started or removed."""
+    from unispeech_platform.runtime.removal import check_within
+
+    storage, root = experiment_dir(cfg)
+    if not os.path.lexists(root):
+        return root
+    if not overwrite:
+        raise JobSetupError(f"{root} holds a previous run of experiment {cfg.experiment.name!r} (kept): pass "
+                            "--overwrite to replace it, or set experiment.name to start another")
+    check_within(storage, root)
+    if root.is_symlink() or not (root / MARKER).is_file():
+        raise JobSetupError(f"{root} exists but has no {MARKER}, so this job did not make it: --overwrite only "
+                            "replaces an experiment's own directory; remove it yourself or set experiment.name")
+    return root
+
+
+def claim_storage(cfg: ExperimentConfig, *, overwrite: bool) -> Path:
+    """Remove the previous run (after check_storage, --overwrite only), then create the directory with MARKER."""
+    from unispeech_platform.runtime.removal import remove_tree_within
+
+    root = check_storage(cfg, overwrite=overwrite)
+    if root.exists():
+        print(f"--overwrite: removing the previous run of this experiment: {root}")
+        remove_tree_within(experiment_dir(cfg)[0], root, marker=MARKER)
+    root.mkdir(parents=True)
+    (root / MARKER).write_text(json.dumps({"experiment": cfg.experiment.name, "started": time.time()}) + "\n",
+                               encoding="utf-8")
+    return root
+
+
 def validate(cfg: ExperimentConfig) -> list[ArmStages]:
     """Every stage config of every arm, built without Ray (raises ConfigError)."""
     from unispeech_platform.config import ConfigError
@@ -64,8 +107,6 @@ def validate(cfg: ExperimentConfig) -> list[ArmStages]:
 
 
 def machine() -> str:
-    import os
-
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -123,21 +164,37 @@ def run_arm(stages: ArmStages, runs: ExperimentRuns | None, parent: str | None, 
     return ArmResult(arm, scores, secs, arm_run)
 
 
-def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
-    """Corpus -> Ray -> for each arm: pretrain, fine-tune, evaluate; the parent MLflow run gets the table."""
+def check_stage_data(stages: list[ArmStages]) -> None:
+    """Every stage's corpus (paths, splits, schema, a sample of data pages, vocabulary) before Ray starts:
+    CorpusError (exit 3) names the file. Stages sharing a corpus and splits are checked once."""
+    from unispeech_platform.data.validate import check_corpus
+
+    seen: set[tuple] = set()
+    for st in stages:
+        for data, splits in ((st.pretrain.data, st.pretrain.data.train_splits),
+                             (st.finetune.data, st.finetune.data.train_splits),
+                             (st.evaluate.data, st.evaluate.evaluate.splits)):
+            key = (data.path, str(data.resolved_vocab_path()), tuple(data.langs or ()), tuple(splits))
+            if key not in seen:
+                seen.add(key)
+                check_corpus(data, splits)
+
+
+def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False) -> ExperimentResult:
+    """Corpus -> Ray -> for each arm: pretrain, fine-tune, evaluate; the parent MLflow run gets the table.
+    A previous run of the experiment is replaced only with ``overwrite`` (check_storage)."""
     from unispeech_platform.experiments.corpus import build_corpora
     from unispeech_platform.runtime.ray_session import connect_ray
 
     exp = cfg.experiment
     progress = Progress(2 + 3 * len(exp.arms))
+    check_storage(cfg, overwrite=overwrite)
     uri = checked_tracking_uri(cfg.tracking)
     stages = [arm_stages(cfg, arm, uri) for arm in exp.arms]
-    root = Path(exp.storage_path).resolve() / exp.name
-    if root.exists():
-        print(f"removing the previous run of this experiment: {root}")
-        shutil.rmtree(root)
+    claim_storage(cfg, overwrite=overwrite)
     with progress.step(f"corpus: {cfg.corpus.high_resource} (pretraining) + {cfg.corpus.low_resource} (targets)"):
         build_corpora(cfg.corpus)
+    check_stage_data(stages)
     runs = None
     if uri:
         store = RunStore(uri)

@@ -1,5 +1,5 @@
 """Command-line plumbing shared by every job: ``--config FILE``, repeatable ``--set dotted.key=value``,
-``--resume``, and the mapping of errors to exit codes (2 config, 3 environment/data/model).
+``--resume`` / ``--overwrite``, and the mapping of errors to exit codes (2 config, 3 environment/data/model).
 
 Config errors exit before Ray is imported or started. Entry points stay ``parse -> run -> print``.
 """
@@ -38,9 +38,10 @@ def config_keys(config_cls: type[BaseModel]) -> str:
 
 
 def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_config: str | None = None,
-               resume: bool = True) -> argparse.ArgumentParser:
+               resume: bool = True, overwrite: bool = False) -> argparse.ArgumentParser:
     """The parser of a config-driven job; ``doc`` (the entry point's module docstring) is shown whole, followed
-    by the config keys the job takes."""
+    by the config keys the job takes. ``overwrite``: the job replaces a previous run of the same name only when
+    asked (``--overwrite``); without it the job refuses and keeps what is there."""
     parser = argparse.ArgumentParser(description=doc, epilog=config_keys(config_cls) if config_cls else None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -54,6 +55,10 @@ def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_c
     )
     if resume:
         parser.add_argument("--resume", action="store_true", help="continue the run named checkpoint.name")
+    if overwrite:
+        parser.add_argument("--overwrite", action="store_true",
+                            help="delete and replace the previous run of the same name (without it the job "
+                                 "refuses to start and keeps that run's checkpoints)")
     parser.add_argument("--verbose", action="store_true",
                         help="also show Ray's worker logs, Ray Data progress bars and library INFO logs")
     return parser

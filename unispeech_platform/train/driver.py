@@ -24,7 +24,6 @@ from unispeech_platform.runtime.ray_session import (
     decide_use_gpu,
 )
 from unispeech_platform.tracking import checked_tracking_uri, log_job_end, log_job_start, open_run, run_line
-from unispeech_platform.train.checkpoint import resolve_model_dir
 from unispeech_platform.train.loop import train_loop_per_worker
 from unispeech_platform.train.worker_args import WorkerArgs
 
@@ -104,12 +103,19 @@ def model_overrides(job: PretrainJobConfig, vocab: str | None) -> dict[str, Any]
 
 
 def preflight(job: PretrainJobConfig, *, resume: bool) -> tuple[str | None, RunLayout]:
-    """Checks that need no Ray: tracking reachable, initial weights present, run directory state matches
-    --resume. Returns (tracking_uri or None, the run's layout)."""
-    uri = checked_tracking_uri(job.tracking)  # None when tracking is off
+    """Checks that need no Ray, each failing with one line (exit 3): the corpus (paths, splits, schema, a sample
+    of data pages, vocabulary), the initial weights and their config.json (typed like the model section), the
+    export directory, tracking reachable, run directory state matches --resume. Returns (tracking_uri or None,
+    the run's layout)."""
+    from unispeech_platform.data.validate import check_corpus
+    from unispeech_platform.train.preflight import check_export_dirs, check_init_model
+
+    check_corpus(job.data, job.data.train_splits)
     if isinstance(job, FinetuneJobConfig) and job.finetune.init_from:
-        resolve_model_dir(job.finetune.init_from)  # FileNotFoundError now, not on the workers after Ray started
+        check_init_model(job.finetune.init_from)
+    uri = checked_tracking_uri(job.tracking)  # None when tracking is off
     layout = RunLayout.of(job.checkpoint)
+    check_export_dirs(layout)
     if layout.is_local:
         exists = Path(layout.run_dir).exists()
         if exists and not resume:

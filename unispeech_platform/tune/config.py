@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from unispeech_platform.config.base import Section
+from unispeech_platform.config.names import SafeName
 from unispeech_platform.config.sections import RaySection, TrackingSection
 
 DIM_KINDS = ("uniform", "loguniform", "randint", "choice", "grid")
@@ -49,8 +50,9 @@ def default_search_space() -> dict[str, SearchDim]:
 class SweepSection(Section):
     """What one trial runs and how trials are searched, scheduled and stopped."""
 
-    name: str = "sweep"
-    """Stable sweep name (Tune experiment directory; rerun with --resume and the same name to continue)."""
+    name: SafeName = "sweep"
+    """Stable sweep name, one safe directory name (config/names.py): the Tune experiment directory; rerun with
+    --resume and the same name to continue."""
     storage_path: str = "runs/sweeps"
     """Tune experiment storage (local/NFS path, made absolute); trial training runs go to <name>-trials/ beside it."""
     pretrain_config: str = "configs/tiny.yaml"

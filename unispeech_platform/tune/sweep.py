@@ -72,7 +72,21 @@ def _best_configs(sweep: SweepSection, fixed_pre, fixed_ft, best: dict[str, Any]
     return str(out / "best_pretrain.yaml")
 
 
+def check_sweep_storage(exp_dir: Path, *, resume: bool) -> None:
+    """A new sweep starts only where no sweep of that name left anything: its Tune directory, its trials'
+    training runs (<name>-trials, which a new trial of the same id would silently resume) and its report
+    (<name>-report) are kept, never replaced; --resume needs the Tune directory."""
+    if resume:
+        if not exp_dir.exists():
+            raise JobSetupError(f"--resume: no sweep to resume at {exp_dir}")
+        return
+    for path in (exp_dir, exp_dir.with_name(f"{exp_dir.name}-trials"), exp_dir.with_name(f"{exp_dir.name}-report")):
+        if os.path.lexists(path):
+            raise JobSetupError(f"{path} exists (kept): pass --resume to continue that sweep, or set sweep.name")
+
+
 def run_sweep(cfg: SweepJobConfig, *, resume: bool = False) -> SweepResult:
+    from unispeech_platform.data.validate import check_corpus
     from unispeech_platform.tracking import RunStore, checked_tracking_uri
 
     sw = cfg.sweep
@@ -81,10 +95,10 @@ def run_sweep(cfg: SweepJobConfig, *, resume: bool = False) -> SweepResult:
     total_steps = trial_steps(pre, ft)
     storage = os.path.abspath(sw.storage_path)
     exp_dir = Path(storage, sw.name)
-    if exp_dir.exists() and not resume:
-        raise JobSetupError(f"{exp_dir} exists: pass --resume to continue that sweep, or set sweep.name")
-    if resume and not exp_dir.exists():
-        raise JobSetupError(f"--resume: no sweep to resume at {exp_dir}")
+    check_sweep_storage(exp_dir, resume=resume)
+    check_corpus(pre.data, pre.data.train_splits)  # trials would each fail on it after Ray started
+    if ft is not None:
+        check_corpus(ft.data, ft.data.train_splits)
     uri = checked_tracking_uri(cfg.tracking)
 
     connect_ray(cfg.ray)

@@ -1,0 +1,52 @@
+"""Driver-side checks of a training job's inputs and outputs that need no Ray (called by driver.preflight).
+
+Each raises a JobSetupError (exit 3) with one line naming the file or key, so a wrong model or a dangerous
+export path stops the job before Ray starts, not in a worker after minutes of scheduling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from unispeech_core.config import CONFIG_NAME
+from unispeech_platform.config.model import check_model_json
+from unispeech_platform.runtime.errors import JobSetupError
+from unispeech_platform.runtime.layout import RunLayout
+from unispeech_platform.train.checkpoint import resolve_model_dir
+
+
+def check_init_model(init_from: str) -> str:
+    """finetune.init_from: the model directory it names, whose config.json follows the ``model:`` section's
+    rules (typed, ranged; config/model.py). Returns the directory."""
+    try:
+        model_dir = resolve_model_dir(init_from)
+    except FileNotFoundError as e:
+        raise JobSetupError(str(e)) from None
+    path = os.path.join(model_dir, CONFIG_NAME)
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+        if not isinstance(raw, dict):
+            raise ValueError("expected a JSON object")
+        check_model_json(raw)
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+        raise JobSetupError(f"finetune.init_from: {path}: not a valid UniSpeech config: {e}") from None
+    return model_dir
+
+
+def check_export_dirs(layout: RunLayout) -> None:
+    """A user-chosen checkpoint.export_dir is replaced by every export (with its _best/_ctchead siblings and
+    their .tmp staging dirs): refuse one that holds something other than a model, so a path such as ``/`` or a
+    home directory is never swapped out. The default exports live inside the run directory, which is ours."""
+    if not layout.export_override:
+        return
+    for path in (layout.export_dir, layout.best_export_dir, layout.ctc_head_export_dir):
+        for candidate in (path, path + ".tmp"):
+            if os.path.isdir(candidate) and os.listdir(candidate) and not os.path.isfile(
+                    os.path.join(candidate, CONFIG_NAME)):
+                raise JobSetupError(
+                    f"checkpoint.export_dir: {candidate} exists and is not a model directory (no {CONFIG_NAME}); "
+                    "exports replace it: choose a new or empty directory")
+            if os.path.exists(candidate) and not os.path.isdir(candidate):
+                raise JobSetupError(f"checkpoint.export_dir: {candidate} exists and is not a directory")
