@@ -104,7 +104,7 @@ def test_pretraining_checkpoint_into_ctc_and_ctc_into_classification(tmp_path):
     cfg = uc.UniSpeechConfig(**TINY)
     pre = uc.UniSpeechForPreTraining(cfg)
     pre.save_pretrained(tmp_path / "pre")
-    ctc, info = uc.UniSpeechForCTC.from_pretrained(tmp_path / "pre", output_loading_info=True)
+    ctc, info = uc.UniSpeechForCTC.from_pretrained(tmp_path / "pre", output_loading_info=True, allow_new_head=True)
     assert sorted(info.missing_keys) == ["lm_head.bias", "lm_head.weight"]
     assert {"ctc_proj.weight", "quantizer.codevectors", "project_q.weight"} <= set(info.unexpected_keys)
     assert torch.equal(
@@ -112,15 +112,15 @@ def test_pretraining_checkpoint_into_ctc_and_ctc_into_classification(tmp_path):
     )
     ctc.save_pretrained(tmp_path / "ctc")
     clf, info = uc.UniSpeechForSequenceClassification.from_pretrained(
-        tmp_path / "ctc", output_loading_info=True, num_labels=3
+        tmp_path / "ctc", output_loading_info=True, allow_new_head=True, num_labels=3
     )
     assert set(info.missing_keys) == {"projector.weight", "projector.bias", "classifier.weight", "classifier.bias"}
     assert set(info.unexpected_keys) == {"lm_head.weight", "lm_head.bias"}
     assert clf.classifier.out_features == 3
     # the bare model loads from a head checkpoint (prefix stripped) and a head from the bare model (prefix added)
-    base = uc.UniSpeechModel.from_pretrained(tmp_path / "ctc")
+    base = uc.UniSpeechModel.from_pretrained(tmp_path / "ctc", allow_new_head=True)
     base.save_pretrained(tmp_path / "base")
-    ctc2, info = uc.UniSpeechForCTC.from_pretrained(tmp_path / "base", output_loading_info=True)
+    ctc2, info = uc.UniSpeechForCTC.from_pretrained(tmp_path / "base", output_loading_info=True, allow_new_head=True)
     assert sorted(info.missing_keys) == ["lm_head.bias", "lm_head.weight"] and not info.unexpected_keys
     assert torch.equal(ctc2.unispeech.masked_spec_embed, ctc.unispeech.masked_spec_embed)
 

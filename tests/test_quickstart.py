@@ -66,5 +66,6 @@ def test_fine_tuning_head_starts_from_the_pretraining_ctc_head(tmp_path):
     torch.manual_seed(0)
     pre = UniSpeechForPreTraining(UniSpeechConfig(**CI_MODEL, vocab_size=12, num_ctc_classes=12))
     pre.save_pretrained(tmp_path / "model")
-    ctc = UniSpeechForCTC.from_pretrained(copy_ctc_head(str(tmp_path / "model"), str(tmp_path / "model_ctchead")))
+    ctc = UniSpeechForCTC.from_pretrained(copy_ctc_head(str(tmp_path / "model"), str(tmp_path / "model_ctchead")),
+                                          allow_new_head=True)
     assert torch.equal(ctc.lm_head.weight, pre.ctc_proj.weight) and torch.equal(ctc.lm_head.bias, pre.ctc_proj.bias)

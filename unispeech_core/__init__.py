@@ -3,6 +3,7 @@
 No Ray, DeepSpeed or MLflow here: the platform wraps this library from outside.
 """
 
+from .checkpoint import WeightsMismatchError
 from .config import UniSpeechConfig
 from .decoding import ctc_greedy_decode, ctc_greedy_ids
 from .features import pad_batch, pad_labels
@@ -23,6 +24,7 @@ __all__ = [
     "UniSpeechForPreTraining",
     "UniSpeechForSequenceClassification",
     "UniSpeechModel",
+    "WeightsMismatchError",
     "ctc_greedy_decode",
     "ctc_greedy_ids",
     "error_rates",

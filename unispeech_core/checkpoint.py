@@ -2,12 +2,17 @@
 
 Reads ``pytorch_model.bin`` too (``weights_only=True``: never unpickle arbitrary objects), renames old weight-norm
 keys (``weight_g``/``weight_v``) to the parametrization names, and moves between heads the way transformers
-does: the ``unispeech.`` prefix is added or stripped as needed, and missing/unexpected keys are reported.
+does: the ``unispeech.`` prefix is added or stripped as needed.
+
+Loading is strict: a missing or unused key is an error that names it (2-layer weights silently loaded into a
+1-layer config scored PER 320%). Fine-tuning a pretrained encoder under a new head opts out with
+``allow_new_head=True``, which tolerates head keys only: the encoder must still match exactly.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,15 +27,28 @@ log = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
 PT_WEIGHTS_NAME = "pytorch_model.bin"
 PREFIX = "unispeech."
+TRAINING_ONLY_KEYS = frozenset({"masked_spec_embed"})
+"""Encoder parameters that exist only when the config masks (mask_time_prob/mask_feature_prob > 0): used for
+SpecAugment during training, never at inference, so their presence may differ between configs."""
 _LEGACY_RENAMES = {".weight_g": ".parametrizations.weight.original0", ".weight_v": ".parametrizations.weight.original1"}
 
 T = TypeVar("T", bound="PreTrainedMixin")
+V = TypeVar("V")
 
 
 @dataclass
 class LoadingInfo:
     missing_keys: list[str] = field(default_factory=list)
     unexpected_keys: list[str] = field(default_factory=list)
+
+
+class WeightsMismatchError(ValueError):
+    """The weights in a model directory do not fit the model its config.json builds (keys missing or unused)."""
+
+
+def _listed(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def load_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
@@ -49,7 +67,7 @@ def load_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"no {WEIGHTS_NAME} or {PT_WEIGHTS_NAME} in {directory}")
 
 
-def _rename_legacy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _rename_legacy(state: dict[str, V]) -> dict[str, V]:
     out = {}
     for k, v in state.items():
         for old, new in _LEGACY_RENAMES.items():
@@ -59,7 +77,16 @@ def _rename_legacy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _align_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+def _check_shapes(saved: dict[str, tuple[int, ...]], own: dict[str, tuple[int, ...]]) -> None:
+    for k, shape in saved.items():
+        if k in own and own[k] != shape:
+            raise ValueError(
+                f"checkpoint tensor {k!r} has shape {shape} but the model (from its config) "
+                f"expects {own[k]}: config and weights do not match"
+            )
+
+
+def _align_prefix(state: dict[str, V], expected: set[str]) -> dict[str, V]:
     """Add or strip ``unispeech.`` so a head checkpoint loads into the base model and vice versa."""
     has_prefix = any(k.startswith(PREFIX) for k in state)
     wants_prefix = any(k.startswith(PREFIX) for k in expected)
@@ -89,18 +116,72 @@ class PreTrainedMixin:
         return directory
 
     def load_checkpoint_state(self, state: dict[str, torch.Tensor], *, strict_shapes: bool = True) -> LoadingInfo:
-        """Load a state dict with transformers' leniency on heads, and errors on shapes."""
+        """Load a state dict (prefix aligned, legacy names renamed); shapes must match, missing/unexpected keys are
+        returned (``check_loading_info`` decides which are errors)."""
         assert isinstance(self, nn.Module)
         own = self.state_dict()
         state = _align_prefix(_rename_legacy(state), set(own))
-        for k, v in state.items():
-            if k in own and own[k].shape != v.shape and strict_shapes:
-                raise ValueError(
-                    f"checkpoint tensor {k!r} has shape {tuple(v.shape)} but the model (from its config) "
-                    f"expects {tuple(own[k].shape)}: config and weights do not match"
-                )
+        if strict_shapes:
+            _check_shapes({k: tuple(v.shape) for k, v in state.items()}, {k: tuple(v.shape) for k, v in own.items()})
         result = self.load_state_dict(state, strict=False)
         return LoadingInfo(list(result.missing_keys), list(result.unexpected_keys))
+
+    @classmethod
+    def check_pretrained(cls, directory: str | Path, *, allow_new_head: bool = False, **config_overrides: Any) -> None:
+        """Raise what ``from_pretrained`` would raise about keys and shapes, without reading any tensor: the model is
+        built on the meta device and compared with the safetensors header. Cheap for any model size: a preflight
+        (e.g. evaluation's, before Ray starts)."""
+        directory = Path(directory)
+        config = UniSpeechConfig.from_pretrained(directory, **config_overrides)
+        with torch.device("meta"):
+            model = cls(config)  # type: ignore[call-arg]
+        own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        st = directory / WEIGHTS_NAME
+        if st.is_file():
+            from safetensors import safe_open
+
+            try:
+                with safe_open(str(st), "pt") as f:
+                    shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            except Exception as e:  # safetensors raises its own error types
+                raise ValueError(f"{st}: cannot read safetensors file ({e})") from None
+        else:
+            shapes = {k: tuple(v.shape) for k, v in load_state_dict(directory).items()}
+        shapes = _align_prefix(_rename_legacy(shapes), set(own))
+        _check_shapes(shapes, own)
+        info = LoadingInfo(sorted(set(own) - set(shapes)), sorted(set(shapes) - set(own)))
+        model.check_loading_info(info, directory, allow_new_head=allow_new_head)
+
+    def is_encoder_key(self, key: str) -> bool:
+        """Whether ``key`` (with or without the ``unispeech.`` prefix) names a parameter of the shared encoder
+        (UniSpeechModel) rather than of a head (lm_head, classifier, quantizer, ctc_proj...)."""
+        assert isinstance(self, nn.Module)
+        base = getattr(self, "unispeech", self)
+        tops = {k.split(".")[0] for k in base.state_dict()} | TRAINING_ONLY_KEYS
+        bare = key[len(PREFIX):] if key.startswith(PREFIX) else key
+        return bare.split(".")[0] in tops
+
+    def check_loading_info(self, info: LoadingInfo, directory: str | Path, *, allow_new_head: bool) -> None:
+        """Raise WeightsMismatchError naming the keys that may not differ: any key by default; with
+        ``allow_new_head`` only encoder keys (head keys may be newly initialised or unused)."""
+
+        def training_only(key: str) -> bool:
+            return key.removeprefix(PREFIX) in TRAINING_ONLY_KEYS
+
+        def fatal(keys: list[str]) -> list[str]:
+            return [k for k in keys if not training_only(k) and (not allow_new_head or self.is_encoder_key(k))]
+
+        missing, unexpected = fatal(info.missing_keys), fatal(info.unexpected_keys)
+        if not missing and not unexpected:
+            return
+        parts = [f"missing {_listed(missing)}"] if missing else []
+        parts += [f"unused {_listed(unexpected)}"] if unexpected else []
+        where = "encoder weights" if allow_new_head else "weights"
+        hint = "" if allow_new_head else " (a different head? only fine-tuning loads an encoder into a new head)"
+        raise WeightsMismatchError(
+            f"{directory}: {where} do not match {type(self).__name__} built from its config.json: "
+            f"{'; '.join(parts)}{hint}"
+        )
 
     @classmethod
     def from_pretrained(
@@ -108,15 +189,20 @@ class PreTrainedMixin:
         directory: str | Path,
         *,
         output_loading_info: bool = False,
+        allow_new_head: bool = False,
         **config_overrides: Any,
     ) -> T | tuple[T, LoadingInfo]:
-        """Build from config.json (plus overrides), load weights, report keys the way transformers does."""
+        """Build from config.json (plus overrides) and load the weights strictly: a key missing from the
+        directory or unused by the model raises WeightsMismatchError naming it. ``allow_new_head``: the model's
+        head may differ from the saved one (pretraining -> CTC/LID fine-tuning): head keys missing from the
+        directory start fresh, head keys the model lacks are dropped; encoder keys must still match."""
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"model directory not found: {directory}")
         config = UniSpeechConfig.from_pretrained(directory, **config_overrides)
         model = cls(config)  # type: ignore[call-arg]
         info = model.load_checkpoint_state(load_state_dict(directory))
+        model.check_loading_info(info, directory, allow_new_head=allow_new_head)
         if info.missing_keys:
             log.warning("%s: newly initialised (not in %s): %s", cls.__name__, directory, info.missing_keys)
         if info.unexpected_keys:
@@ -140,6 +226,41 @@ def copy_ctc_head(export_dir: str | Path, out_dir: str | Path) -> str:
         state["lm_head.weight"] = state["ctc_proj.weight"].clone()
         state["lm_head.bias"] = state["ctc_proj.bias"].clone()
         save_file(state, str(path), metadata={"format": "pt"})
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    swap_dir(tmp, out)
     return str(out)
+
+
+def _fsync_tree(directory: Path) -> None:
+    for root, _, names in os.walk(directory):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(Path(root))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def swap_dir(new: str | Path, target: str | Path) -> None:
+    """Replace directory ``target`` by the complete directory ``new``: ``new`` is fsynced, the old target moved
+    aside to ``<target>.old``, ``new`` renamed into place (the parent fsynced) and the old copy removed. A crash
+    leaves either the old or the new model at ``target``, or (between the two renames) the old one at
+    ``<target>.old``, which the next swap puts back first."""
+    import shutil
+
+    new, target = Path(new), Path(target)
+    aside = Path(f"{target}.old")
+    if aside.exists() and not target.exists():  # a swap was interrupted between its renames
+        aside.replace(target)
+    shutil.rmtree(aside, ignore_errors=True)
+    _fsync_tree(new)
+    if target.exists():
+        target.replace(aside)
+    new.replace(target)
+    _fsync_dir(target.parent)
+    shutil.rmtree(aside, ignore_errors=True)

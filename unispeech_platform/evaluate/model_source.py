@@ -110,7 +110,23 @@ def check_model_dir(directory: Path, *, need_vocab: bool = True) -> str:
             raise ModelLoadError(
                 f"{directory / VOCAB_FILE}: {len(tok)} tokens but the model's vocab_size is {config.vocab_size}"
             )
-    return (config.extra.get("architectures") or [_architecture_from_weights(directory)])[0]
+    arch = (config.extra.get("architectures") or [_architecture_from_weights(directory)])[0]
+    _check_weight_keys(directory, arch)
+    return arch
+
+
+def _check_weight_keys(directory: Path, arch: str) -> None:
+    """Weight names and shapes against the model config.json builds, as strictly as the inference actors load
+    it (from_pretrained), without reading tensors: e.g. 2-layer weights with a 1-layer config stop here."""
+    import unispeech_core
+
+    heads = ("UniSpeechForCTC", "UniSpeechForSequenceClassification", "UniSpeechForPreTraining", "UniSpeechModel")
+    if arch not in heads:
+        return
+    try:
+        getattr(unispeech_core, arch).check_pretrained(directory)
+    except (ValueError, FileNotFoundError) as e:
+        raise ModelLoadError(str(e)) from None
 
 
 def _architecture_from_weights(directory: Path) -> str:

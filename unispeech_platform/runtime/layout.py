@@ -1,7 +1,8 @@
 """RunLayout: every output path of one training run, in one place.
 
     <storage>/<name>/                 Ray Train's run directory
-        step_00000012/                a checkpoint (DeepSpeed shards of every rank + train_state.json)
+        step_00000012/                a checkpoint (DeepSpeed shards of every rank + train_state.json + manifests)
+        step_00000012-r1/             the same step saved again after a restore skipped a bad checkpoint
         model/                        the consolidated transformers-format export (or checkpoint.export_dir)
         model_best/                   fine-tuning: the export with the best dev score
         model_ctchead/                the export with the pretraining CTC head copied into lm_head
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from unispeech_platform.config.sections import CheckpointSection
@@ -20,6 +22,7 @@ MODEL_DIR = "model"
 BEST_SUFFIX = "_best"
 CTC_HEAD_SUFFIX = "_ctchead"
 CHECKPOINT_PREFIX = "step_"
+_CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)(?:-r(\d+))?$")
 
 
 def is_uri(path: str) -> bool:
@@ -71,8 +74,17 @@ class RunLayout:
         return os.path.join(self.run_dir, name)
 
     @staticmethod
-    def checkpoint_dir_name(step: int) -> str:
-        return f"{CHECKPOINT_PREFIX}{step:08d}"
+    def checkpoint_dir_name(step: int, lineage: int = 0) -> str:
+        """``step_00000012``; after a restore fell back past a bad checkpoint the run continues in a new lineage
+        (``step_00000012-r1``), so a re-saved step never shares a directory with the bad one Ray still tracks
+        (Ray deletes an evicted checkpoint by path)."""
+        return f"{CHECKPOINT_PREFIX}{step:08d}" + (f"-r{lineage}" if lineage else "")
+
+    @staticmethod
+    def parse_checkpoint_dir_name(name: str) -> tuple[int, int] | None:
+        """(step, lineage) of a checkpoint directory name, or None for anything else in the run directory."""
+        match = _CHECKPOINT_NAME.match(name)
+        return (int(match.group(1)), int(match.group(2) or 0)) if match else None
 
 
 def model_dir_candidates(path: str, *, best: bool) -> list[str]:

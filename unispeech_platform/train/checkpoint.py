@@ -2,26 +2,40 @@
 and where a model directory is, given a path a user wrote.
 
 A checkpoint directory holds DeepSpeed's files under tag `ds` (model/optimizer shards of every rank), our
-`train_state.json` (step, sampler epoch/position, counters, MLflow run id) and the model's `config.json`.
-Ray registers it only after every rank's part is uploaded, so a checkpoint is complete or absent.
+`train_state.json` (step, sampler epoch/position, counters, MLflow run id), the model's `config.json` and one
+manifest per rank (sha256 of the files that rank wrote, written last; see `manifest`). Ray registers it only
+after every rank's part is uploaded, so a registered checkpoint is complete.
+
+Restore trusts nothing it reads (docs/training.md#checkpoints): the newest checkpoint is verified against its
+manifests and loaded with weights_only unpickling (`safe_load`); one that fails either is skipped with a warning
+naming the file, and the next older one is tried. Every rank takes the same decision (the verdicts are
+gathered), or ranks would continue from different steps.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import posixpath
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from unispeech_core.checkpoint import swap_dir
 from unispeech_core.config import CONFIG_NAME
-from unispeech_platform.runtime.layout import RunLayout, model_dir_candidates
+from unispeech_platform.runtime.layout import CHECKPOINT_PREFIX, RunLayout, model_dir_candidates
+from unispeech_platform.train.manifest import verify_checkpoint, write_manifest
+from unispeech_platform.train.metrics import all_gather_items
+from unispeech_platform.train.safe_load import install_weights_only_loads
 
+log = logging.getLogger("unispeech.checkpoint")
 TAG = "ds"
 """DeepSpeed's tag: the shards live in <checkpoint>/ds/."""
 STATE_FILE = "train_state.json"
@@ -41,12 +55,16 @@ class TrainState:
     """MLflow run this job logs to (reopened after a restart)."""
     nonfinite_skipped: int = 0
     """Micro-batches skipped because a rank's loss was NaN/inf."""
+    oom_skipped: int = 0
+    """Micro-batches skipped because a rank's forward pass ran out of memory."""
     best_score: float | None = None
     """Best dev score so far (finetune keeps that model)."""
     collapse_alarm: bool = False
     """Whether the codebook-collapse alarm has fired."""
     dropped_rows: dict[str, int] = field(default_factory=dict)
     """Bad rows dropped by the data pipeline, by reason (rank 0's count x world size is not assumed)."""
+    lineage: int = 0
+    """Bumped when a restore skipped a bad checkpoint: later checkpoints get new directory names."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainState:
@@ -54,8 +72,17 @@ class TrainState:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+class CheckpointRestoreError(RuntimeError):
+    """No checkpoint of the run can be trusted and loaded; the message names each one and why."""
+
+
+def _world_size() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+
+
 def save_and_report(engine, state: TrainState, metrics: dict[str, float], model_config) -> None:
-    """Collective: every rank writes its DeepSpeed shards into a fresh local dir and reports it."""
+    """Collective: every rank writes its DeepSpeed shards into a fresh local dir, its manifest last, and
+    reports it."""
     import ray.train
 
     with tempfile.TemporaryDirectory(prefix="unispeech-ckpt-") as d:
@@ -63,32 +90,113 @@ def save_and_report(engine, state: TrainState, metrics: dict[str, float], model_
         if engine.global_rank == 0:
             Path(d, STATE_FILE).write_text(json.dumps(dataclasses.asdict(state), indent=1))
             model_config.save_pretrained(d)
+        write_manifest(d, engine.global_rank, _world_size(), state.step)
         ray.train.report(
             {**metrics, "step": state.step},
             checkpoint=ray.train.Checkpoint.from_directory(d),
-            checkpoint_dir_name=RunLayout.checkpoint_dir_name(state.step),
+            checkpoint_dir_name=RunLayout.checkpoint_dir_name(state.step, state.lineage),
         )
 
 
-def restore(engine) -> TrainState | None:
-    """Load the latest reported checkpoint (after a worker failure or --resume), or None on a fresh start."""
+def restore(engine, *, say: Callable[[str], None] | None = None) -> TrainState | None:
+    """Load the newest trustworthy checkpoint (after a worker failure or --resume), or None on a fresh start.
+
+    Candidates are Ray's latest checkpoint, then the run's older checkpoint directories, newest first. One that
+    fails verification or loading is skipped with a warning (``say``: rank 0's console line); when none is left,
+    CheckpointRestoreError names every one and why. Collective: all ranks load the same checkpoint."""
     import ray.train
 
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None:
+    latest = ray.train.get_checkpoint()
+    if latest is None:
         return None
-    with ckpt.as_directory() as d:
-        path, _ = engine.load_checkpoint(d, tag=TAG, load_lr_scheduler_states=False)
-        if path is None:
-            raise RuntimeError(f"DeepSpeed found no loadable checkpoint in {d}")
-        return TrainState.from_dict(json.loads(Path(d, STATE_FILE).read_text()))
+    install_weights_only_loads(engine)
+    rank0 = engine.global_rank == 0
+    paths, next_lineage = all_gather_items([_restore_candidates(latest)])[0]  # rank 0's listing, on every rank
+
+    def warn(line: str) -> None:
+        if rank0:
+            log.warning(line)
+            if say is not None:
+                say(f"WARNING: {line}")
+
+    skipped: list[str] = []
+    for path in paths:
+        name = posixpath.basename(path)
+        ckpt = latest if path == latest.path.rstrip("/") else ray.train.Checkpoint(path, filesystem=latest.filesystem)
+        with ckpt.as_directory() as d:
+            problem, state = _agreed(*_check(d))
+            if problem is None:
+                problem, _ = _agreed(_load(engine, d))
+        if problem is None and state is not None:
+            if skipped:
+                state.lineage = max(state.lineage + 1, next_lineage)
+                warn(f"restored from the previous checkpoint {name} (update {state.step}), {len(skipped)} newer "
+                     f"one(s) skipped; next checkpoints are saved as {CHECKPOINT_PREFIX}NNNNNNNN-r{state.lineage}")
+            return state
+        skipped.append(f"{name}: {problem}")
+        warn(f"checkpoint {name} skipped: {problem}")
+    raise CheckpointRestoreError(f"no usable checkpoint in {posixpath.dirname(paths[0])}: " + "; ".join(skipped))
+
+
+def _restore_candidates(latest) -> tuple[list[str], int]:
+    """Checkpoint paths to try, newest first: Ray's latest, then the run's other checkpoint directories of no
+    later step (a later one was never registered: an interrupted upload). Also the next unused lineage."""
+    from pyarrow.fs import FileSelector, FileType
+
+    latest_path = latest.path.rstrip("/")
+    parent, latest_name = posixpath.split(latest_path)
+    top = RunLayout.parse_checkpoint_dir_name(latest_name)
+    try:
+        entries = latest.filesystem.get_file_info(FileSelector(parent))
+    except OSError as e:
+        log.warning("cannot list %s (%s): only the latest checkpoint is a candidate", parent, e)
+        return [latest_path], (top[1] + 1 if top else 1)
+    found = {e.base_name: RunLayout.parse_checkpoint_dir_name(e.base_name)
+             for e in entries if e.type == FileType.Directory}
+    keys = {n: k for n, k in found.items() if k is not None}
+    next_lineage = max((k[1] for k in keys.values()), default=0) + 1
+    older = sorted(((k, n) for n, k in keys.items() if n != latest_name and top is not None and k[0] <= top[0]),
+                   reverse=True)
+    return [latest_path, *(posixpath.join(parent, n) for _, n in older)], next_lineage
+
+
+def _check(directory: str) -> tuple[str | None, TrainState | None]:
+    """This rank's verdict on a checkpoint directory: (why not, None) or (None, its TrainState)."""
+    problem = verify_checkpoint(directory)
+    if problem is not None:
+        return problem, None
+    try:
+        return None, TrainState.from_dict(json.loads(Path(directory, STATE_FILE).read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        return f"{STATE_FILE} is unreadable ({e})", None
+
+
+def _load(engine, directory: str) -> str | None:
+    """Load the DeepSpeed state (weights_only unpickling); why it failed, or None."""
+    try:
+        path, _ = engine.load_checkpoint(directory, tag=TAG, load_lr_scheduler_states=False)
+    except Exception as e:  # any failure makes the checkpoint unusable; the next one is tried
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        return f"DeepSpeed could not load it ({type(e).__name__}: {first})"
+    return None if path is not None else f"DeepSpeed found no loadable checkpoint under tag {TAG!r}"
+
+
+def _agreed(problem: str | None, state: Any = None) -> tuple[str | None, Any]:
+    """Collective: the first rank's problem (if any rank has one), so every rank decides alike."""
+    problems = all_gather_items([problem])
+    bad = [(r, p) for r, p in enumerate(problems) if p is not None]
+    if not bad:
+        return None, state
+    r, p = bad[0]
+    return (p if r == 0 else f"rank {r}: {p}"), None
 
 
 def export_model(engine, out_dir: str, tokenizer=None) -> None:
     """Consolidated transformers-format model (config.json, model.safetensors, vocab.json) written by rank 0.
 
-    Collective under ZeRO-3 (parameters are gathered on every rank first). Written to a temporary sibling and
-    renamed, so `out_dir` is complete or absent.
+    Collective under ZeRO-3 (parameters are gathered on every rank first). Written to a temporary sibling,
+    fsynced and swapped in (old aside, new in, old removed: `swap_dir`), so `out_dir` holds the old or the new
+    model, never a mix.
     """
     import deepspeed
 
@@ -109,8 +217,7 @@ def export_model(engine, out_dir: str, tokenizer=None) -> None:
             module.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save(tmp)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp, out_dir)
+        swap_dir(tmp, out_dir)
 
 
 def resolve_model_dir(src: str) -> str:

@@ -14,6 +14,7 @@ from torch import nn
 
 from unispeech_platform.config.sections import OptimSection, TrainSection
 from unispeech_platform.runtime.hardware import Precision
+from unispeech_platform.train.safe_load import install_weights_only_loads
 
 
 def autocast(precision: Precision, use_gpu: bool) -> torch.autocast:
@@ -91,6 +92,7 @@ def build_engine(model: nn.Module, train: TrainSection, optim: OptimSection, wor
         config=deepspeed_config(train, optim, world_size, precision),
         dist_init_required=False,
     )
+    install_weights_only_loads(engine)  # load_checkpoint never unpickles arbitrary objects (docs/training.md#checkpoints)
     return engine
 
 

@@ -63,7 +63,7 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
     task = task_for_job(job, args.model, tokenizer)
     engine = build_engine(task.build_model(), train, job.optim, world, choice.precision)
     amp = autocast(choice.precision, bool(train.use_gpu))
-    state = restore(engine) or TrainState(run_id=args.run_id)
+    state = restore(engine, say=say) or TrainState(run_id=args.run_id)
     engine.train()  # from_pretrained returns eval mode: dropout, SpecAugment and replace mixing are train-only
     torch.manual_seed(train.seed + 7919 * rank + state.step)
     tracker = make_tracker(args.tracking_uri if rank == 0 else None, state.run_id)

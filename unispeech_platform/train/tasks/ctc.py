@@ -38,8 +38,8 @@ class CTCTask:
     def build_model(self) -> nn.Module:
         cls = self.model_class()
         src = self.finetune.init_from
-        if src:  # a pretrained or fine-tuned model: the encoder is reused, a missing head starts fresh
-            model = cls.from_pretrained(resolve_model_dir(src), **self.model_overrides)
+        if src:  # a pretrained or fine-tuned model: the encoder must match exactly, a missing head starts fresh
+            model = cls.from_pretrained(resolve_model_dir(src), allow_new_head=True, **self.model_overrides)
         else:
             model = cls(UniSpeechConfig(**self.model_overrides))
         if self.finetune.freeze_feature_encoder:
