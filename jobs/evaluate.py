@@ -3,7 +3,9 @@
     python -m jobs.evaluate --config configs/evaluate_tiny.yaml --set evaluate.model_path=runs/tiny-finetune
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.evaluate --config ...
 
-A missing or corrupt model path exits with status 3 and a message naming it, before Ray starts.
+A missing or corrupt model (also a config.json with a wrong type or an out-of-range value) or an unusable corpus
+(wrong data.path, missing split, a garbage Parquet part) exits with status 3 and one line naming the file, before
+Ray starts.
 """
 
 from __future__ import annotations

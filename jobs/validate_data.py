@@ -2,7 +2,8 @@
 
     python -m jobs.validate_data data/synth [--vocab data/synth/vocab.json] [--report bad_rows.json]
 
-Exit status: 0 all rows valid, 1 bad rows found (each listed with id, reason and file), 2 layout/schema error.
+Exit status: 0 all rows valid, 1 bad rows found (each listed with id, reason and file), 2 layout/schema error
+(found before Ray starts).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import json
 import sys
 
-from unispeech_platform.data.schema import CorpusError
+from unispeech_platform.data.schema import CorpusError, scan_corpus
 from unispeech_platform.data.summary import print_table
 from unispeech_platform.data.validate import report_lines, validate_corpus
 
@@ -32,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     from unispeech_platform.config import RaySection
     from unispeech_platform.runtime.ray_session import connect_ray
 
-    connect_ray(RaySection(local_num_cpus=a.num_cpus))  # RAY_ADDRESS (e.g. `ray job submit`) or a private local Ray
     try:
+        scan_corpus(a.root)  # layout and every footer's schema before Ray starts
+        connect_ray(RaySection(local_num_cpus=a.num_cpus))  # RAY_ADDRESS (e.g. `ray job submit`) or a local Ray
         report = validate_corpus(a.root, a.vocab)
     except CorpusError as e:
         print(f"ERROR: {e}", file=sys.stderr)
