@@ -230,3 +230,17 @@ def test_export_dir_that_is_not_a_model_is_refused(corpus, tmp_path, capsys):
             f"checkpoint.export_dir={precious.parent}")])
     assert exc.value.code == 3 and "checkpoint.export_dir" in _one_line(capsys.readouterr().err)
     assert precious.read_text() == "keep me"
+
+
+def test_lid_with_a_wrong_data_path_exits_3(tmp_path, capsys):
+    """jobs.lid reads the corpus languages before anything else: a wrong path is one line, not a traceback."""
+    import ray
+
+    import jobs.lid
+
+    with pytest.raises(SystemExit) as exc:
+        jobs.lid.main(["--config", "configs/lid_tiny.yaml", *_sets(
+            f"data.path={tmp_path / 'nowhere'}", f"checkpoint.storage_path={tmp_path / 'runs'}",
+            "tracking.enabled=false")])
+    assert exc.value.code == 3 and str(tmp_path / "nowhere") in _one_line(capsys.readouterr().err)
+    assert not ray.is_initialized()
