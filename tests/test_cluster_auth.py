@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -167,3 +168,76 @@ def test_stop_leaves_no_process_of_the_cluster(cluster):
     assert _pids_with(RUN_ID, cluster["run_id"]) == []
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", int(cluster["env"]["RAY_HEAD_PORT"]))) != 0, "the GCS still listens"
+
+
+# The cluster manifests cannot start here (AWS, Kubernetes); what they promise is checked on the files themselves.
+
+def _yaml(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "cluster" / name).read_text())
+
+
+def test_launcher_binds_the_dashboard_privately_and_provisions_the_token():
+    cfg = _yaml("gpu-cluster.yaml")
+    head = " ".join(cfg["head_start_ray_commands"])
+    assert "--dashboard-host=$(cat ~/head_private_ip)" in head and "0.0.0.0" not in head
+    starts = [c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"] if " start " in c]
+    assert len(starts) == 2 and all(c.startswith("RAY_AUTH_MODE=token ") for c in starts)
+    assert cfg["file_mounts"] == {"~/.ray/auth_token": "~/.ray/unispeech-gpu.auth_token"}  # head and every worker
+    assert "chmod 600 ~/.ray/auth_token" in " ".join(cfg["setup_commands"])
+    pip = next(c for c in cfg["setup_commands"] if "pip install" in c)
+    packages = re.findall(r'"([^"]+)"', pip)
+    assert len(packages) == 5 and all("==" in p for p in packages), packages
+
+
+def test_kuberay_job_pins_images_takes_the_token_from_a_secret_and_retries():
+    job = _yaml("kuberay-rayjob.yaml")["spec"]
+    cluster = job["rayClusterSpec"]
+    assert job["backoffLimit"] > 0
+    assert cluster["authOptions"] == {"mode": "token", "secretName": "unispeech-ray-auth"}
+    pods = [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]
+    images = [c["image"] for p in pods for c in p["template"]["spec"]["containers"]]
+    assert images and all(re.search(r":\d[\w.-]*$|@sha256:[0-9a-f]{64}$", i) for i in images), images
+    envs = [e for p in pods for c in p["template"]["spec"]["containers"] for e in c.get("env", [])]
+    assert all("value" not in e for e in envs if "PASSWORD" in e["name"]), "a password inline instead of a Secret"
+
+
+def test_kuberay_entrypoint_resumes_when_the_run_directory_exists(tmp_path):
+    """The entrypoint as KubeRay runs it (pasted into the submitter's shell line, re-joined by `ray job submit`,
+    run by the job supervisor's shell) starts fresh, then passes --resume once the run directory exists; the
+    arguments parse as a real jobs.pretrain command line whose run directory is the one the entrypoint checks."""
+    import json
+
+    from jobs import pretrain
+    from unispeech_platform.config import PretrainJobConfig
+    from unispeech_platform.runtime.cli import parse_job_args
+    from unispeech_platform.runtime.layout import RunLayout
+
+    entrypoint = _yaml("kuberay-rayjob.yaml")["spec"]["entrypoint"]
+    run_dir = re.search(r"RUN_DIR=(\S+);", entrypoint).group(1)
+    local_run_dir = tmp_path / "runs" / "unispeech-large"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ray").write_text(  # `ray job submit ... -- ENTRYPOINT`: what Ray's CLI hands to the supervisor
+        f"#!{sys.executable}\nimport shlex, sys\na = sys.argv[1:]\nprint(shlex.join(a[a.index('--') + 1:]))\n")
+    (bin_dir / "python").write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+    def job_argv() -> list[str]:
+        submitter_line = f"ray job submit --address http://head:8265 --no-wait -- {entrypoint} ;"
+        submitted = subprocess.run(["sh", "-c", submitter_line], env=env, capture_output=True, text=True, check=True)
+        command = submitted.stdout.strip().replace(run_dir, str(local_run_dir))
+        ran = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, check=True)
+        argv = json.loads(ran.stdout)
+        assert argv[:2] == ["-m", "jobs.pretrain"], argv
+        return argv[2:]
+
+    fresh = job_argv()
+    local_run_dir.mkdir(parents=True)
+    retried = job_argv()
+    assert "--resume" not in fresh and retried == [*fresh, "--resume"]
+    cfg, ns = parse_job_args(pretrain.__doc__, PretrainJobConfig, retried)
+    assert ns.resume and RunLayout.of(cfg.checkpoint).run_dir == run_dir
