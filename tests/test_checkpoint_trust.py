@@ -135,7 +135,7 @@ def process_group():
                 os.environ[k] = v
 
 
-def _engine(stage: int):
+def _engine(stage: int, precision: str = "fp32"):
     import deepspeed
     from torch import nn
 
@@ -147,6 +147,8 @@ def _engine(stage: int):
     model = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Linear(16, 2))
     train = TrainSection(zero_stage=stage, use_gpu=False, grad_accum_steps=1)
     cfg = deepspeed_config(train, OptimSection(), world_size=1)
+    if precision == "bf16":  # DeepSpeed's bf16 mode (the GPU path's); runs on CPU too. fp16 needs a GPU.
+        cfg["bf16"] = {"enabled": True}
     engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, 0.01), config=cfg,
                                       dist_init_required=False)
     install_weights_only_loads(engine)
@@ -154,22 +156,25 @@ def _engine(stage: int):
 
 
 def _step(engine):
-    loss = engine(torch.linspace(-1, 1, 32).reshape(4, 8)).pow(2).mean()
+    dtype = next(engine.module.parameters()).dtype
+    loss = engine(torch.linspace(-1, 1, 32).reshape(4, 8).to(dtype)).float().pow(2).mean()
     engine.backward(loss)
     engine.step()
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
-def test_deepspeed_checkpoints_of_every_zero_stage_verify_and_load_weights_only(tmp_path, process_group, stage):
+def test_deepspeed_checkpoints_of_every_zero_stage_verify_and_load_weights_only(tmp_path, process_group, stage,
+                                                                                  precision):
     from unispeech_platform.train.checkpoint import TAG
     from unispeech_platform.train.manifest import verify_checkpoint, write_manifest
 
-    engine = _engine(stage)
+    engine = _engine(stage, precision)
     _step(engine)
     engine.save_checkpoint(str(tmp_path), tag=TAG)
     write_manifest(tmp_path, rank=0, world_size=1, step=1)
     assert verify_checkpoint(tmp_path) is None
-    fresh = _engine(stage)
+    fresh = _engine(stage, precision)
     path, _ = fresh.load_checkpoint(str(tmp_path), tag=TAG, load_lr_scheduler_states=False)
     assert path is not None
     _step(engine), _step(fresh)  # same state => same update (optimizer moments were restored too)

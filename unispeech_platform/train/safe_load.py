@@ -3,9 +3,10 @@
 DeepSpeed's TorchCheckpointEngine calls ``torch.load(..., weights_only=False)``: a ``__reduce__`` payload in a
 checkpoint would run on every rank that restores (anyone who can write to ``storage_path`` could run code on every
 node). We load with torch's ``weights_only=True`` unpickler instead, allowing only the few DeepSpeed classes its
-own checkpoints contain (found by listing the pickled globals of ZeRO 0-3 checkpoints; the test suite loads every
-stage through this path, see tests/test_checkpoint_trust.py). Anything else is refused with one line naming the
-file and the object it wanted to build.
+own checkpoints contain (found by listing the pickled globals of ZeRO 0-3 checkpoints in fp32 and bf16; the test
+suite loads each of them through this path, see tests/test_checkpoint_trust.py; fp16's DynamicLossScaler needs a
+GPU and is allowed from DeepSpeed's source). Anything else is refused with one line naming the file and the object
+it wanted to build.
 """
 
 from __future__ import annotations
