@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 
+from unispeech_core import UniSpeechModel
 from unispeech_core.config import CONFIG_NAME
 from unispeech_platform.config.model import check_model_json
 from unispeech_platform.runtime.errors import JobSetupError
@@ -18,7 +19,8 @@ from unispeech_platform.train.checkpoint import resolve_model_dir
 
 def check_init_model(init_from: str) -> str:
     """finetune.init_from: the model directory it names, whose config.json follows the ``model:`` section's
-    rules (typed, ranged; config/model.py). Returns the directory."""
+    rules (typed, ranged; config/model.py) and whose encoder weights fit that config (strict, as the workers'
+    from_pretrained loads them). Returns the directory."""
     try:
         model_dir = resolve_model_dir(init_from)
     except FileNotFoundError as e:
@@ -32,17 +34,21 @@ def check_init_model(init_from: str) -> str:
         check_model_json(raw)
     except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
         raise JobSetupError(f"finetune.init_from: {path}: not a valid UniSpeech config: {e}") from None
+    try:  # the encoder's weights must fit that config (heads may differ): names and shapes, no tensor read
+        UniSpeechModel.check_pretrained(model_dir, allow_new_head=True)
+    except (OSError, ValueError) as e:  # WeightsMismatchError is a ValueError
+        raise JobSetupError(f"finetune.init_from: {e}") from None
     return model_dir
 
 
 def check_export_dirs(layout: RunLayout) -> None:
     """A user-chosen checkpoint.export_dir is replaced by every export (with its _best/_ctchead siblings and
-    their .tmp staging dirs): refuse one that holds something other than a model, so a path such as ``/`` or a
-    home directory is never swapped out. The default exports live inside the run directory, which is ours."""
+    their .tmp staging and .old swap dirs): refuse one that holds something other than a model, so a path such as
+    ``/`` or a home directory is never swapped out. The default exports live inside the run directory, ours."""
     if not layout.export_override:
         return
     for path in (layout.export_dir, layout.best_export_dir, layout.ctc_head_export_dir):
-        for candidate in (path, path + ".tmp"):
+        for candidate in (path, path + ".tmp", path + ".old"):
             if os.path.isdir(candidate) and os.listdir(candidate) and not os.path.isfile(
                     os.path.join(candidate, CONFIG_NAME)):
                 raise JobSetupError(
