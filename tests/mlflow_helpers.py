@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,14 +18,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_mlflow(uri: str, log: Path, artifacts: Path | None = None):
-    """`mlflow server` on 127.0.0.1 (a free port); returns (process, base url) once /health answers. Artifacts go to
-    ``artifacts`` (default: the server's ./mlartifacts)."""
-    port = _free_port()
+def serve_mlflow(uri: str, log: Path, artifacts: Path | None = None, port: int | None = None):
+    """`mlflow server` on 127.0.0.1 (``port``, default a free one); returns (process, base url) once /health
+    answers. Artifacts go to ``artifacts`` (default: the server's ./mlartifacts)."""
+    port = port or _free_port()
     extra = ["--artifacts-destination", str(artifacts)] if artifacts else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1", *extra], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+         "--port", str(port), "--workers", "1", *extra], stdout=open(log, "a"), stderr=subprocess.STDOUT,
+        start_new_session=True)  # its own process group: `mlflow server` runs uvicorn in a child (kill_mlflow)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
@@ -35,3 +38,12 @@ def serve_mlflow(uri: str, log: Path, artifacts: Path | None = None):
             time.sleep(0.5)
     proc.terminate()
     raise TimeoutError(f"mlflow server did not answer on {url}")
+
+
+def kill_mlflow(proc: subprocess.Popen) -> None:
+    """SIGKILL the server and its uvicorn child (killing only the `mlflow server` process leaves the child serving)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)

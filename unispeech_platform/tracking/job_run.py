@@ -1,45 +1,73 @@
 """A training job's MLflow run, driver side: open (or reopen with --resume), record the resolved config and
-environment at the start, upload the model, vocabulary and loss plot and close it at the end."""
+environment at the start, upload the model, vocabulary and loss plot and close it at the end.
+
+Once the run is open everything is best effort (tracking.best_effort): an outage spools to ``spool`` (the run's
+spool file, tracking.spool_path) and never fails the job. Opening the run is not: a job that cannot open its run
+fails at the start (TrackingError, exit 3), like the reachability check before it."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
+from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.config.sections import TrackingSection
-from unispeech_platform.tracking.plots import loss_plot
+from unispeech_platform.tracking.best_effort import BestEffortStore
+from unispeech_platform.tracking.plots import PLOTTED
+from unispeech_platform.tracking.retry import with_retries
+from unispeech_platform.tracking.spool import Spool
 from unispeech_platform.tracking.store import RunStore
+from unispeech_platform.tracking.uri import TrackingError
 
-PLOTTED = ("loss", "ctc_loss", "contrastive_loss", "dev_loss")
-
-
-def open_run(uri: str, section: TrackingSection, job_name: str, *, resume: bool) -> str:
-    """Create the job's run, or with resume reopen the newest run of this job name (same run id)."""
-    return RunStore(uri).open_job_run(section.experiment, job_name, section.run_name, resume=resume)
+__all__ = ["PLOTTED", "log_job_end", "log_job_start", "metric_history", "open_run"]
+Warn = Callable[[str], None] | None
 
 
-def log_job_start(uri: str, run_id: str, params: dict[str, Any], tags: dict[str, str], config_yaml: str) -> None:
+def open_run(uri: str, section: TrackingSection, job_name: str, *, resume: bool, spool: str | None = None,
+             warn: Warn = None) -> str:
+    """Create the job's run, or with resume reopen the newest run of this job name (same run id). What an earlier
+    start left in ``spool`` is replayed first (before the reopen: a spooled end must not close the reopened run)."""
+    pending = BestEffortStore(uri, Spool(spool), warn=warn)
+    if not pending.flush(force=True):
+        raise TrackingError(f"MLflow {redact_uri(uri)}: the records spooled in {spool} by an earlier start cannot "
+                            "be replayed; the server stopped answering (start it and run again)")
+    try:
+        return with_retries(
+            lambda: RunStore(uri).open_job_run(section.experiment, job_name, section.run_name, resume=resume))
+    except Exception as e:
+        raise TrackingError(f"cannot open the MLflow run of {job_name} in {redact_uri(uri)}: "
+                            f"{redact_uri(str(e))[:300]}") from None
+
+
+def log_job_start(uri: str, run_id: str, params: dict[str, Any], tags: dict[str, str], config_yaml: str, *,
+                  spool: str | None = None, warn: Warn = None) -> None:
     """Full resolved config as params (flattened) and as an artifact, plus environment tags."""
-    store = RunStore(uri)
+    store = BestEffortStore(uri, Spool(spool), warn=warn)
+    store.flush(force=True)
+    if run_id in store.replayed_ends:  # an earlier start's end, replayed only now (e.g. a resumed sweep trial)
+        store.reopen(run_id)
     store.log_params(run_id, params)
     store.set_tags(run_id, tags)
     store.log_text(run_id, config_yaml, "config/resolved.yaml")
 
 
 def log_job_end(
-    uri: str, run_id: str, *, status: str, artifact_dirs: dict[str, str | None], vocab: str | None = None
+    uri: str, run_id: str, *, status: str, artifact_dirs: dict[str, str | None], vocab: str | None = None,
+    spool: str | None = None, warn: Warn = None,
 ) -> None:
-    """Upload artifact directories (model), the vocabulary, the loss plot, and close the run."""
-    store = RunStore(uri)
+    """Upload artifact directories (model), the vocabulary, the loss plot, and close the run. Never raises because
+    of the server: what cannot be sent stays in the spool, and a warning says so."""
+    store = BestEffortStore(uri, Spool(spool), warn=warn)
+    store.flush(force=True)
     for artifact_path, local in artifact_dirs.items():
         if local and os.path.isdir(local):
             store.log_artifacts(run_id, local, artifact_path)
     if vocab and os.path.isfile(vocab):
-        store.log_artifact(run_id, vocab, "vocab")
-    png = loss_plot({k: points for k in PLOTTED if (points := store.metric_history(run_id, k))})
-    if png is not None:
-        store.log_artifact(run_id, png, "plots")
-    store.finish(run_id, status)
+        store.log_artifacts(run_id, vocab, "vocab")
+    store.end(run_id, status)
+    if line := store.pending_line():
+        store.warn(line)
 
 
 def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:

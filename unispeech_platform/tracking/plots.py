@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import tempfile
 
+PLOTTED = ("loss", "ctc_loss", "contrastive_loss", "dev_loss")
+"""The curves of a training run's loss plot."""
+
 
 def loss_plot(curves: dict[str, list[tuple[int, float]]]) -> str | None:
     """PNG path of the given (step, value) curves on one axis, or None when there is nothing to plot."""

@@ -117,6 +117,21 @@ class RunStore:
         for i in range(0, len(batch), METRIC_BATCH):
             self.client.log_batch(run_id, metrics=batch[i : i + METRIC_BATCH])
 
+    def log_metric_points(self, run_id: str, points: list[tuple[int, dict[str, float]]]) -> None:
+        """Metrics of several steps in as few requests as possible (finite values only)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for step, metrics in points for k, v in metrics.items()
+                 if v is not None and math.isfinite(v)]
+        for i in range(0, len(batch), METRIC_BATCH):
+            self.client.log_batch(run_id, metrics=batch[i : i + METRIC_BATCH])
+
+    def latest_steps(self, run_id: str) -> dict[str, int]:
+        """The highest step stored for each metric key of the run, in one request (MLflow keeps each key's latest
+        metric as the max of (step, timestamp, value), and get_run returns it with its step)."""
+        return {m.key: m.step for m in self.client.get_run(run_id).data.to_proto().metrics}
+
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
-from unispeech_platform.tracking.store import RunStore
+from unispeech_platform.tracking.best_effort import BestEffortStore
+from unispeech_platform.tracking.spool import Spool
 
 
 class Tracker(Protocol):
@@ -28,24 +30,35 @@ class NullTracker:
 
 
 class MLflowTracker:
-    """Rank-0 tracker bound to an existing run. Steps at or below the highest step stored before this tracker
-    opened the run are dropped, so a worker group restored from an older checkpoint does not log a step twice
-    (no gaps either: those steps were logged by the previous attempt)."""
+    """Rank-0 tracker bound to an existing run; best effort (tracking.best_effort): it never raises because the
+    server is away, it spools to ``spool`` (a file path; None = memory only) and replays.
 
-    def __init__(self, uri: str, run_id: str, watermark_key: str = "loss"):
-        self.store = RunStore(uri)
+    Constructing it replays what an earlier attempt left in the spool. Steps at or below the highest step already
+    recorded for the run (in the store, or in the spool while the store is away) are dropped, so a worker group
+    restored from an older checkpoint does not log a step twice (no gaps either: the previous attempt logged
+    them)."""
+
+    def __init__(self, uri: str, run_id: str, watermark_key: str = "loss", *, spool: str | None = None,
+                 warn: Callable[[str], None] | None = None):
+        self.store = BestEffortStore(uri, Spool(spool), warn=warn)
         self.run_id = run_id
-        self.watermark = max((step for step, _ in self.store.metric_history(run_id, watermark_key)), default=-1)
+        self.store.flush(force=True)
+        self.watermark = self.store.max_step(run_id, watermark_key)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if step <= self.watermark:  # replayed after a restore: already in the store
+        if step <= self.watermark:  # replayed after a restore: already recorded
             return
         self.store.log_metrics(self.run_id, metrics, step)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.store.set_tags(self.run_id, tags)
 
+    def pending_line(self) -> str | None:
+        """A warning naming what is still spooled, or None."""
+        return self.store.pending_line()
 
-def make_tracker(uri: str | None, run_id: str | None) -> Tracker:
+
+def make_tracker(uri: str | None, run_id: str | None, *, spool: str | None = None,
+                 warn: Callable[[str], None] | None = None) -> Tracker:
     """MLflow when a store and a run are known, else the no-op."""
-    return MLflowTracker(uri, run_id) if uri and run_id else NullTracker()
+    return MLflowTracker(uri, run_id, spool=spool, warn=warn) if uri and run_id else NullTracker()

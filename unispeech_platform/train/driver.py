@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, loggable_params, to_yaml
+from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.runtime.console import ConsoleLines
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.layout import RunLayout
@@ -23,7 +24,14 @@ from unispeech_platform.runtime.ray_session import (
     connect_ray,
     decide_use_gpu,
 )
-from unispeech_platform.tracking import checked_tracking_uri, log_job_end, log_job_start, open_run, run_line
+from unispeech_platform.tracking import (
+    checked_tracking_uri,
+    log_job_end,
+    log_job_start,
+    open_run,
+    run_line,
+    spool_path,
+)
 from unispeech_platform.train.loop import train_loop_per_worker
 from unispeech_platform.train.worker_args import WorkerArgs
 
@@ -174,9 +182,10 @@ def run_training(
     except CorpusError as e:
         log.warning("no dev split (%s): evaluation is skipped", e)
 
+    spool = spool_path(layout)  # tracking records that could not reach MLflow (docs/training.md#tracking-outages)
     if uri is not None:
-        run_id = run_id or open_run(uri, job.tracking, job.checkpoint.name, resume=resume)
-        log_job_start(uri, run_id, loggable_params(job), _version_tags(job), to_yaml(job))
+        run_id = run_id or open_run(uri, job.tracking, job.checkpoint.name, resume=resume, spool=spool)
+        log_job_start(uri, run_id, loggable_params(job), _version_tags(job), to_yaml(job), spool=spool)
 
     console = ConsoleLines()
     args = WorkerArgs(job, overrides, vocab, layout, uri, run_id, console.queue)
@@ -212,7 +221,11 @@ def run_training(
     finally:
         if uri is not None and run_id is not None:
             artifacts = {"model": export_dir if job.tracking.log_model else None}
-            log_job_end(uri, run_id, status=status, artifact_dirs=artifacts, vocab=vocab)
+            try:  # best effort: a tracking failure here must not turn a finished run into a failed one
+                log_job_end(uri, run_id, status=status, artifact_dirs=artifacts, vocab=vocab, spool=spool)
+            except Exception as e:
+                print(f"WARNING: recording the end of MLflow run {run_id} failed: {type(e).__name__}: "
+                      f"{redact_uri(str(e))[:300]}", flush=True)
     ckpt = result.checkpoint.path if result.checkpoint else None
     return JobResult(layout, run_id, uri, dict(result.metrics or {}), ckpt)
 

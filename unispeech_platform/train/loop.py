@@ -24,7 +24,7 @@ from unispeech_platform.runtime.hardware import (
     resolve_precision,
     threads_per_worker,
 )
-from unispeech_platform.tracking import make_tracker
+from unispeech_platform.tracking import make_tracker, spool_path
 from unispeech_platform.train.batches import LockstepBatches, lockstep
 from unispeech_platform.train.checkpoint import TrainState, export_model, restore, save_and_report
 from unispeech_platform.train.engine import autocast, build_engine, grad_norm, set_lr, state_memory_mb
@@ -66,7 +66,8 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
     state = restore(engine, say=say) or TrainState(run_id=args.run_id)
     engine.train()  # from_pretrained returns eval mode: dropout, SpecAugment and replace mixing are train-only
     torch.manual_seed(train.seed + 7919 * rank + state.step)
-    tracker = make_tracker(args.tracking_uri if rank == 0 else None, state.run_id)
+    tracker = make_tracker(args.tracking_uri if rank == 0 else None, state.run_id,
+                           spool=spool_path(args.layout), warn=say)  # best effort: docs/training.md#tracking-outages
     say(_tag_placement(tracker, job.task))
     tracker.set_tags({**choice.as_tags(), "hardware": facts.describe(), "device": str(device),
                       "threads_per_worker": str(threads)})

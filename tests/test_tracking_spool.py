@@ -1,0 +1,113 @@
+"""The tracking spool and best-effort store without Ray or a server: records spooled while MLflow is unreachable
+(an http URI nobody listens on) are kept on disk, survive a torn line, and replay into a real store in order,
+once, even when the replay itself is repeated."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from unispeech_platform.config import TrackingSection
+from unispeech_platform.runtime.layout import RunLayout
+from unispeech_platform.tracking import (
+    BestEffortStore,
+    MLflowTracker,
+    Spool,
+    metric_history,
+    open_run,
+    read_records,
+    retry,
+    spool_path,
+)
+
+
+@pytest.fixture
+def dead_uri(monkeypatch):
+    """An MLflow server URI nobody listens on, with MLflow's own retries off so a refused call is quick."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setattr(retry, "PAUSE_S", 0.05)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://u:pw@127.0.0.1:{port}"
+
+
+def test_spool_is_append_only_and_remembers_what_was_replayed(tmp_path):
+    path = str(tmp_path / "run" / "mlflow_spool.jsonl")
+    spool = Spool(path)
+    for step in (1, 2, 3):
+        spool.append({"run_id": "r", "kind": "metrics", "step": step, "metrics": {"loss": float(step)}})
+    spool.mark_replayed(1)
+    with open(path, "a") as f:
+        f.write('{"seq": 4, "run_id": "r", "ki')  # a crash mid-write
+    again = Spool(path)
+    assert [r["step"] for r in again.pending] == [2, 3]
+    assert again.max_step("r", "loss") == 3 and again.max_step("r", "other") == -1
+    again.append({"run_id": "r", "kind": "tags", "tags": {"a": "b"}})
+    everything, pending = read_records(path)
+    assert [r["seq"] for r in everything] == [1, 2, 3, 4] and [r["seq"] for r in pending] == [2, 3, 4]
+    assert all(json.loads(line) for line in open(path) if not line.startswith('{"seq": 4, "run_id": "r", "ki'))
+
+
+def test_spool_path_is_in_the_run_dir_or_on_local_disk_for_remote_storage(tmp_path, monkeypatch):
+    assert spool_path(RunLayout(str(tmp_path), "job")) == f"{tmp_path}/job/mlflow_spool.jsonl"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    remote = spool_path(RunLayout("s3://bucket/runs", "job"))
+    assert remote.startswith(f"{tmp_path}/cache/unispeech/tracking-spool/job-") and remote.endswith(".jsonl")
+
+
+def test_unreachable_store_spools_and_replays_once_in_order(tmp_path, dead_uri):
+    sqlite = f"sqlite:///{tmp_path}/mlflow.db"
+    run_id = open_run(sqlite, TrackingSection(experiment="t"), "job", resume=False)
+    path = str(tmp_path / "spool.jsonl")
+    lines: list[str] = []
+    down = BestEffortStore(dead_uri, Spool(path), warn=lines.append)
+    for step in (1, 2, 3):
+        down.log_metrics(run_id, {"loss": 10.0 - step, "nan": float("nan")}, step)  # never raises
+    down.log_params(run_id, {"train.max_steps": 3})
+    down.set_tags(run_id, {"zero_stage": "2"})
+    down.end(run_id, "FINISHED")
+    assert [r["kind"] for r in down.spool.pending] == ["metrics"] * 3 + ["params", "tags", "end"]
+    assert any("spooling tracking records to " + path in line for line in lines)
+    assert "6 record(s)" in down.pending_line() and path in down.pending_line()
+    assert not [line for line in lines if "pw" in line]  # the login never reaches a warning
+
+    up = BestEffortStore(sqlite, Spool(path), warn=lines.append)  # the next start: the store answers
+    assert up.flush(force=True) and not up.spool.pending
+    assert metric_history(sqlite, run_id, "loss") == [(1, 9.0), (2, 8.0), (3, 7.0)]
+    run = up.store.run(run_id)
+    assert run.data.params["train.max_steps"] == "3" and run.data.tags["zero_stage"] == "2"
+    assert run.info.status == "FINISHED"
+    assert BestEffortStore(sqlite, Spool(path)).spool.pending == []  # the replay position is on disk
+
+    (tmp_path / "spool.jsonl.replayed").unlink()  # a crash after the store took the records, before the marker
+    assert BestEffortStore(sqlite, Spool(path), warn=lines.append).flush(force=True)
+    assert [s for s, _ in metric_history(sqlite, run_id, "loss")] == [1, 2, 3]  # no duplicates
+
+
+def test_tracker_watermark_comes_from_the_spool_while_the_store_is_away(tmp_path, dead_uri):
+    path = str(tmp_path / "spool.jsonl")
+    first = MLflowTracker(dead_uri, "run-x", spool=path, warn=lambda line: None)
+    for step in (1, 2, 3, 4):
+        first.log_metrics({"loss": 1.0}, step)
+    restarted = MLflowTracker(dead_uri, "run-x", spool=path, warn=lambda line: None)  # restored from step 2
+    assert restarted.watermark == 4
+    for step in (3, 4, 5):
+        restarted.log_metrics({"loss": 2.0}, step)
+    assert [r["step"] for r in Spool(path).pending] == [1, 2, 3, 4, 5]
+
+
+def test_a_spooled_end_replayed_at_the_next_start_leaves_the_run_running(tmp_path, dead_uri):
+    """A run the driver continues with a given run id (a resumed sweep trial) is RUNNING again after the previous
+    start's spooled end is replayed."""
+    from unispeech_platform.tracking import log_job_start
+
+    sqlite = f"sqlite:///{tmp_path}/mlflow.db"
+    run_id = open_run(sqlite, TrackingSection(experiment="t"), "job", resume=False)
+    path = str(tmp_path / "spool.jsonl")
+    BestEffortStore(dead_uri, Spool(path), warn=lambda line: None).end(run_id, "FAILED")
+    log_job_start(sqlite, run_id, {"a": 1}, {"b": "2"}, "a: 1\n", spool=path, warn=lambda line: None)
+    run = BestEffortStore(sqlite, Spool(None)).store.run(run_id)
+    assert run.info.status == "RUNNING" and run.data.params["a"] == "1" and Spool(path).pending == []
