@@ -97,6 +97,22 @@ def test_evaluation_of_weights_that_do_not_fit_their_config_exits_3_naming_the_k
     assert not ray.is_initialized()
 
 
+def test_finetuning_from_weights_that_do_not_fit_their_config_stops_before_ray(tmp_path):
+    import json
+
+    from unispeech_platform.runtime.errors import JobSetupError
+    from unispeech_platform.train.preflight import check_init_model
+
+    uc.UniSpeechForPreTraining(uc.UniSpeechConfig(**{**TINY, "num_hidden_layers": 2})).save_pretrained(tmp_path)
+    assert check_init_model(str(tmp_path)) == str(tmp_path)  # a pretraining export: the new head is expected
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["num_hidden_layers"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(JobSetupError, match=r"finetune.init_from: .*encoder weights do not match UniSpeechModel.*"
+                                            r"unused encoder\.layers\.1\."):
+        check_init_model(str(tmp_path))
+
+
 # ---- DeepSpeed shards: weights_only loading and manifests (in-process DeepSpeed, world size 1, no Ray) --------
 
 class Payload:
