@@ -2,6 +2,9 @@
 stopping; every trial is a Ray Train run, tracked as a nested MLflow run under the sweep's run.
 
     python -m jobs.sweep --config configs/sweep_tiny.yaml [--set sweep.num_samples=8] [--resume]
+
+Without --resume, a sweep whose name already left a directory under sweep.storage_path (<name>, <name>-trials or
+<name>-report) stops before Ray starts (exit 3) and keeps it: continue it with --resume or choose another name.
 """
 
 from __future__ import annotations
