@@ -14,7 +14,8 @@ import pytest
 from mlflow_helpers import kill_mlflow, serve_mlflow
 from train_helpers import ci_job, local_ray, make_tiny_corpus
 
-from unispeech_platform.tracking import metric_history, read_records, spool_path
+from unispeech_platform.config import TrackingSection
+from unispeech_platform.tracking import MLflowTracker, metric_history, open_run, read_records, spool_path
 
 pytestmark = pytest.mark.slow
 STEPS = 16
@@ -66,6 +67,35 @@ class Outage(threading.Thread):
     def stop(self) -> None:
         self.done.wait(timeout=120)
         kill_mlflow(self.proc)
+
+
+def test_rank0_tracker_spools_replays_mid_run_and_a_restarted_tracker_skips_spooled_steps(tmp_path, monkeypatch):
+    """The rank-0 tracker alone (no Ray): an outage mid-run, a worker restart during it, the server back."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a refused call fails at once
+    db, lines = tmp_path / "mlflow.db", []
+    proc, url = serve_mlflow(f"sqlite:///{db}", tmp_path / "server.log")
+    try:
+        run_id = open_run(url, TrackingSection(experiment="t"), "job", resume=False)
+        spool = str(tmp_path / "run" / "mlflow_spool.jsonl")
+        first = MLflowTracker(url, run_id, spool=spool, warn=lines.append)
+        first.log_metrics({"loss": 1.0}, 1)
+        kill_mlflow(proc)
+        for step in (2, 3):
+            first.log_metrics({"loss": float(step)}, step)  # spooled, never raises
+        # Ray restarts the worker group from a checkpoint at step 1 while the server is still away.
+        second = MLflowTracker(url, run_id, spool=spool, warn=lines.append, retry_first_s=0.2)
+        assert second.watermark == 3
+        for step in (2, 3, 4):
+            second.log_metrics({"loss": 10.0 + step}, step)  # 2 and 3 were the first attempt's: dropped
+        proc, _ = serve_mlflow(f"sqlite:///{db}", tmp_path / "server.log", port=int(url.rsplit(":", 1)[1]))
+        time.sleep(0.5)
+        second.log_metrics({"loss": 15.0}, 5)  # the server answers: the spool is replayed first, then step 5
+        assert read_records(spool)[1] == [] and any("reachable again: replayed" in line for line in lines)
+        second.log_metrics({"loss": 16.0}, 6)  # live again
+        assert metric_history(url, run_id, "loss") == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0), (5, 15.0),
+                                                       (6, 16.0)]
+    finally:
+        kill_mlflow(proc)
 
 
 def _job_with_outage(corpus: Path, tmp: Path, *, restart: bool, capsys):

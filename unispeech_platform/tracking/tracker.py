@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from unispeech_platform.tracking.best_effort import BestEffortStore
+from unispeech_platform.tracking.best_effort import RETRY_FIRST_S, BestEffortStore
 from unispeech_platform.tracking.spool import Spool
 
 
@@ -39,8 +39,8 @@ class MLflowTracker:
     them)."""
 
     def __init__(self, uri: str, run_id: str, watermark_key: str = "loss", *, spool: str | None = None,
-                 warn: Callable[[str], None] | None = None):
-        self.store = BestEffortStore(uri, Spool(spool), warn=warn)
+                 warn: Callable[[str], None] | None = None, retry_first_s: float = RETRY_FIRST_S):
+        self.store = BestEffortStore(uri, Spool(spool), warn=warn, retry_first_s=retry_first_s)
         self.run_id = run_id
         self.store.flush(force=True)
         self.watermark = self.store.max_step(run_id, watermark_key)
