@@ -111,3 +111,30 @@ def test_a_spooled_end_replayed_at_the_next_start_leaves_the_run_running(tmp_pat
     log_job_start(sqlite, run_id, {"a": 1}, {"b": "2"}, "a: 1\n", spool=path, warn=lambda line: None)
     run = BestEffortStore(sqlite, Spool(None)).store.run(run_id)
     assert run.info.status == "RUNNING" and run.data.params["a"] == "1" and Spool(path).pending == []
+
+
+def test_only_transient_failures_are_retried():
+    from mlflow.exceptions import MlflowException
+
+    calls = []
+
+    def refused():
+        calls.append(1)
+        raise MlflowException("API request failed: connection refused")  # INTERNAL_ERROR -> 500
+
+    with pytest.raises(MlflowException):
+        retry.with_retries(refused, tries=3, pause_s=0)
+    assert len(calls) == 3
+    assert not retry.is_transient(MlflowException.invalid_parameter_value("param changed"))
+    assert not retry.is_transient(KeyError("metrics")) and retry.is_transient(ConnectionError())
+
+
+def test_http_retries_are_bounded_only_inside_our_calls_and_a_user_value_wins(monkeypatch):
+    import os
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    with retry.bounded_http_retries():
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == retry.HTTP_BOUNDS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"

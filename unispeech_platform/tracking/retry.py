@@ -47,6 +47,8 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, MlflowException):
         status = error.get_http_status_code()
         return status >= 500 or status == 429
+    if isinstance(error, (ValueError, TypeError, KeyError, AttributeError)):
+        return False  # a malformed record: replaying it would fail the same way
     return True  # connection errors, OSError, a locked sqlite file, ...
 
 
