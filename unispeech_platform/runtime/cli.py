@@ -17,7 +17,13 @@ from pydantic import BaseModel
 
 from unispeech_platform.config import ConfigError, load_config
 from unispeech_platform.runtime.console import set_verbose, verbose
-from unispeech_platform.runtime.errors import EXIT_CONFIG, EXIT_SETUP, JobSetupError
+from unispeech_platform.runtime.errors import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_SETUP,
+    JobSetupError,
+    TrainingStoppedError,
+)
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
@@ -98,4 +104,6 @@ def run_or_exit(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         exit_with(f"config error: {e}", EXIT_CONFIG)
     except (JobSetupError, FileNotFoundError) as e:
         exit_with(f"setup error: {e}", EXIT_SETUP)
+    except TrainingStoppedError as e:
+        exit_with(f"training stopped: {e}", EXIT_FAILED)
     raise AssertionError("unreachable")

@@ -89,6 +89,8 @@ def update_line(task: str, step: int, max_steps: int, metrics: dict[str, float],
         parts.append(f"{metrics['audio_seconds_per_s']:.1f} audio-s/s")
     if metrics.get("nonfinite_skipped"):
         parts.append(f"skipped {int(metrics['nonfinite_skipped'])} non-finite")
+    if metrics.get("oom_skipped"):
+        parts.append(f"skipped {int(metrics['oom_skipped'])} out-of-memory")
     if eta_s is not None:
         parts.append(f"ETA {duration(eta_s)}")
     return task_line(task, *parts)

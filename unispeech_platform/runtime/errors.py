@@ -17,3 +17,8 @@ EXIT_SETUP = 3
 class JobSetupError(RuntimeError):
     """Something wrong with the environment, data or model that a job can tell before (or instead of) running:
     reported as one line, exit code ``EXIT_SETUP``. Subclassed by the tracking, data and model errors."""
+
+
+class TrainingStoppedError(RuntimeError):
+    """The job ran and stopped itself for a reason it can name in one line (e.g. a crash loop: the same update
+    failed again after a restore): reported as one line, exit code ``EXIT_FAILED``."""

@@ -33,6 +33,8 @@ from unispeech_platform.tracking import (
     spool_path,
 )
 from unispeech_platform.train.loop import train_loop_per_worker
+from unispeech_platform.train.preemption import SigtermFlagCallback
+from unispeech_platform.train.restarts import RestartHistory, fit_or_stop, new_fit_id
 from unispeech_platform.train.worker_args import WorkerArgs
 
 log = logging.getLogger("unispeech.driver")
@@ -188,7 +190,8 @@ def run_training(
         log_job_start(uri, run_id, loggable_params(job), _version_tags(job), to_yaml(job), spool=spool)
 
     console = ConsoleLines()
-    args = WorkerArgs(job, overrides, vocab, layout, uri, run_id, console.queue)
+    fit_id = new_fit_id()
+    args = WorkerArgs(job, overrides, vocab, layout, uri, run_id, console.queue, fit_id=fit_id)
     ck = job.checkpoint
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -203,7 +206,7 @@ def run_training(
             name=ck.name,
             storage_path=layout.storage,
             failure_config=FailureConfig(max_failures=job.train.max_failures),
-            callbacks=list(callbacks or []),
+            callbacks=[SigtermFlagCallback(), *(callbacks or [])],  # SIGTERM saves a checkpoint first
             checkpoint_config=CheckpointConfig(
                 num_to_keep=ck.keep,
                 checkpoint_score_attribute=ck.score_metric,
@@ -216,7 +219,7 @@ def run_training(
     status = "FAILED"
     try:
         with console.printing():
-            result = trainer.fit()
+            result = fit_or_stop(trainer, RestartHistory(layout.run_dir, fit_id))  # crash loop: one line
         status = "FINISHED"
     finally:
         if uri is not None and run_id is not None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from unispeech_platform.runtime.console import Eta, dev_line, emit, task_line, update_line
 from unispeech_platform.runtime.hardware import (
@@ -28,23 +31,79 @@ from unispeech_platform.tracking import make_tracker, spool_path
 from unispeech_platform.train.batches import LockstepBatches, lockstep
 from unispeech_platform.train.checkpoint import TrainState, export_model, restore, save_and_report
 from unispeech_platform.train.engine import autocast, build_engine, grad_norm, set_lr, state_memory_mb
-from unispeech_platform.train.metrics import Window, all_finite, all_gather_items, all_reduce_sums
+from unispeech_platform.train.faults import first_line, is_out_of_memory
+from unispeech_platform.train.metrics import Window, all_gather_items, all_reduce_sums, any_rank
+from unispeech_platform.train.preemption import SIGTERM_FLAG, Preempted, any_rank_preempted
+from unispeech_platform.train.restarts import RestartHistory
 from unispeech_platform.train.schedules import learning_rate
 from unispeech_platform.train.tasks import Task, improves, task_for_job
 from unispeech_platform.train.worker_args import WorkerArgs
 
 log = logging.getLogger("unispeech.train")
 MAX_CONSECUTIVE_NONFINITE = 50
+MAX_CONSECUTIVE_OOM = 10
+"""Out-of-memory micro-batches skipped in a row before the job stops (the model, not a batch, does not fit)."""
+FAULT_ENV = "UNISPEECH_TEST_FAIL_AT_UPDATE"
+
+
+@dataclass
+class Place:
+    """Where an attempt is, in words, for the crash-loop record (e.g. "update 7")."""
+
+    where: str = "setup"
 
 
 def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
+    """Ray Train's entry on every worker: one attempt of the run. Where an attempt fails is recorded, and an
+    attempt refuses to train when the same place has already failed in two attempts (a crash loop); SIGTERM is
+    honoured at update boundaries (docs/training.md#fault-tolerance)."""
+    import ray.train
+
+    args = WorkerArgs.from_dict(raw_args)
+    rank = ray.train.get_context().get_world_rank()
+    history = RestartHistory(args.layout.run_dir, args.fit_id) if args.fit_id else None
+    attempt, verdict = _begin_attempt(history, rank)
+    if verdict is not None:
+        return  # every rank: the driver reports the verdict (history.stopped()) as the job's error
+    place = Place()
+    SIGTERM_FLAG.arm()
+    try:
+        _train(args, place)
+    except Preempted:
+        raise
+    except BaseException as e:
+        if history is not None and attempt:
+            history.record_failure(attempt, rank, place.where, e)
+        raise
+    finally:
+        SIGTERM_FLAG.disarm()
+
+
+def _begin_attempt(history: RestartHistory | None, rank: int) -> tuple[int, str | None]:
+    """Collective: rank 0 records this attempt and judges the history; every rank gets (attempt, verdict). An
+    unreadable history only costs the crash-loop check (attempt 0 = not recorded)."""
+    import ray.train
+
+    decision: list[tuple[int, str | None]] = []
+    if rank == 0 and history is not None:
+        ckpt = ray.train.get_checkpoint()
+        name = os.path.basename(ckpt.path.rstrip("/")) if ckpt is not None else None
+        try:
+            decision = [history.begin(name)]
+        except Exception as e:  # noqa: BLE001
+            log.warning("restart history %s unusable (%s): crash loops are not detected", history.dir, e)
+            decision = [(0, None)]
+    (attempt, verdict), *_ = all_gather_items(decision) or [(0, None)]
+    return attempt, verdict
+
+
+def _train(args: WorkerArgs, place: Place) -> None:
     import ray.train
     import ray.train.torch
 
     from unispeech_core import PhoneTokenizer
     from unispeech_platform.data.pipeline import iter_batches
 
-    args = WorkerArgs.from_dict(raw_args)
     job, train = args.job, args.job.train
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -63,6 +122,7 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
     task = task_for_job(job, args.model, tokenizer)
     engine = build_engine(task.build_model(), train, job.optim, world, choice.precision)
     amp = autocast(choice.precision, bool(train.use_gpu))
+    place.where = "the restore of the latest checkpoint"
     state = restore(engine, say=say) or TrainState(run_id=args.run_id)
     engine.train()  # from_pretrained returns eval mode: dropout, SpecAugment and replace mixing are train-only
     torch.manual_seed(train.seed + 7919 * rank + state.step)
@@ -89,6 +149,8 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
     last_report: dict[str, float] = {}
 
     while state.step < train.max_steps:
+        place.where = f"update {state.step + 1}"
+        _injected_fault(rank, state.step + 1)
         lr = learning_rate(job.optim, state.step, train.max_steps)
         set_lr(engine, lr)
         scheduled = task.before_update(engine.module, state.step)
@@ -113,6 +175,7 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
                 state.dropped_rows[reason] = dropped_before.get(reason, 0) + int(n)
                 metrics[f"bad_rows/{reason}"] = state.dropped_rows[reason]
             metrics["nonfinite_skipped"] = state.nonfinite_skipped
+            metrics["oom_skipped"] = state.oom_skipped
             memory = all_reduce_sums(state_memory_mb(engine), device)  # mean per rank, measured
             metrics.update({k: v / world for k, v in memory.items()})
             tracker.log_metrics(metrics, state.step)
@@ -121,6 +184,7 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
             _collapse_alarm(state, metrics, train, tracker, say)
 
         if (train.eval_every and state.step % train.eval_every == 0) or last:
+            place.where = f"the evaluation after update {state.step}"
             dev = _evaluate(task, engine, job, device)
             if dev:
                 tracker.log_metrics(dev, state.step)
@@ -131,34 +195,102 @@ def train_loop_per_worker(raw_args: dict[str, Any]) -> None:
                     state.best_score = score
                     export_model(engine, args.layout.best_export_dir, tokenizer)
 
-        if state.step % job.checkpoint.every_steps == 0 or last:
+        saved = state.step % job.checkpoint.every_steps == 0 or last
+        if saved:
+            place.where = f"the checkpoint at update {state.step}"
             save_and_report(engine, state, last_report, task.config)
 
+        signalled = any_rank_preempted(device)  # collective: all ranks stop at the same update
+        if signalled is not None and not last:
+            say(task_line(job.task, f"SIGTERM on rank {signalled}: saving a checkpoint at update {state.step}, "
+                                    "then Ray Train restarts the workers from it"))
+            if not saved:
+                save_and_report(engine, state, last_report, task.config)
+            if dist.is_initialized():  # every rank's report is queued before any rank fails: Ray registers it
+                dist.barrier()
+            raise Preempted(f"SIGTERM on rank {signalled}: checkpoint saved at update {state.step}; restarting")
+
+    place.where = "the final export"
     export_model(engine, args.layout.export_dir, tokenizer)
+
+
+def _injected_fault(rank: int, update: int) -> None:
+    """Tests only: ``UNISPEECH_TEST_FAIL_AT_UPDATE=<update>[:<rank>]`` makes that rank (default 0) fail at the
+    start of that update in every attempt, a fault no restore can fix (the crash-loop test)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    at, _, on_rank = spec.partition(":")
+    if int(at) == update and int(on_rank or 0) == rank:
+        raise RuntimeError(f"injected fault at update {update} on rank {rank} ({FAULT_ENV})")
 
 
 def accumulate_update(task: Task, engine, feed: LockstepBatches, state: TrainState, window: Window,
                       grad_accum_steps: int, device: torch.device,
                       amp: contextlib.AbstractContextManager | None = None) -> None:
-    """The micro-batches of one optimizer update, each forward inside ``amp`` (the precision's autocast). A
-    micro-batch whose loss is non-finite on any rank is skipped by every rank (no backward, no step: collectives
-    stay matched and the weights untouched) and counted in ``state.nonfinite_skipped``; too many in a row stop
-    the job."""
-    done, consecutive_bad = 0, 0
+    """The micro-batches of one optimizer update, each forward inside ``amp`` (the precision's autocast).
+
+    A micro-batch that goes wrong on any rank is skipped by every rank (no backward, no step: collectives stay
+    matched and the weights untouched), decided by one all-reduce per micro-batch: a non-finite loss (counted in
+    ``state.nonfinite_skipped``) or a forward pass that ran out of memory (``state.oom_skipped``; ZeRO 0-2 only:
+    their forward pass has no collectives, so the other ranks are not left waiting in one, while ZeRO-3 gathers
+    parameters inside it and an out-of-memory error there fails the attempt). Too many in a row stop the job."""
+    catch_oom = _zero_stage(engine) < 3
+    done, nonfinite_run, oom_run = 0, 0, 0
     while done < grad_accum_steps:
         batch = feed.next()
-        with amp or contextlib.nullcontext():
-            loss, stats = task.forward(engine, batch, device)
-        if not all_finite(loss, device):
-            state.nonfinite_skipped += 1
-            consecutive_bad += 1
-            if consecutive_bad >= MAX_CONSECUTIVE_NONFINITE:
-                raise FloatingPointError(f"{consecutive_bad} consecutive non-finite losses at update {state.step}")
+        loss, stats = _forward(task, engine, batch, device, amp, catch_oom)
+        oom_here = loss is _OOM
+        finite_here = not oom_here and loss is not None and bool(torch.isfinite(loss.detach()).all())
+        out_of_memory, nonfinite = any_rank([oom_here, not oom_here and not finite_here], device)
+        if out_of_memory:
+            del loss, stats, batch
+            _release_cached_memory(device)
+            state.oom_skipped += 1
+            oom_run += 1
+            if oom_run >= MAX_CONSECUTIVE_OOM:
+                raise MemoryError(f"{oom_run} consecutive micro-batches ran out of memory at update "
+                                  f"{state.step + 1}: the model, not one batch, does not fit (lower "
+                                  "data.max_batch_seconds, raise train.zero_stage or give workers more memory)")
             continue
+        if nonfinite:
+            state.nonfinite_skipped += 1
+            nonfinite_run += 1
+            if nonfinite_run >= MAX_CONSECUTIVE_NONFINITE:
+                raise FloatingPointError(f"{nonfinite_run} consecutive non-finite losses at update {state.step}")
+            continue
+        nonfinite_run = oom_run = 0
         engine.backward(loss)
         engine.step()  # DeepSpeed updates only at the accumulation boundary
         window.add_micro(loss.detach().float(), stats)
         done += 1
+
+
+_OOM = object()
+"""What `_forward` returns instead of a loss when the forward pass ran out of memory."""
+
+
+def _forward(task: Task, engine, batch, device: torch.device, amp, catch_oom: bool):
+    """The task's forward pass; an out-of-memory error becomes ``(_OOM, {})`` when it can be skipped (the error
+    and its frames, which hold the batch's activations, are released on return)."""
+    try:
+        with amp or contextlib.nullcontext():
+            return task.forward(engine, batch, device)
+    except Exception as e:
+        if not (catch_oom and is_out_of_memory(e)):
+            raise
+        log.warning("out of memory in a forward pass: every rank skips this batch (%s)", first_line(e))
+    return _OOM, {}
+
+
+def _release_cached_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _zero_stage(engine) -> int:
+    stage = getattr(engine, "zero_optimization_stage", None)
+    return int(stage()) if callable(stage) else 0
 
 
 def _evaluate(task: Task, engine, job, device) -> dict[str, float]:

@@ -27,6 +27,15 @@ def all_finite(loss: torch.Tensor | None, device: torch.device) -> bool:
     return bool(flag.item())
 
 
+def any_rank(flags: list[bool], device: torch.device) -> list[bool]:
+    """Collective: for each flag, whether it is set on any rank (one all-reduce for all of them)."""
+    if not _distributed():
+        return list(flags)
+    t = torch.tensor([1 if f else 0 for f in flags], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
 def all_reduce_sums(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Sum each named value over ranks. Keys are unioned first, so ranks may report different keys."""
     if not _distributed():

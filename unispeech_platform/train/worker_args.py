@@ -25,6 +25,8 @@ class WorkerArgs:
     """MLflow run created by the driver (a checkpoint's run id takes precedence)."""
     console: Any = None
     """The driver's console queue (runtime.console.ConsoleLines): rank 0's progress lines go there."""
+    fit_id: str | None = None
+    """This driver invocation's id: names its restart history in the run directory (train/restarts.py)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
