@@ -11,6 +11,7 @@ gloo group over TCP on 127.0.0.1, and hand back the worker's return value as a p
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pickle
@@ -149,6 +150,24 @@ def _worker_empty_next_epoch(rank: int) -> dict[str, Any]:
     return {"got": got, "error": None, "epoch": feed.epoch}
 
 
+class _Warnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _worker_starved_epochs(rank: int, sizes: dict[int, list[int]]) -> dict[str, Any]:
+    """`sizes[rank][epoch]`: batches of that rank's shard in that epoch."""
+    warnings = _Warnings()
+    logging.getLogger("unispeech.train").addHandler(warnings)
+    feed = LockstepBatches(lambda e: _Stream(rank, e, sizes[rank][e]))
+    seen = [(_ids(feed.next()), feed.epoch, feed.position) for _ in range(3)]
+    return {"seen": seen, "warnings": warnings.lines}
+
+
 def _worker_lockstep(rank: int) -> list[tuple[int, int, int]]:
     return [_ids(b) for b in lockstep(iter(_Stream(rank, 0, 2 if rank == 0 else 4)), CPU)]
 
@@ -217,12 +236,31 @@ def test_lockstep_batches_count_unpadded_audio_seconds(tmp_path: Path) -> None:
     assert r1 == [0.0, 3.0, 6.0]  # (32000 + 16000) / 16000 per batch
 
 
-def test_lockstep_batches_empty_shard_in_new_epoch_raises_on_every_rank(tmp_path: Path) -> None:
+def test_lockstep_batches_empty_shard_in_new_epochs_raises_on_every_rank(tmp_path: Path) -> None:
     r0, r1 = _run_two_ranks(_worker_empty_next_epoch, tmp_path)
-    assert r0 == {"got": [(0, 0, 0), (0, 0, 1)], "error": "a rank's data shard is empty at the start of epoch 1",
-                  "epoch": 1}
-    assert r1 == {"got": [(1, 0, 0), (1, 0, 1)], "error": "a rank's data shard is empty at the start of epoch 1",
-                  "epoch": 1}
+    error = ("no batch on 1 of 2 rank(s) in epochs 1-3: the split has too few usable rows for 2 worker(s) (every "
+             "rank needs a batch per epoch; see bad_rows/* and data.min_duration_s/max_duration_s/lang_sampling_alpha)")
+    assert r0 == {"got": [(0, 0, 0), (0, 0, 1)], "error": error, "epoch": 3}
+    assert r1 == {"got": [(1, 0, 0), (1, 0, 1)], "error": error, "epoch": 3}
+
+
+def test_an_epoch_starved_on_one_rank_is_skipped_by_every_rank_with_a_warning(tmp_path: Path) -> None:
+    # the first epoch a feed opens is empty on rank 0 (it used to be skipped silently); then 2 vs 3 batches
+    r0, r1 = _run_two_ranks(_worker_starved_epochs, tmp_path, {0: [0, 2, 2], 1: [3, 3, 3]})
+    assert r0["seen"] == [((0, 1, 0), 1, 1), ((0, 1, 1), 1, 2), ((0, 2, 0), 2, 1)]
+    assert r1["seen"] == [((1, 1, 0), 1, 1), ((1, 1, 1), 1, 2), ((1, 2, 0), 2, 1)]
+    assert r0["warnings"] == ["epoch 0: 1 of 2 rank(s) got no batch (their rows were dropped or sampled away): "
+                              "every rank skips to epoch 1"]
+    assert r1["warnings"] == []  # said once, by rank 0
+
+
+def test_an_epoch_empty_on_every_rank_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    r0, r1 = _run_two_ranks(_worker_starved_epochs, tmp_path, {0: [0, 0, 3], 1: [0, 0, 3]})
+    assert [epoch for _, epoch, _ in r0["seen"]] == [epoch for _, epoch, _ in r1["seen"]] == [2, 2, 2]
+    assert r0["warnings"] == [
+        f"epoch {e} yielded no batch on any rank (every row dropped or sampled away?): skipping to epoch {e + 1}"
+        for e in (0, 1)
+    ]
 
 
 def test_lockstep_stops_every_rank_at_the_shortest_iterator(tmp_path: Path) -> None:

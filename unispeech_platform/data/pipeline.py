@@ -22,9 +22,11 @@ and ``max_batch_seconds`` of padded audio. Bad rows are dropped and counted by r
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import ray
 import ray.data
 import ray.train
@@ -72,11 +74,55 @@ def read_parts(parts: list[PartFile], root: str, **kwargs: Any) -> ray.data.Data
         ctx.use_datasource_v2 = previous
 
 
+SHARDING_KEY = "unispeech.sharding"  # DataContext config key: a ShardingHint (survives pickling, unlike attributes)
+BLOCKS_PER_SHARD = 4  # on small corpora: enough blocks that every shard gets several and shards differ by little
+
+
+@dataclass(frozen=True)
+class ShardingHint:
+    """What ``ExactlyOnceDataConfig`` needs to cut a dataset into blocks that no shard starves on."""
+
+    rows: int  # rows one epoch yields (bad rows included: they are dropped per rank, after the split)
+    max_block_rows: int  # rows per decode call: blocks are never cut larger than this when split
+
+    def block_rows(self, shards: int) -> int:
+        """Rows per block so that ``shards`` consumers each get at least one block of an epoch.
+
+        ``streaming_split`` hands whole blocks to the consumer with the fewest rows so far, so with at least
+        ``shards`` non-empty blocks every consumer gets one; blocks of at most ``rows // shards`` rows
+        guarantee that many. Small corpora get ~``BLOCKS_PER_SHARD`` blocks per shard (rows stay balanced);
+        large ones blocks of ``max_block_rows`` (one decode call's output, no extra tasks).
+        """
+        return max(1, min(self.max_block_rows, self.rows // (BLOCKS_PER_SHARD * max(shards, 1))))
+
+
+def _labeled_rows(part: PartFile) -> int:
+    """Rows with phones, from the Parquet footer's null counts (no data read); the column if stats are missing."""
+    pf = pq.ParquetFile(part.path)
+    meta = pf.metadata
+    column = meta.schema.to_arrow_schema().get_field_index("phones")
+    nulls = 0
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(column).statistics
+        if stats is None or not stats.has_null_count:
+            return len(pf.read(columns=["phones"]).column(0).drop_null())
+        nulls += stats.null_count
+    return meta.num_rows - nulls
+
+
+def epoch_rows(parts: list[PartFile], *, labeled_only: bool) -> int:
+    """Rows one epoch of these parts yields (after the ``labeled_only`` filter), from Parquet metadata."""
+    if labeled_only:
+        return sum(_labeled_rows(p) for p in parts)
+    return sum(p.num_rows if p.num_rows >= 0 else pq.ParquetFile(p.path).metadata.num_rows for p in parts)
+
+
 def build_dataset(cfg: DataConfig, split: str | Sequence[str]) -> ray.data.Dataset:
     """A lazy Ray Dataset of decoded rows (``decode.DECODED_SCHEMA``) for the given split name(s).
 
     Only the chosen partitions' files are read, only the needed columns, and ``labeled_only`` is pushed into
     the Parquet scan. Decoding (soundfile), downmix and resampling (torchaudio) run in Ray Data tasks.
+    The dataset carries a ``ShardingHint`` (rows per epoch) for ``ExactlyOnceDataConfig``.
     """
     parts, opts = _parts_and_options(cfg, split)
     root = str(Path(cfg.path).resolve())
@@ -95,6 +141,8 @@ def build_dataset(cfg: DataConfig, split: str | Sequence[str]) -> ray.data.Datas
         concurrency=cfg.decode_concurrency,
     )
     ds.context.execution_options.preserve_order = cfg.preserve_order
+    hint = ShardingHint(epoch_rows(parts, labeled_only=cfg.labeled_only), cfg.decode_batch_rows)
+    ds.context.set_config(SHARDING_KEY, hint)
     return ds
 
 
@@ -123,13 +171,31 @@ def iter_local_batches(
     return BatchStream(blocks, cfg, epoch=epoch, train=train)
 
 
+def cut_for_shards(ds: ray.data.Dataset, shards: int) -> ray.data.Dataset:
+    """``ds`` with blocks small enough that each of ``shards`` consumers of a ``streaming_split`` gets rows.
+
+    Why: a decode task's output is merged into blocks of up to ``target_max_block_size`` (128 MiB: thousands
+    of utterances), so a corpus of few Parquet parts is a few blocks, and ``streaming_split`` hands out whole
+    blocks: with fewer blocks than workers some worker's shard is empty every epoch. A streaming repartition
+    to ``ShardingHint.block_rows`` rows per block fixes that; Ray fuses it into the decode task (no extra
+    task, no barrier), so block order and ``preserve_order`` are unchanged. Datasets without a hint (not from
+    ``build_dataset``) are returned as they are.
+    """
+    hint = ds.context.get_config(SHARDING_KEY)
+    if not isinstance(hint, ShardingHint) or shards <= 1:
+        return ds
+    return ds.repartition(target_num_rows_per_block=hint.block_rows(shards))
+
+
 class ExactlyOnceDataConfig(ray.train.DataConfig):
-    """Ray Train's dataset sharding, but every row reaches exactly one worker.
+    """Ray Train's dataset sharding, but every row reaches exactly one worker and every worker gets rows.
 
     The stock ``ray.train.DataConfig`` (ray 2.60) splits with ``streaming_split(equal=True)``, which may drop
-    rows so that ranks get equal row counts; we split with ``equal=False`` (ranks differ by a block at most,
-    and the trainer already has to handle unequal batch counts). It also keeps the dataset's
-    ``preserve_order``, which Ray Train would otherwise reset to the driver's default.
+    rows so that ranks get equal row counts; we split with ``equal=False``: Ray hands each block to the rank
+    with the fewest rows so far, so ranks differ by a block at most (the trainer already handles unequal
+    batch counts). Blocks are first cut to ``ShardingHint.block_rows`` rows (``cut_for_shards``) so that a
+    corpus with at least as many rows as workers gives every worker rows in every epoch. It also keeps the
+    dataset's ``preserve_order``, which Ray Train would otherwise reset to the driver's default.
     """
 
     def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
@@ -144,6 +210,7 @@ class ExactlyOnceDataConfig(ray.train.DataConfig):
             ds.context.execution_options = self._resolve_execution_options(name)
             ds.context.execution_options.preserve_order |= preserve
             if name in to_split:
+                ds = cut_for_shards(ds, world_size)
                 for i, shard in enumerate(ds.streaming_split(world_size, equal=False, locality_hints=hints)):
                     output[i][name] = shard
             else:

@@ -1,13 +1,18 @@
 """Worker-side batch feed that keeps all ranks in lockstep.
 
 Length-bucketed batches give ranks different batch counts per epoch. Before every micro-batch the ranks
-all-reduce "I still have one" (MIN): when any rank runs dry, every rank ends the epoch together, so collectives
+all-reduce "I still have one": when any rank runs dry, every rank ends the epoch together, so collectives
 and `ray.train.report` calls stay matched. The epoch and the number of micro-batches consumed in it are part of
 the checkpointed state; a restore re-opens that epoch and skips what was already consumed.
+
+An epoch in which some rank has no batch at all (every row of its shard dropped or sampled away; the sharding
+itself gives every rank rows, `data/pipeline.py`) is skipped by every rank with a warning; after
+`MAX_STARVED_EPOCHS` such epochs in a row the feed raises, naming the epochs, instead of looping.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,6 +20,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger("unispeech.train")
+MAX_STARVED_EPOCHS = 3  # consecutive epochs with no batch on some rank before the feed gives up
 
 
 class LockstepBatches:
@@ -60,21 +68,35 @@ class LockstepBatches:
         except StopIteration:
             return None
 
-    def _all_have(self, have: bool) -> bool:
+    def _ranks(self, have: bool, fresh: bool) -> tuple[int, int, int]:
+        """(ranks with a batch, ranks at the start of their epoch, world size), the same on every rank."""
         if not (dist.is_available() and dist.is_initialized()):
-            return have
-        flag = torch.tensor([1 if have else 0], dtype=torch.int32, device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item())
+            return int(have), int(fresh), 1
+        flags = torch.tensor([int(have), int(fresh)], dtype=torch.int32, device=self.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+        return int(flags[0].item()), int(flags[1].item()), dist.get_world_size()
+
+    def _all_have(self, have: bool) -> bool:
+        with_batch, _, world = self._ranks(have, False)
+        return with_batch == world
 
     def next(self) -> dict[str, Any]:
         start = time.perf_counter()
-        for attempt in range(2):
+        starved: list[int] = []  # consecutive epochs in which some rank had no batch at all
+        while True:
             batch = self._next_local()
-            if self._all_have(batch is not None):
+            with_batch, fresh, world = self._ranks(batch is not None, self.position == 0)
+            if with_batch == world:
                 break
-            if attempt == 1:
-                raise RuntimeError(f"a rank's data shard is empty at the start of epoch {self.epoch}")
+            if fresh == world:  # no rank has handed out a batch of this epoch: it is starved, not finished
+                starved.append(self.epoch)
+                self._warn_starved(world - with_batch, world)
+                if len(starved) >= MAX_STARVED_EPOCHS:
+                    raise RuntimeError(
+                        f"no batch on {world - with_batch} of {world} rank(s) in epochs {starved[0]}-{starved[-1]}: "
+                        f"the split has too few usable rows for {world} worker(s) (every rank needs a batch per "
+                        "epoch; see bad_rows/* and data.min_duration_s/max_duration_s/lang_sampling_alpha)"
+                    )
             self._dropped_before = self.dropped
             self._replayed = Counter()
             self.epoch += 1
@@ -87,6 +109,15 @@ class LockstepBatches:
             self.audio_s += float(mask.sum()) / 16_000
         return batch
 
+    def _warn_starved(self, without: int, world: int) -> None:
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return  # the same decision on every rank: say it once
+        if without == world:
+            log.warning("epoch %d yielded no batch on any rank (every row dropped or sampled away?): "
+                        "skipping to epoch %d", self.epoch, self.epoch + 1)
+        else:
+            log.warning("epoch %d: %d of %d rank(s) got no batch (their rows were dropped or sampled away): "
+                        "every rank skips to epoch %d", self.epoch, without, world, self.epoch + 1)
 
 
 def lockstep(it: Iterator[dict[str, Any]], device: torch.device | None = None) -> Iterator[dict[str, Any]]:
