@@ -14,6 +14,7 @@ gathered), or ranks would continue from different steps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -123,8 +124,13 @@ def restore(engine, *, say: Callable[[str], None] | None = None) -> TrainState |
     for path in paths:
         name = posixpath.basename(path)
         ckpt = latest if path == latest.path.rstrip("/") else ray.train.Checkpoint(path, filesystem=latest.filesystem)
-        with ckpt.as_directory() as d:
-            problem, state = _agreed(*_check(d))
+        with contextlib.ExitStack() as stack:  # every rank reaches both collectives, whatever fails locally
+            try:
+                d = stack.enter_context(ckpt.as_directory())
+                local = _check(d)
+            except Exception as e:  # e.g. deleted meanwhile, a download that failed
+                d, local = "", (f"cannot read it ({type(e).__name__}: {_first_line(e)})", None)
+            problem, state = _agreed(*local)
             if problem is None:
                 problem, _ = _agreed(_load(engine, d))
         if problem is None and state is not None:
@@ -160,9 +166,17 @@ def _restore_candidates(latest) -> tuple[list[str], int]:
     return [latest_path, *(posixpath.join(parent, n) for _, n in older)], next_lineage
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
 def _check(directory: str) -> tuple[str | None, TrainState | None]:
     """This rank's verdict on a checkpoint directory: (why not, None) or (None, its TrainState)."""
-    problem = verify_checkpoint(directory)
+    try:
+        problem = verify_checkpoint(directory)
+    except OSError as e:  # unreadable file or directory: a verdict, not a crash between collectives
+        return f"cannot read it ({type(e).__name__}: {_first_line(e)})", None
     if problem is not None:
         return problem, None
     try:
@@ -176,8 +190,7 @@ def _load(engine, directory: str) -> str | None:
     try:
         path, _ = engine.load_checkpoint(directory, tag=TAG, load_lr_scheduler_states=False)
     except Exception as e:  # any failure makes the checkpoint unusable; the next one is tried
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        return f"DeepSpeed could not load it ({type(e).__name__}: {first})"
+        return f"DeepSpeed could not load it ({type(e).__name__}: {_first_line(e)})"
     return None if path is not None else f"DeepSpeed found no loadable checkpoint under tag {TAG!r}"
 
 
