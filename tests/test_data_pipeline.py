@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from data_helpers import build_messy_corpus, encode, good_rows, local_ray, peak_hz, write_part
@@ -15,8 +16,14 @@ from unispeech_core.tokenizer import PhoneTokenizer
 from unispeech_platform.config.data import DataConfig
 from unispeech_platform.data.batching import STAT_KEYS, make_buckets
 from unispeech_platform.data.decode import DROP_REASONS, LONGER_THAN_MAX, SHORTER_THAN_MIN, language_rates
-from unispeech_platform.data.pipeline import build_dataset, iter_batches, iter_local_batches
-from unispeech_platform.data.schema import CorpusError, scan_corpus, select_parts
+from unispeech_platform.data.pipeline import (
+    ShardingHint,
+    build_dataset,
+    epoch_rows,
+    iter_batches,
+    iter_local_batches,
+)
+from unispeech_platform.data.schema import SCHEMA, CorpusError, partition_dir, scan_corpus, select_parts
 from unispeech_platform.data.validate import validate_corpus
 
 ODD = ["odd-wav-8k-stereo", "odd-flac-44k", "odd-ogg-48k-stereo", "odd-mp3-22k"]
@@ -232,3 +239,28 @@ def test_silence_row_normalises_without_nan(tmp_path):
     PhoneTokenizer.from_phones(["a b c d"]).save(root)
     (batch,) = list(iter_local_batches(_cfg(root), "train"))
     assert np.isfinite(batch["input_values"].numpy()).all()
+
+
+def test_sharding_blocks_give_every_shard_rows_whenever_rows_cover_the_shards():
+    # streaming_split hands each block to the shard with the fewest rows: every shard gets one if there are at
+    # least as many non-empty blocks as shards, i.e. if blocks hold at most rows // shards rows
+    for rows in range(1, 300):
+        for shards in range(1, 17):
+            k = ShardingHint(rows, max_block_rows=32).block_rows(shards)
+            assert 1 <= k <= 32
+            if rows >= shards:
+                assert -(-rows // k) >= shards, (rows, shards, k)
+    assert ShardingHint(8, 4).block_rows(2) == 1  # small corpus: ~4 blocks per shard
+    assert ShardingHint(100_000, 32).block_rows(64) == 32  # large corpus: one decode call's rows
+
+
+def test_epoch_rows_count_labeled_rows_from_the_footer_or_the_column(tmp_path):
+    rows = good_rows("es", 6)
+    for r in rows[::3]:
+        r["phones"] = None  # 2 unlabeled rows
+    write_part(tmp_path, "es", "train", rows)
+    no_stats = partition_dir(tmp_path, "es", "train") / "part-00001.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), no_stats, write_statistics=False)
+    parts = select_parts(scan_corpus(tmp_path), None, ["train"])
+    assert epoch_rows(parts, labeled_only=False) == 12
+    assert epoch_rows(parts, labeled_only=True) == 8
