@@ -122,7 +122,10 @@ def test_two_workers_train_five_epochs_on_eight_utterances_in_lockstep(tmp_path,
                 break
             seen.append((feed.epoch, batch["id"]))
         delivered = {e: streams[e].stats["rows_read"] for e in range(config["epochs"])}
-        Path(config["out"], f"rank{rank}.json").write_text(json.dumps({"seen": seen, "delivered": delivered}))
+        # a restore re-opens epoch 2 and skips the micro-batch already consumed: the next one is the one seen
+        restored = LockstepBatches(open_epoch, epoch=2, skip=1).next()["id"]
+        record = {"seen": seen, "delivered": delivered, "restored": restored}
+        Path(config["out"], f"rank{rank}.json").write_text(json.dumps(record))
 
     trainer = TorchTrainer(
         loop,
@@ -143,3 +146,5 @@ def test_two_workers_train_five_epochs_on_eight_utterances_in_lockstep(tmp_path,
         assert sum(int(rank["delivered"][str(epoch)]) for rank in ranks) == len(ids)  # the split lost nothing
     # lockstep: both ranks consumed the same number of micro-batches in every epoch
     assert [e for e, _ in ranks[0]["seen"]] == [e for e, _ in ranks[1]["seen"]]
+    for rank in ranks:
+        assert rank["restored"] == [batch for e, batch in rank["seen"] if e == 2][1]  # same rows, same order
