@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -85,6 +86,12 @@ def cluster(tmp_path_factory):
         yield info
     finally:
         subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, timeout=120)
+        state = re.search(r"\(state: (/\S+unispeech-ray\.\w{8})\)", r.stdout)
+        if state:  # the script keeps its logs; the test does not leave them in /tmp
+            ray_temp = Path(state.group(1), "ray_temp_dir")
+            if ray_temp.exists():
+                shutil.rmtree(ray_temp.read_text().strip(), ignore_errors=True)
+            shutil.rmtree(state.group(1), ignore_errors=True)
 
 
 def _token(cluster) -> str:
