@@ -37,7 +37,7 @@ from unispeech_platform.train.checkpoint import TrainState
 from unispeech_platform.train.faults import is_out_of_memory, likely_cause
 from unispeech_platform.train.loop import FAULT_ENV, MAX_CONSECUTIVE_OOM, accumulate_update
 from unispeech_platform.train.metrics import Window
-from unispeech_platform.train.preemption import SIGTERM_FLAG, any_rank_preempted
+from unispeech_platform.train.preemption import SIGTERM_FLAG, PreemptionSignals, preemption_signals
 from unispeech_platform.train.restarts import RestartHistory
 
 # ----------------------------------------------------------------------------------- out of memory (gloo)
@@ -148,8 +148,9 @@ def _worker_sigterm(rank: int) -> dict[str, Any]:
     for update in range(1, 5):
         if rank == 1 and update == SIGNAL_AT:
             os.kill(os.getpid(), signal.SIGTERM)
-        seen.append(any_rank_preempted(CPU))
-        if seen[-1] is not None:
+        draining = rank == 0 and update == 1  # Ray's drain notice reaches one rank first
+        seen.append(preemption_signals(CPU, draining=draining))
+        if seen[-1].sigterm_rank is not None:
             break
     first_chained = list(chained)
     os.kill(os.getpid(), signal.SIGTERM)  # a second SIGTERM: the previous handler (Ray's: exit) runs
@@ -160,7 +161,8 @@ def _worker_sigterm(rank: int) -> dict[str, Any]:
 
 def test_sigterm_on_one_rank_stops_every_rank_at_the_same_update(tmp_path: Path) -> None:
     r0, r1 = _run_two_ranks(_worker_sigterm, tmp_path)
-    assert r0["seen"] == r1["seen"] == [None, 1]  # both ranks stop after update 2, both name rank 1
+    # both ranks see the drain notice at update 1 and stop after update 2, both naming rank 1
+    assert r0["seen"] == r1["seen"] == [PreemptionSignals(None, True), PreemptionSignals(1, False)]
     assert r1["chained_after_first"] == []  # the first SIGTERM only set the flag: the process lives on
     assert r1["chained"] == [signal.SIGTERM, signal.SIGTERM]  # the second, and the one after disarm
     assert r0["chained"] == [signal.SIGTERM]  # rank 0's first SIGTERM set its flag; after disarm it chains

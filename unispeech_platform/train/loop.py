@@ -33,7 +33,7 @@ from unispeech_platform.train.checkpoint import TrainState, export_model, restor
 from unispeech_platform.train.engine import autocast, build_engine, grad_norm, set_lr, state_memory_mb
 from unispeech_platform.train.faults import first_line, is_out_of_memory
 from unispeech_platform.train.metrics import Window, all_gather_items, all_reduce_sums, any_rank
-from unispeech_platform.train.preemption import SIGTERM_FLAG, Preempted, any_rank_preempted
+from unispeech_platform.train.preemption import SIGTERM_FLAG, Preempted, preemption_signals
 from unispeech_platform.train.restarts import RestartHistory
 from unispeech_platform.train.schedules import learning_rate
 from unispeech_platform.train.tasks import Task, improves, task_for_job
@@ -147,6 +147,7 @@ def _train(args: WorkerArgs, place: Place) -> None:
     dropped_before = dict(state.dropped_rows)  # counts up to the restored checkpoint (all ranks)
     window = Window(device)
     last_report: dict[str, float] = {}
+    drain_saved = False  # one checkpoint per drain notice of this attempt
 
     while state.step < train.max_steps:
         place.where = f"update {state.step + 1}"
@@ -200,7 +201,14 @@ def _train(args: WorkerArgs, place: Place) -> None:
             place.where = f"the checkpoint at update {state.step}"
             save_and_report(engine, state, last_report, task.config)
 
-        signalled = any_rank_preempted(device)  # collective: all ranks stop at the same update
+        signals = preemption_signals(device)  # collective: all ranks act at the same update
+        signalled = signals.sigterm_rank
+        if signals.node_draining and not drain_saved and not saved and not last:
+            say(task_line(job.task, f"Ray reports a node of this run being preempted: checkpoint at update "
+                                    f"{state.step}; training goes on until the node goes"))
+            save_and_report(engine, state, last_report, task.config)
+            saved = drain_saved = True
+        drain_saved = drain_saved or (signals.node_draining and saved)
         if signalled is not None and not last:
             say(task_line(job.task, f"SIGTERM on rank {signalled}: saving a checkpoint at update {state.step}, "
                                     "then Ray Train restarts the workers from it"))

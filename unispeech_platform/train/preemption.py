@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -91,16 +92,37 @@ class SigtermFlagCallback(WorkerCallback):
             log.warning("SIGTERM handler not installed: %s", e)
 
 
-def any_rank_preempted(device: torch.device) -> int | None:
-    """Collective: the lowest rank whose process got SIGTERM, on every rank, or None (every rank calls this at the
-    same update boundary, so the ranks stop together)."""
+@dataclass(frozen=True)
+class PreemptionSignals:
+    sigterm_rank: int | None
+    """The lowest rank whose process got SIGTERM (save, then restart), or None."""
+    node_draining: bool
+    """Ray Train's preemption watcher reports a node of this worker group being drained (a spot reclaim through
+    Ray: `ray start --block` on SIGTERM, KubeRay, the autoscaler): save once and train on, as Ray recommends;
+    when the node goes, Ray restarts from that checkpoint (counted in `max_preemption_failures`)."""
+
+
+def ray_node_draining() -> bool:
+    """This worker's copy of Ray Train's preemption notice, read without the barrier that
+    `ray.train.get_preemption_info()` costs on every call (the all-reduce below already agrees across ranks)."""
+    try:
+        from ray.train.v2._internal.execution.context import get_train_context
+
+        return get_train_context().preemption_context.preemption_info is not None
+    except Exception:  # noqa: BLE001 - no Ray Train context (tests, local mode) or a Ray without the watcher
+        return False
+
+
+def preemption_signals(device: torch.device, *, draining: bool | None = None) -> PreemptionSignals:
+    """Collective, at an update boundary: the same signals on every rank (one all-reduce), so the ranks save and
+    stop at the same update. ``draining``: this rank's drain notice (default: Ray Train's)."""
     mine = SIGTERM_FLAG.requested
+    draining = ray_node_draining() if draining is None else draining
     if not (dist.is_available() and dist.is_initialized()):
-        return 0 if mine else None
-    world = dist.get_world_size()
-    rank = dist.get_rank()
+        return PreemptionSignals(0 if mine else None, draining)
+    world, rank = dist.get_world_size(), dist.get_rank()
     # MAX of (world - rank) picks the lowest signalled rank; 0 means nobody
-    flag = torch.tensor([world - rank if mine else 0], dtype=torch.int64, device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    value = int(flag.item())
-    return world - value if value else None
+    flags = torch.tensor([world - rank if mine else 0, int(draining)], dtype=torch.int64, device=device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    lowest, any_draining = (int(v) for v in flags.tolist())
+    return PreemptionSignals(world - lowest if lowest else None, bool(any_draining))
