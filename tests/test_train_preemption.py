@@ -133,6 +133,8 @@ def test_other_errors_are_not_mistaken_for_out_of_memory() -> None:
     assert likely_cause(MemoryError()).startswith("out of memory on a batch")
     assert likely_cause(OSError("Couldn't deserialize thrift: corrupt parquet page")).startswith("unreadable data")
     assert likely_cause(KeyError("labels")).startswith("the same error each time: KeyError")
+    assert likely_cause(RuntimeError("[pair.cc:545] Read error: Connection reset by peer")).startswith(
+        "a peer rank went away")
 
 
 # ----------------------------------------------------------------------------------------- SIGTERM (gloo)
@@ -183,7 +185,7 @@ def test_crash_loop_verdict_needs_the_same_place_in_two_attempts(tmp_path: Path)
            cause="the same error each time: RuntimeError: x")
     assert history.begin("step_00000004") == (2, None)  # one failure at update 7: a restart is worth it
     _event(history, "002-failed-rank0.json", attempt=2, rank=0, where="update 7", error="RuntimeError: peer",
-           cause="the same error each time: RuntimeError: Connection closed by peer")
+           cause="a peer rank went away (its own error or a lost node): RuntimeError: Connection closed by peer")
     _event(history, "002-failed-rank1.json", attempt=2, rank=1, where="update 7", error="OutOfMemoryError",
            cause="out of memory on a batch (...): OutOfMemoryError: CUDA out of memory")
     attempt, verdict = history.begin("step_00000004")
@@ -193,6 +195,15 @@ def test_crash_loop_verdict_needs_the_same_place_in_two_attempts(tmp_path: Path)
                        "rerun with --resume")  # the specific cause wins over the peer's collateral error
     assert history.stopped() == verdict
     assert RestartHistory(str(tmp_path / "run"), "fit-2").crash_loop() is None  # a new invocation starts clean
+
+
+def test_a_peer_error_never_hides_the_failing_rank_s_own_error(tmp_path: Path) -> None:
+    history = RestartHistory(str(tmp_path / "run"), "fit-1")
+    for attempt in (1, 2):
+        history.begin(None)
+        history.record_failure(attempt, 0, "update 3", RuntimeError("Read error: Connection reset by peer"))
+        history.record_failure(attempt, 1, "update 3", KeyError("labels"))
+    assert "likely cause: the same error each time: KeyError: 'labels'" in history.crash_loop()
 
 
 def test_failures_at_different_places_are_not_a_loop(tmp_path: Path) -> None:

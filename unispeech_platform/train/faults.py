@@ -10,6 +10,10 @@ OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory
 """How allocation failures read when they surface as a plain RuntimeError (CPU allocator, NCCL, cuDNN)."""
 DATA_MARKERS = ("parquet", "arrow", "thrift", "corrupt", "sndfile", "decode", "magic bytes", "data part")
 """Words of the errors that unreadable data raises (pyarrow, libsndfile, Ray Data read tasks)."""
+PEER_MARKERS = ("connection reset by peer", "connection closed by peer", "broken pipe", "remote process exited",
+                "nccl communicator was aborted")
+"""A collective that failed because another rank went away: a consequence, not the cause."""
+PEER_CAUSE = "a peer rank went away"
 
 
 def _chain(error: BaseException) -> list[BaseException]:
@@ -45,6 +49,8 @@ def likely_cause(error: BaseException) -> str:
         return ("out of memory on a batch (lower data.max_batch_seconds or data.max_batch_size, or give each "
                 f"worker more memory): {first_line(error)}")
     words = " ".join(f"{type(e).__name__} {e}" for e in _chain(error)).lower()
+    if any(m in words for m in PEER_MARKERS):
+        return f"{PEER_CAUSE} (its own error or a lost node): {first_line(error)}"
     if any(m in words for m in DATA_MARKERS):
         return f"unreadable data (a corrupt Parquet part or audio row; check the corpus): {first_line(error)}"
     return f"the same error each time: {first_line(error)}"

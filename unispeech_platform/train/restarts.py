@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unispeech_platform.runtime.errors import TrainingStoppedError
-from unispeech_platform.train.faults import first_line, likely_cause
+from unispeech_platform.train.faults import PEER_CAUSE, first_line, likely_cause
 
 log = logging.getLogger("unispeech.train")
 EVENTS_DIR = "restarts"
 STOPPED = "stopped.json"
-CAUSE_ORDER = ("out of memory", "unreadable data")
-"""When ranks report different errors for the same place, the most specific diagnosis wins (a peer's collective
-error is a consequence)."""
+CAUSE_ORDER = ("out of memory", "unreadable data", "the same error", PEER_CAUSE)
+"""When ranks report different errors for the same place, the most specific diagnosis wins; a peer's collective
+error (a consequence) comes last."""
 
 
 @dataclass
