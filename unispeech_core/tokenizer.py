@@ -14,6 +14,10 @@ from pathlib import Path
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
 VOCAB_NAME = "vocab.json"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_NAME = "special_tokens_map.json"
+WORD_DELIMITER = "|"
+"""Word boundary token of character vocabularies (transformers' Wav2Vec2 convention); phone vocabularies lack it."""
 
 
 class PhoneTokenizer:
@@ -63,6 +67,28 @@ class PhoneTokenizer:
             path = path / VOCAB_NAME
         path.write_text(json.dumps(self.vocab, ensure_ascii=False, indent=1), encoding="utf-8")
         return path
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """vocab.json, tokenizer_config.json and special_tokens_map.json: the files with which transformers'
+        ``AutoTokenizer`` builds the same tokenizer (``Wav2Vec2PhonemeCTCTokenizer`` without phonemizing: tokens
+        are split on spaces, decoded ids are joined with spaces). Written by hand, so the model library needs no
+        transformers (docs/architecture.md#layers)."""
+        directory = Path(directory)
+        self.save(directory)
+        specials = {"bos_token": BOS, "eos_token": EOS, "unk_token": UNK, "pad_token": PAD}
+        config = {
+            "tokenizer_class": "Wav2Vec2PhonemeCTCTokenizer",
+            "processor_class": "Wav2Vec2Processor",
+            **specials,
+            "do_phonemize": False,
+            "phone_delimiter_token": " ",
+            "word_delimiter_token": WORD_DELIMITER if WORD_DELIMITER in self.vocab else None,
+            "clean_up_tokenization_spaces": False,
+            "model_max_length": 1_000_000_000_000_000_019_884_624_838_656,  # transformers' "no limit"
+        }
+        for name, content in ((TOKENIZER_CONFIG_NAME, config), (SPECIAL_TOKENS_MAP_NAME, specials)):
+            (directory / name).write_text(json.dumps(content, ensure_ascii=False, indent=1), encoding="utf-8")
+        return directory
 
     # -- properties ---------------------------------------------------------------------------------
     def __len__(self) -> int:

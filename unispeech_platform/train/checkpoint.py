@@ -31,6 +31,8 @@ import torch
 
 from unispeech_core.checkpoint import swap_dir
 from unispeech_core.config import CONFIG_NAME
+from unispeech_core.model_card import ModelCard, write_model_card
+from unispeech_core.processor_files import save_processor_files
 from unispeech_platform.runtime.layout import CHECKPOINT_PREFIX, RunLayout, model_dir_candidates
 from unispeech_platform.train.manifest import verify_checkpoint, write_manifest
 from unispeech_platform.train.metrics import all_gather_items
@@ -204,8 +206,11 @@ def _agreed(problem: str | None, state: Any = None) -> tuple[str | None, Any]:
     return (p if r == 0 else f"rank {r}: {p}"), None
 
 
-def export_model(engine, out_dir: str, tokenizer=None) -> None:
-    """Consolidated transformers-format model (config.json, model.safetensors, vocab.json) written by rank 0.
+def export_model(engine, out_dir: str, tokenizer=None, card: ModelCard | None = None) -> None:
+    """Consolidated transformers-format model written by rank 0: config.json, model.safetensors, the processor's
+    files (preprocessor_config.json; vocab.json, tokenizer_config.json, special_tokens_map.json with a
+    tokenizer) and the model card README.md, so `transformers.pipeline(...)` and `AutoProcessor` load it
+    (docs/training.md#the-exported-model).
 
     Collective under ZeRO-3 (parameters are gathered on every rank first). Written to a temporary sibling,
     fsynced and swapped in (old aside, new in, old removed: `swap_dir`), so `out_dir` holds the old or the new
@@ -228,8 +233,8 @@ def export_model(engine, out_dir: str, tokenizer=None) -> None:
             copy.deepcopy(module).float().save_pretrained(tmp)
         else:
             module.save_pretrained(tmp)
-        if tokenizer is not None:
-            tokenizer.save(tmp)
+        save_processor_files(tmp, tokenizer)
+        write_model_card(tmp, card or ModelCard(name=os.path.basename(out_dir.rstrip("/")), task="unknown"))
         swap_dir(tmp, out_dir)
 
 

@@ -33,6 +33,7 @@ from unispeech_platform.train.checkpoint import TrainState, export_model, restor
 from unispeech_platform.train.engine import autocast, build_engine, grad_norm, set_lr, state_memory_mb
 from unispeech_platform.train.faults import first_line, is_out_of_memory
 from unispeech_platform.train.metrics import Window, all_gather_items, all_reduce_sums, any_rank
+from unispeech_platform.train.model_card import job_model_card
 from unispeech_platform.train.preemption import SIGTERM_FLAG, Preempted, preemption_signals
 from unispeech_platform.train.restarts import RestartHistory
 from unispeech_platform.train.schedules import learning_rate
@@ -194,7 +195,7 @@ def _train(args: WorkerArgs, place: Place) -> None:
                 score = dev.get(task.score_key)
                 if task.keeps_best and improves(task.score_mode, score, state.best_score):
                     state.best_score = score
-                    export_model(engine, args.layout.best_export_dir, tokenizer)
+                    export_model(engine, args.layout.best_export_dir, tokenizer, job_model_card(job, state.step, dev))
 
         saved = state.step % job.checkpoint.every_steps == 0 or last
         if saved:
@@ -219,7 +220,7 @@ def _train(args: WorkerArgs, place: Place) -> None:
             raise Preempted(f"SIGTERM on rank {signalled}: checkpoint saved at update {state.step}; restarting")
 
     place.where = "the final export"
-    export_model(engine, args.layout.export_dir, tokenizer)
+    export_model(engine, args.layout.export_dir, tokenizer, job_model_card(job, state.step, last_report))
 
 
 def _injected_fault(rank: int, update: int) -> None:

@@ -1,0 +1,118 @@
+"""Exports people can use (docs/training.md#the-exported-model): the directory `export_model` writes loads in
+transformers' `pipeline("automatic-speech-recognition")` and `AutoProcessor` (transformers is the oracle), and
+the MLflow Model a fine-tuning job logs (tracking.model_logging, the function the driver calls at the end of a
+job) loads with `mlflow.pyfunc.load_model("runs:/<id>/model")` and predicts phone strings.
+
+A real one-process DeepSpeed engine does the export (no Ray: the export is rank 0's own code)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+from parity_utils import TINY
+
+import unispeech_core as uc
+from unispeech_core.model_card import ModelCard
+
+PHONES = ["a", "aː", "b", "t͡ʃ", "ə", "ɪ", "ʃ", "ŋ"]
+
+
+@pytest.fixture(scope="module")
+def process_group():
+    """A one-process gloo group for DeepSpeed, destroyed afterwards."""
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory, process_group):
+    """A tiny random UniSpeechForCTC exported by `export_model` from a real DeepSpeed engine. The special tokens'
+    biases are pushed down, as training does (no target is blank-only or <s>/</s>): greedy decoding emits phones,
+    and the pipeline, which keeps special tokens other than the blank, shows the same string as ours."""
+    import deepspeed
+
+    from unispeech_platform.config.sections import OptimSection, TrainSection
+    from unispeech_platform.train.checkpoint import export_model
+    from unispeech_platform.train.engine import deepspeed_config, param_groups
+
+    tokenizer = uc.PhoneTokenizer.from_phones(PHONES)
+    torch.manual_seed(0)
+    model = uc.UniSpeechForCTC(uc.UniSpeechConfig(**{**TINY, "vocab_size": len(tokenizer)}))
+    with torch.no_grad():
+        for special in uc.tokenizer.SPECIAL_TOKENS:
+            model.lm_head.bias[tokenizer.vocab[special]] = -100.0
+    train = TrainSection(zero_stage=0, use_gpu=False, grad_accum_steps=1)
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, 0.01),
+                                      config=deepspeed_config(train, OptimSection(), world_size=1),
+                                      dist_init_required=False)
+    out = str(tmp_path_factory.mktemp("run") / "model")
+    card = ModelCard(name="tiny", task="ctc", data=["corpus `s3://bucket/corpus`"], languages=["en", "de"],
+                     step=7, metrics={"dev_per": 0.42}, per_by_language={"en": 0.4, "de": 0.44},
+                     command="python -m jobs.finetune --config CONFIG.yaml")
+    export_model(engine, out, tokenizer, card)
+    return out
+
+
+def _waves() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(n).astype(np.float32) for n in (16_000, 9_000)]
+
+
+def _our_transcripts(directory: str, waves: list[np.ndarray]) -> list[str]:
+    model = uc.UniSpeechForCTC.from_pretrained(directory)
+    tokenizer = uc.PhoneTokenizer.from_file(directory)
+    out = []
+    for wave in waves:  # one at a time, as the pipeline does
+        with torch.no_grad():
+            o = model(**uc.pad_batch([wave]))
+        out += uc.ctc_greedy_decode(o.logits, o.frame_lengths, tokenizer)
+    return out
+
+
+def test_export_holds_the_processor_files_and_a_model_card(export_dir):
+    names = set(os.listdir(export_dir))
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "tokenizer_config.json",
+            "special_tokens_map.json", "vocab.json", "README.md"} <= names, names
+    card = open(os.path.join(export_dir, "README.md"), encoding="utf-8").read()
+    assert "pipeline_tag: automatic-speech-recognition" in card
+    assert "| en | 40.00% |" in card and "dev_per" in card and "python -m jobs.finetune" in card
+    assert json.load(open(os.path.join(export_dir, "vocab.json"), encoding="utf-8"))["t͡ʃ"] > 3
+
+
+def test_export_loads_in_transformers_pipeline_and_auto_processor(export_dir):
+    from transformers import AutoProcessor, pipeline
+
+    processor = AutoProcessor.from_pretrained(export_dir)
+    assert type(processor).__name__ == "Wav2Vec2Processor"
+    assert processor.feature_extractor.sampling_rate == 16_000
+    assert processor.tokenizer.decode(processor.tokenizer("t͡ʃ aː ŋ").input_ids) == "t͡ʃ aː ŋ"
+
+    waves = _waves()
+    asr = pipeline("automatic-speech-recognition", model=export_dir, device="cpu")
+    texts = [asr(w.copy())["text"] for w in waves]
+    ours = _our_transcripts(export_dir, waves)
+    assert all(texts), texts
+    assert texts == ours  # the same phones as our own greedy decoding: same features, weights and vocabulary
+    assert set(" ".join(texts).split()) <= set(PHONES)
