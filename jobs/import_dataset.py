@@ -1,0 +1,86 @@
+"""Import the data you have into the corpus layout: Hugging Face ``datasets`` Parquet, TSV/CSV/JSONL
+manifests, fairseq wav2vec manifests or Kaldi data directories (docs/data.md#import-your-data).
+
+    python -m jobs.import_dataset --format hf|manifest|fairseq|kaldi --input PATH --out DIR --lang LANG
+        [--split SPLIT] [--targets phones|chars]
+
+Audio is decoded, checked and stored as 16 kHz mono FLAC; splits are mapped from the source (validation ->
+dev, train.clean.100 -> train) unless --split puts every row in one. --targets phones: espeak-ng G2P of the
+text; --targets chars: characters, words joined by '|'; phones the source already has are kept. Every row
+that cannot be imported is printed and listed with its reason in <out>/import_report.tsv; a table of what was
+imported ends the run. Exit status: 0 all rows imported, 1 some rows failed (the rest imported), 2 bad flags,
+3 unusable input (named with its file and column).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from unispeech_platform.data.importers import READERS
+from unispeech_platform.data.importers.common import TARGETS, Options, run_import
+from unispeech_platform.runtime.cli import run_or_exit
+
+
+def _pairs(text: str) -> dict[str, str]:
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(p) != 2 for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected lang=voice[,lang=voice...], got {text!r}")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--format", required=True, choices=sorted(READERS), help="the source's layout")
+    p.add_argument("--input", required=True, help="Parquet file/dir, manifest file, fairseq .tsv/dir, Kaldi dir")
+    p.add_argument("--out", required=True, help="corpus root to write")
+    p.add_argument("--lang", default=None,
+                   help="language code of every row (default: the source's language column)")
+    p.add_argument("--split", default=None, help="put every row in this split (default: mapped from the source)")
+    p.add_argument("--targets", choices=TARGETS, default=None,
+                   help="labels to derive from the text where the source has no phones (default: none; "
+                        "rows without phones stay unlabeled, for pretraining)")
+    p.add_argument("--voice", type=_pairs, default={},
+                   help="espeak-ng voice per language for --targets phones, e.g. en=en-gb,pt=pt-br")
+    for col in ("audio", "text", "speaker", "id", "lang", "phones"):
+        p.add_argument(f"--{col}-column", default=None, help=f"the source's {col} column (default: guessed)")
+    p.add_argument("--keep-original", action="store_true",
+                   help="store the source's encoded bytes instead of 16 kHz mono FLAC (not with segments)")
+    p.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace a corpus made with other arguments")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    if a.workers is not None and a.workers < 1:
+        parser().error("--workers must be at least 1")
+    if a.split is not None and not a.split.strip():
+        parser().error("--split must not be empty")
+    overrides = {col: getattr(a, f"{col}_column") for col in ("audio", "text", "speaker", "id", "lang", "phones")}
+    if a.lang is not None:
+        overrides["lang"] = None
+    read = READERS[a.format]
+    source = Path(a.input)
+    if not source.exists():
+        parser().exit(3, f"setup error: --input {source}: no such file or directory\n")
+    args = {"format": a.format, "input": str(source.resolve()), "lang": a.lang, "split": a.split,
+            "targets": a.targets, "voices": a.voice, "columns": overrides, "keep_original": a.keep_original}
+    langs = [a.lang] if a.lang else []
+
+    def records():
+        return read(source, lang=a.lang, split=a.split, overrides=overrides)
+
+    # The readers raise their input errors lazily: pull the first record here so they exit 3 before any work.
+    run_or_exit(lambda: next(iter(records()), None))
+    _, failures = run_or_exit(
+        run_import, a.format, records, a.out, args=args,
+        opts=Options(a.targets, a.voice, a.keep_original), langs_for_voices=langs, workers=a.workers,
+        overwrite=a.overwrite, progress=not a.no_progress,
+    )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

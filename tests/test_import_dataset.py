@@ -1,0 +1,184 @@
+"""jobs.import_dataset on the four sources users bring (real files of each layout, real Parquet, real Ray):
+Hugging Face Parquet with `datasets`' schema and metadata (FLAC and MP3 bytes, 48 and 16 kHz), a TSV manifest,
+fairseq manifests with .phn, a Kaldi dir with segments. Each -> validate_data exit 0 -> the training data
+pipeline reads it; the HF import also trains one real step. A broken-audio row is listed, the rest imported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from data_helpers import encode, local_ray, tone
+
+from jobs import import_dataset, validate_data
+from unispeech_platform.config.data import DataConfig
+from unispeech_platform.data.importers.common import REPORT_FILE, char_tokens, map_split
+from unispeech_platform.data.importers.hf import split_of
+from unispeech_platform.data.pipeline import build_dataset, iter_batches
+from unispeech_platform.data.summary import read_summary
+
+SENTENCES = ["hola mundo", "la casa azul", "el perro come", "buenos días", "una mesa grande", "tres gatos"]
+
+
+def hf_features(rate: int) -> bytes:
+    """The `huggingface` schema metadata `datasets.Dataset.to_parquet` writes for these columns."""
+    info = {"features": {
+        "id": {"dtype": "string", "_type": "Value"},
+        "audio": {"sampling_rate": rate, "_type": "Audio"},
+        "transcription": {"dtype": "string", "_type": "Value"},
+        "speaker_id": {"dtype": "int64", "_type": "Value"},
+    }}
+    return json.dumps({"info": info}).encode()
+
+
+def write_hf_parquet(path: Path, rows: list[dict], rate: int) -> None:
+    audio_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("id", pa.string()), ("audio", audio_type), ("transcription", pa.string()),
+                        ("speaker_id", pa.int64())], metadata={b"huggingface": hf_features(rate)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    with local_ray():
+        yield
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, Path]:
+    src = tmp_path_factory.mktemp("sources")
+    flac48 = encode(tone(48000, 1.0, channels=2), 48000, "FLAC")
+    mp316 = encode(tone(16000, 1.0), 16000, "MP3")
+    rows = [{"id": f"hf-{i}", "audio": {"bytes": flac48 if i % 2 else mp316, "path": f"{i}.x"},
+             "transcription": SENTENCES[i], "speaker_id": i % 2} for i in range(4)]
+    rows.append({"id": "hf-broken", "audio": {"bytes": b"RIFF not really audio", "path": "b.wav"},
+                 "transcription": "hola", "speaker_id": 1})
+    write_hf_parquet(src / "hf" / "data" / "train-00000-of-00001.parquet", rows, 16000)
+    dev = [{**r, "id": f"hf-dev-{i}"} for i, r in enumerate(rows[:2])] + [rows[0]]  # rows[0]: a repeated id
+    write_hf_parquet(src / "hf" / "data" / "validation-00000-of-00001.parquet", dev, 16000)
+
+    wavs = src / "clips"
+    wavs.mkdir()
+    for i in range(4):
+        (wavs / f"c{i}.wav").write_bytes(encode(tone(22050, 1.0), 22050, "WAV"))
+    (src / "train.tsv").write_text("path\tsentence\tclient_id\n" + "".join(
+        f"clips/c{i}.wav\t{SENTENCES[i]}\tspk{i % 2}\n" for i in range(4)) + "clips/missing.wav\thola\tspk0\n")
+
+    fs = src / "fairseq"
+    fs.mkdir()
+    for split in ("train", "valid"):
+        (fs / f"{split}.tsv").write_text(f"{wavs}\n" + "".join(f"c{i}.wav\t22050\n" for i in range(3)))
+        (fs / f"{split}.phn").write_text("o l a | m u n d o\nk a s a\np e r o\n")
+        (fs / f"{split}.wrd").write_text("hola mundo\ncasa\nperro\n")
+
+    kd = src / "kaldi" / "train_clean"
+    kd.mkdir(parents=True)
+    (kd / "long.flac").write_bytes(encode(tone(16000, 3.0), 16000, "FLAC"))
+    (kd / "wav.scp").write_text(f"rec1 {kd / 'long.flac'}\nrec2 sph2pipe -f wav x.sph |\n")
+    (kd / "segments").write_text("u1 rec1 0.0 1.2\nu2 rec1 1.5 2.9\nu3 rec2 0 1\n")
+    (kd / "text").write_text("u1 hola mundo\nu2 tres gatos\nu3 hola\n")
+    (kd / "utt2spk").write_text("u1 s1\nu2 s2\nu3 s1\n")
+    return {"hf": src / "hf", "manifest": src / "train.tsv", "fairseq": fs, "kaldi": src / "kaldi"}
+
+
+def _import(fmt: str, source: Path, out: Path, *extra: str) -> int:
+    return import_dataset.main(["--format", fmt, "--input", str(source), "--out", str(out), "--lang", "es",
+                                "--workers", "1", "--no-progress", *extra])
+
+
+def _train_ids(root: Path, split: str = "train") -> list[str]:
+    cfg = DataConfig(path=str(root), max_batch_seconds=8.0, max_duration_s=8.0, max_batch_size=4,
+                     shuffle_buffer_rows=4, decode_batch_rows=4)
+    return sorted(i for b in iter_batches(build_dataset(cfg, split), cfg, epoch=0, train=True) for i in b["id"])
+
+
+def _report(out: Path) -> list[list[str]]:
+    return [line.split("\t") for line in (out / REPORT_FILE).read_text().splitlines()[1:]]
+
+
+def test_split_names_and_char_targets():
+    assert [map_split(s) for s in ("validation", "train.clean.100", "test.other", "valid", "dev_clean", "other")] \
+        == ["dev", "train", "test", "dev", "dev", "other"]
+    root = Path("/d")
+    assert split_of(root / "data/train.clean.100-00000-of-00014.parquet", root) == "train"
+    assert split_of(root / "validation/0000.parquet", root) == "dev"
+    assert char_tokens("¡Hola,  Mundo!") == ["h", "o", "l", "a", "|", "m", "u", "n", "d", "o"]
+
+
+def test_hf_parquet_imports_validates_and_trains_one_step(ray_local, sources, tmp_path, capsys):
+    out = tmp_path / "hf"
+    assert _import("hf", sources["hf"], out, "--targets", "phones") == 1  # one row failed, the rest imported
+    printed = capsys.readouterr().out
+    failed = _report(out)
+    assert [(f[1], f[4]) for f in failed] == [("hf-broken", "undecodable"), ("hf-0", "duplicate_id")]
+    assert "train-00000-of-00001.parquet:4" in failed[0][0] and "FAILED" in printed and "hf import" in printed
+    summary = read_summary(out)
+    assert summary["languages"]["es"]["train"]["utterances"] == 4
+    assert summary["languages"]["es"]["dev"]["utterances"] == 2
+    table = pq.read_table(out / "lang=es" / "split=train")
+    assert set(table.column("sample_rate").to_pylist()) == {16000}
+    assert sorted(table.column("speaker").to_pylist()) == ["0", "0", "1", "1"]
+    assert table.column("phones").to_pylist()[0].split() == ["o", "l", "a", "m", "u", "n", "d", "o"]
+    assert validate_data.main([str(out)]) == 0
+    assert _train_ids(out) == ["hf-0", "hf-1", "hf-2", "hf-3"]
+    # One real training step (DeepSpeed, Ray Train) on the imported corpus.
+    from train_helpers import ci_job
+
+    from unispeech_platform.train.driver import run_training
+
+    result = run_training(ci_job(out, tmp_path, "import-hf", "train.max_steps=1", "train.num_workers=1",
+                                 "train.zero_stage=0"))
+    assert result.metrics["step"] == 1
+
+
+def test_manifest_with_char_targets_lists_the_missing_clip(ray_local, sources, tmp_path):
+    out = tmp_path / "manifest"
+    assert _import("manifest", sources["manifest"], out, "--targets", "chars") == 1
+    assert [(f[0].rsplit(":", 1)[1], f[4]) for f in _report(out)] == [("6", "missing_audio_file")]
+    table = pq.read_table(out / "lang=es" / "split=train")
+    assert table.column("phones").to_pylist()[0] == "h o l a | m u n d o"
+    assert validate_data.main([str(out)]) == 0
+    assert _train_ids(out) == ["c0", "c1", "c2", "c3"]
+
+
+def test_fairseq_manifest_keeps_its_phones(ray_local, sources, tmp_path):
+    out = tmp_path / "fairseq"
+    assert _import("fairseq", sources["fairseq"], out) == 0
+    assert set(read_summary(out)["languages"]["es"]) == {"train", "dev"}
+    table = pq.read_table(out / "lang=es" / "split=dev")
+    assert table.column("phones").to_pylist() == ["o l a m u n d o", "k a s a", "p e r o"]
+    assert table.column("text").to_pylist()[0] == "hola mundo"
+    assert validate_data.main([str(out)]) == 0
+    assert _train_ids(out) == ["train-c0", "train-c1", "train-c2"]
+
+
+def test_kaldi_dir_with_segments_and_a_piped_recording(ray_local, sources, tmp_path):
+    out = tmp_path / "kaldi"
+    assert _import("kaldi", sources["kaldi"], out, "--targets", "phones") == 1
+    assert [(f[1], f[4]) for f in _report(out)] == [("u3", "unsupported_audio_source")]
+    table = pq.read_table(out / "lang=es" / "split=train")
+    assert table.column("num_samples").to_pylist() == [19200, 22400]  # 1.2 s and 1.4 s at 16 kHz
+    assert table.column("speaker").to_pylist() == ["s1", "s2"]
+    assert validate_data.main([str(out)]) == 0
+    assert _train_ids(out) == ["u1", "u2"]
+
+
+def test_bad_flags_exit_2_and_bad_input_exit_3(sources, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        import_dataset.main(["--format", "nope", "--input", "x", "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        _import("hf", tmp_path / "absent", tmp_path / "o")
+    assert e.value.code == 3
+    with pytest.raises(SystemExit) as e:  # no language: neither --lang nor a language column
+        import_dataset.main(["--format", "hf", "--input", str(sources["hf"]), "--out", str(tmp_path / "o")])
+    assert e.value.code == 3
+    with pytest.raises(SystemExit) as e:
+        _import("hf", sources["hf"], tmp_path / "o", "--text-column", "nope")
+    assert e.value.code == 3
+    err = capsys.readouterr().err
+    assert "no text column 'nope'" in err and "train-00000-of-00001.parquet" in err

@@ -1,0 +1,270 @@
+"""What every source importer shares: the source-neutral record, split names, labels, the bounded parallel
+conversion, the failure report and the summary.
+
+A source module (hf, manifest, fairseq, kaldi) only turns its files into :class:`Record` objects, lazily; this
+module decodes, checks, labels and transcodes them on a process pool with a bounded window of chunks in flight
+(memory stays bounded however large the source), and streams the results into the corpus writer in order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import unicodedata
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from unispeech_platform.runtime.errors import JobSetupError
+
+from ..audio import decode_audio, encode_flac, to_mono_16k
+from ..espeak import G2PError
+from ..schema import TARGET_SAMPLE_RATE
+from ..summary import atomic_write_text, print_table, write_summary
+from ..writer import CorpusWriter, prepare_output
+from .g2p import check_voice_lib, phonemize_lib
+
+REPORT_FILE = "import_report.tsv"
+TARGETS = ("phones", "chars")
+WORD_BOUNDARY = "|"  # the word separator of character targets (wav2vec 2.0's convention)
+# Where a language code and the espeak-ng voice for it differ.
+DEFAULT_VOICES = {"en": "en-us", "sv-SE": "sv", "fy-NL": "fy", "ga-IE": "ga", "zh-CN": "cmn", "zh": "cmn"}
+
+# Reasons a row is not imported (besides the audio reasons of data/audio.py and the G2P ones of data/espeak.py).
+MISSING_AUDIO_FILE = "missing_audio_file"
+EMPTY_TEXT = "empty_text"
+NO_LANGUAGE = "no_language"
+BAD_SEGMENT = "bad_segment"
+UNSUPPORTED_AUDIO_SOURCE = "unsupported_audio_source"
+NO_VOICE = "no_voice"
+DUPLICATE_ID = "duplicate_id"
+
+_SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev", "dev": "dev", "development": "dev",
+                  "train": "train", "training": "train", "test": "test", "eval": "test", "evaluation": "test"}
+
+
+class ImportInputError(JobSetupError, ValueError):
+    """The input cannot be imported at all (missing file, missing column, no split); names the file/column."""
+
+
+def map_split(name: str) -> str:
+    """A source's split name in ours: ``validation``/``valid``/``dev*`` -> dev, ``train.clean.100`` -> train,
+    ``test.other`` -> test; an unknown name is kept (cleaned to ``[a-z0-9_]``)."""
+    low = name.strip().lower()
+    head = re.split(r"[._\-\s]", low, maxsplit=1)[0]
+    for key in (low, head):
+        if key in _SPLIT_ALIASES:
+            return _SPLIT_ALIASES[key]
+    cleaned = re.sub(r"[^a-z0-9_]+", "_", low).strip("_")
+    return cleaned or "train"
+
+
+def voice_for(lang: str, voices: dict[str, str] | None = None) -> str:
+    return (voices or {}).get(lang) or DEFAULT_VOICES.get(lang) or lang.split("-")[0].split("_")[0].lower()
+
+
+def char_tokens(text: str) -> list[str]:
+    """Character targets: lower-cased letters, digits and apostrophes, words joined by ``|``; NFC so an accent
+    is one token whatever the source's normalisation."""
+    words = []
+    for word in unicodedata.normalize("NFC", text.lower()).split():
+        chars = [c for c in word if c.isalnum() or c == "'"]
+        if chars:
+            words.append(chars)
+    out: list[str] = []
+    for i, chars in enumerate(words):
+        if i:
+            out.append(WORD_BOUNDARY)
+        out.extend(chars)
+    return out
+
+
+@dataclass(frozen=True)
+class Record:
+    """One utterance of a source, before decoding. ``audio`` (encoded bytes) or ``path`` (a file to read);
+    ``start``/``end`` (seconds) cut a segment out of it. ``where`` names it in the report (file:row)."""
+
+    id: str
+    split: str
+    lang: str | None
+    where: str
+    audio: bytes | None = None
+    path: str | None = None
+    start: float | None = None
+    end: float | None = None
+    speaker: str | None = None
+    text: str | None = None
+    phones: str | None = None
+    problem: tuple[str, str] | None = None  # the source already knows this row is bad: (reason, detail)
+
+
+@dataclass
+class Failure:
+    where: str
+    id: str
+    lang: str
+    split: str
+    reason: str
+    detail: str
+
+    def line(self) -> str:
+        return "\t".join(
+            (self.where, self.id, self.lang, self.split, self.reason, " ".join(self.detail.split()))
+        )
+
+
+@dataclass(frozen=True)
+class Options:
+    targets: str | None  # None: keep existing phones, otherwise unlabeled
+    voices: dict[str, str]
+    keep_original: bool = False
+
+
+def convert(rec: Record, opts: Options) -> tuple[Record, dict[str, Any] | None, Failure | None]:
+    """Decode, check, label and transcode one record (in a worker process)."""
+
+    def fail(reason: str, detail: str) -> tuple[Record, None, Failure]:
+        return rec, None, Failure(rec.where, rec.id, rec.lang or "", rec.split, reason, detail)
+
+    if rec.problem:
+        return fail(*rec.problem)
+    if not rec.lang:
+        return fail(NO_LANGUAGE, "no --lang and the language column is empty")
+    text = " ".join((rec.text or "").split()) or None
+    phones = " ".join((rec.phones or "").split()) or None
+    if phones is None and opts.targets is not None:
+        if text is None:
+            return fail(EMPTY_TEXT, f"no text to derive {opts.targets} from")
+        if opts.targets == "chars":
+            phones = " ".join(char_tokens(text)) or None
+            if phones is None:
+                return fail(EMPTY_TEXT, f"no letters in {text!r}")
+        else:
+            try:
+                phones = " ".join(phonemize_lib(text, voice_for(rec.lang, opts.voices)))
+            except G2PError as e:
+                return fail(e.reason, e.detail)
+            except ValueError as e:  # a language column names a language espeak-ng has no voice for
+                return fail(NO_VOICE, str(e))
+    audio = rec.audio
+    if audio is None and rec.path is not None:
+        try:
+            audio = Path(rec.path).read_bytes()
+        except OSError as e:
+            return fail(MISSING_AUDIO_FILE, f"{rec.path}: {e.strerror}")
+    d = decode_audio(audio, None, None)
+    if d.error:
+        return fail(d.error, d.detail)
+    wave = d.wave
+    if rec.start is not None or rec.end is not None:
+        a = round((rec.start or 0.0) * d.sample_rate)
+        b = wave.shape[1] if rec.end is None else round(rec.end * d.sample_rate)
+        if not 0 <= a < b <= wave.shape[1] + d.sample_rate // 100:  # 10 ms slack for rounded segment ends
+            return fail(BAD_SEGMENT, f"segment {rec.start}-{rec.end} s outside the {wave.shape[1] / d.sample_rate:.2f} s audio")
+        wave = wave[:, a:b]
+        d = decode_audio(encode_flac(wave.mean(axis=0), d.sample_rate), None, None)  # re-check the cut (length)
+        if d.error:
+            return fail(d.error, d.detail)
+    if opts.keep_original and rec.start is None and rec.end is None:
+        encoded, rate, n = audio, d.sample_rate, wave.shape[1]
+    else:
+        mono = to_mono_16k(d.wave, d.sample_rate)
+        encoded, rate, n = encode_flac(mono, TARGET_SAMPLE_RATE), TARGET_SAMPLE_RATE, len(mono)
+    row = {"id": rec.id, "audio": encoded, "sample_rate": rate, "num_samples": n,
+           "speaker": rec.speaker or None, "text": text, "phones": phones}
+    return rec, row, None
+
+
+def _convert_chunk(chunk: list[Record], opts: Options) -> list[tuple[Record, dict | None, Failure | None]]:
+    return [convert(r, opts) for r in chunk]
+
+
+def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    it = iter(records)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def convert_stream(
+    records: Iterable[Record], opts: Options, workers: int, *, chunk_rows: int = 16
+) -> Iterator[tuple[Record, dict | None, Failure | None]]:
+    """``convert`` over ``records`` in input order, at most ``2 x workers`` chunks in flight (bounded memory).
+
+    Spawned processes, not forked: the caller may hold torch threads a forked child would inherit half-locked.
+    """
+    if workers <= 1:
+        for chunk in _chunks(records, chunk_rows):
+            yield from _convert_chunk(chunk, opts)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        window: deque[Future] = deque()
+        for chunk in _chunks(records, chunk_rows):
+            window.append(pool.submit(_convert_chunk, chunk, opts))
+            if len(window) >= 2 * workers:
+                yield from window.popleft().result()
+        while window:
+            yield from window.popleft().result()
+
+
+def run_import(
+    fmt: str,
+    records: Callable[[], Iterable[Record]],
+    out: str | Path,
+    *,
+    args: dict[str, Any],
+    opts: Options,
+    langs_for_voices: Iterable[str] = (),
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[dict[str, Any], list[Failure]]:
+    """Stream ``records()`` into a corpus at ``out``; returns the summary and the failed rows (each printed
+    and listed in ``<out>/import_report.tsv``). Re-running with the same ``args`` into a complete corpus is a
+    no-op; other arguments need ``overwrite``."""
+    out = Path(out)
+    try:
+        existing = prepare_output(out, args, overwrite=overwrite)
+    except FileExistsError as e:
+        raise ImportInputError(str(e)) from None
+    if existing is not None:
+        print(f"corpus {out} is complete for these arguments: reusing it")
+        return existing, [Failure(**f) for f in existing.get("failures", [])]
+    if opts.targets == "phones":
+        for lang in langs_for_voices:
+            try:
+                check_voice_lib(voice_for(lang, opts.voices))
+            except ValueError as e:
+                raise ImportInputError(f"--lang {lang}: {e} (pass --voice LANG=VOICE)") from None
+    failures: list[Failure] = []
+    seen: set[str] = set()  # ids must be unique corpus-wide (validate_data checks it): a repeat is listed
+    with CorpusWriter(out) as writer:
+        stream = convert_stream(records(), opts, workers or os.cpu_count() or 1)
+        for rec, row, failure in tqdm(stream, desc=f"importing ({fmt})", unit="row", disable=not progress):
+            if failure is None and rec.id in seen:
+                failure = Failure(rec.where, rec.id, rec.lang or "", rec.split, DUPLICATE_ID,
+                                  "an earlier row has this id (pass --id-column to pick another column)")
+            if failure is not None:
+                failures.append(failure)
+                print(f"FAILED {failure.line()}")
+            else:
+                seen.add(rec.id)
+                writer.write(rec.lang, rec.split, row)
+        if not writer.stats.partitions:
+            raise ImportInputError(f"{args.get('input')}: no row could be imported ({len(failures)} failed)")
+    header = "where\tid\tlang\tsplit\treason\tdetail\n"
+    atomic_write_text(out / REPORT_FILE, header + "".join(f.line() + "\n" for f in failures))
+    reasons = Counter(f.reason for f in failures)
+    summary = write_summary(out, writer.stats, args=args, failed=dict(reasons),
+                            failures=[asdict(f) for f in failures])
+    print_table(writer.stats.table(f"{fmt} import {out}"))
+    if failures:
+        print(f"{len(failures)} rows not imported ({dict(reasons)}); see {out / REPORT_FILE}")
+    return summary, failures
