@@ -168,3 +168,41 @@ def test_ray_train_checkpoint_is_converted_and_keeps_its_run_id(tmp_path):
     assert resolved.run_id == "0123abc" and resolved.architecture == "UniSpeechForCTC"
     loaded = UniSpeechForCTC.from_pretrained(resolved.model_dir)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.slow
+def test_corpus_without_vocab_is_scored_with_the_models_and_oov_phones_are_counted(corpus, tmp_path):
+    """The corpus has no vocab.json and the model lacks two of its phones: evaluation runs with the model's
+    vocabulary, keeps every utterance, and counts the phones outside it per language (scored as errors)."""
+    import pyarrow.parquet as pq
+    import ray
+
+    import jobs.evaluate
+    from unispeech_core import PhoneTokenizer
+
+    bare = tmp_path / "corpus"
+    shutil.copytree(corpus, bare, ignore=shutil.ignore_patterns("vocab.json"))
+    corpus_phones = PhoneTokenizer.from_file(corpus / "vocab.json").phones
+    missing = {corpus_phones[0], corpus_phones[-1]}
+    reduced = PhoneTokenizer.from_phones(p for p in corpus_phones if p not in missing)
+    model_dir = tiny_ctc_model(reduced.save(tmp_path / "vocab.json"), tmp_path / "model")
+    expected = {}
+    for part in sorted(bare.glob("lang=*/split=test/*.parquet")):
+        lang = part.parent.parent.name.split("=")[1]
+        phones = pq.read_table(part, columns=["phones"]).column("phones").to_pylist()
+        expected[lang] = expected.get(lang, 0) + sum(p in missing for row in phones if row for p in row.split())
+    assert sum(expected.values()) > 0  # the test means something only if those phones occur
+
+    ray.init(address="local", num_cpus=8, include_dashboard=False)
+    try:
+        result = jobs.evaluate.main([
+            "--config", str(CONFIG), "--set", f"evaluate.model_path={model_dir}", "--set", f"data.path={bare}",
+            "--set", f"evaluate.output_dir={tmp_path / 'eval'}", "--set", "tracking.enabled=false",
+        ])
+    finally:
+        ray.shutdown()
+    scores = {s.lang: s for s in result.scores}
+    for lang, count in expected.items():
+        assert scores[lang].oov_phones == count and scores[lang].dropped == 0
+        assert set(scores[lang].oov_list.split()) <= missing
+    assert "OOV phones" in result.table and all(s.cer is None for s in result.scores)  # a phone model: no CER/WER

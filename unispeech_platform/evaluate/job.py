@@ -7,11 +7,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from unispeech_core import PhoneTokenizer
+from unispeech_core.tokenizer import VOCAB_NAME
 from unispeech_platform.evaluate.config import EvaluateJobConfig
 from unispeech_platform.evaluate.model_source import ModelLoadError, resolve_model
+from unispeech_platform.evaluate.references import is_character_model, read_references, reference_vocab
 from unispeech_platform.evaluate.scoring import Score
 
 log = logging.getLogger("unispeech.evaluate")
+REFERENCE_VOCAB = "reference_vocab.json"
 
 
 @dataclass
@@ -37,19 +41,31 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     model = resolve_model(ev.model_path, out_dir)  # raises ModelLoadError before any Ray work
     if model.architecture not in ("UniSpeechForCTC",):
         raise ModelLoadError(f"{model.model_dir}: a {model.architecture}; PER evaluation needs a UniSpeechForCTC model")
-    check_corpus(cfg.data, ev.splits)  # CorpusError naming the file before Ray starts
+    model_vocab = PhoneTokenizer.from_file(model.model_dir).vocab
+    # The model's vocabulary decides: the corpus may have none or a different one (docs/evaluation.md).
+    data = cfg.data.model_copy(update={"vocab_path": str(Path(model.model_dir) / VOCAB_NAME)})
+    parts = check_corpus(data, ev.splits)  # CorpusError naming the file before Ray starts
     uri = checked_tracking_uri(cfg.tracking)
+    texts, corpus_phones = read_references(parts)
+    ref_vocab, oov = reference_vocab(model_vocab, corpus_phones, out_dir / REFERENCE_VOCAB)
+    if oov:
+        log.warning("%d corpus phones are not in the model's vocabulary (scored as errors, counted per language): %s",
+                    len(oov), " ".join(oov))
+    data = data.model_copy(update={"vocab_path": str(ref_vocab)})
 
     connect_ray(cfg.ray)
     from unispeech_platform.evaluate.inference import CTCPredictor, data_for_actors, run_inference
-    from unispeech_platform.evaluate.report import markdown_table, write_per_report
-    from unispeech_platform.evaluate.scoring import per_metrics, score_per
+    from unispeech_platform.evaluate.report import LEGEND, markdown_table, write_per_report
+    from unispeech_platform.evaluate.scoring import per_metrics, score_per, tokens_to_text
 
     predictions = run_inference(
-        data_for_actors(cfg.data, labeled_only=True), ev.splits, model.model_dir, CTCPredictor, num_actors=ev.num_actors,
+        data_for_actors(data, labeled_only=True), ev.splits, model.model_dir, CTCPredictor, num_actors=ev.num_actors,
         cpus_per_actor=ev.cpus_per_actor, use_gpu=decide_use_gpu(ev.use_gpu, ev.num_actors), batch_rows=ev.batch_rows,
     )
-    scores = score_per(predictions)
+    if texts and is_character_model(model_vocab):
+        predictions["ref_text"] = predictions["id"].map(texts)
+        predictions["hyp_text"] = predictions["hyp"].map(tokens_to_text, na_action="ignore")
+    scores = score_per(predictions, set(model_vocab))
     metrics = per_metrics(scores)
     write_per_report(scores, predictions, out_dir, ev.model_path)
     run_id = None
@@ -58,4 +74,4 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
             uri, cfg.tracking, run_id=ev.run_id or model.run_id, model_path=ev.model_path, metrics=metrics,
             out_dir=str(out_dir), artifact_path="evaluation", job="evaluate",
         )
-    return EvaluationResult(scores, metrics, str(out_dir), run_id, uri, markdown_table(scores))
+    return EvaluationResult(scores, metrics, str(out_dir), run_id, uri, f"{LEGEND}\n\n{markdown_table(scores)}")

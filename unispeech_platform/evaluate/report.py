@@ -9,14 +9,20 @@ from pathlib import Path
 
 from unispeech_platform.evaluate.scoring import MACRO, WEIGHTED, Score
 
-COLUMNS = ("split", "lang", "utterances", "ref_phones", "PER %", "sub %", "del %", "ins %", "dropped")
+COLUMNS = ("split", "lang", "utterances", "ref_phones", "PER %", "sub %", "del %", "ins %", "CER %", "WER %",
+           "OOV phones", "dropped")
+LEGEND = ("PER: jiwer's error rate over the model's tokens against the corpus `phones` (sub/del/ins per reference "
+          "token). CER / WER: jiwer's character / word error rate of the decoded text against the corpus `text` "
+          "(lower-cased, punctuation removed), only for character models (vocabulary with `|`); `–` = not "
+          "meaningful or no text. OOV phones: reference phones outside the model's vocabulary (scored as errors).")
 TABLE_MD, TABLE_CSV, TABLE_JSON, CHART, PREDICTIONS = "per.md", "per.csv", "per.json", "per.png", "predictions.jsonl"
 
 
 def _cells(s: Score) -> list[str]:
     name = {MACRO: "avg (macro)", WEIGHTED: "avg (utt-weighted)"}.get(s.lang, s.lang)
-    pct = [f"{100 * v:.2f}" for v in (s.per, s.sub, s.dele, s.ins)]
-    return [s.split, name, str(s.utterances), str(s.ref_phones), *pct, str(s.dropped)]
+    pct = [f"{100 * v:.2f}" if v is not None else "–" for v in (s.per, s.sub, s.dele, s.ins, s.cer, s.wer)]
+    oov = f"{s.oov_phones} ({s.oov_list})" if s.oov_phones else "0"
+    return [s.split, name, str(s.utterances), str(s.ref_phones), *pct, oov, str(s.dropped)]
 
 
 def markdown_table(scores: list[Score]) -> str:
@@ -53,7 +59,7 @@ def write_per_report(scores: list[Score], predictions, out_dir: str | Path, mode
     """Write per.md, per.csv, per.json, per.png and predictions.jsonl into out_dir (created)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / TABLE_MD).write_text(f"PER of `{model_path}`\n\n" + markdown_table(scores), encoding="utf-8")
+    (out / TABLE_MD).write_text(f"PER of `{model_path}`\n\n{LEGEND}\n\n" + markdown_table(scores), encoding="utf-8")
     with open(out / TABLE_CSV, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(scores[0].as_dict()))
         writer.writeheader()
