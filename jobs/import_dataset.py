@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from unispeech_platform.data.importers import READERS
+from unispeech_platform.data.importers import READERS, hf
 from unispeech_platform.data.importers.common import TARGETS, Options, run_import
 from unispeech_platform.runtime.cli import run_or_exit
 
@@ -72,12 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     def records():
         return read(source, lang=a.lang, split=a.split, overrides=overrides)
 
+    info = run_or_exit(hf.describe, source) if a.format == "hf" else None
     # The readers raise their input errors lazily: pull the first record here so they exit 3 before any work.
     run_or_exit(lambda: next(iter(records()), None))
     _, failures = run_or_exit(
         run_import, a.format, records, a.out, args=args,
         opts=Options(a.targets, a.voice, a.keep_original), langs_for_voices=langs, workers=a.workers,
-        overwrite=a.overwrite, progress=not a.no_progress,
+        overwrite=a.overwrite, progress=not a.no_progress, source_info=info,
     )
     return 1 if failures else 0
 

@@ -5,10 +5,8 @@ pipeline reads it; the HF import also trains one real step. A broken-audio row i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from data_helpers import encode, local_ray, tone
@@ -23,23 +21,13 @@ from unispeech_platform.data.summary import read_summary
 SENTENCES = ["hola mundo", "la casa azul", "el perro come", "buenos días", "una mesa grande", "tres gatos"]
 
 
-def hf_features(rate: int) -> bytes:
-    """The `huggingface` schema metadata `datasets.Dataset.to_parquet` writes for these columns."""
-    info = {"features": {
-        "id": {"dtype": "string", "_type": "Value"},
-        "audio": {"sampling_rate": rate, "_type": "Audio"},
-        "transcription": {"dtype": "string", "_type": "Value"},
-        "speaker_id": {"dtype": "int64", "_type": "Value"},
-    }}
-    return json.dumps({"info": info}).encode()
-
-
 def write_hf_parquet(path: Path, rows: list[dict], rate: int) -> None:
-    audio_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    schema = pa.schema([("id", pa.string()), ("audio", audio_type), ("transcription", pa.string()),
-                        ("speaker_id", pa.int64())], metadata={b"huggingface": hf_features(rate)})
+    """What `datasets` writes for a Hub audio set: `audio` struct<bytes, path> plus the `huggingface` metadata."""
+    from datasets import Audio, Dataset
+
+    columns = {key: [r[key] for r in rows] for key in rows[0]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    Dataset.from_dict(columns).cast_column("audio", Audio(sampling_rate=rate)).to_parquet(str(path))
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +47,7 @@ def sources(tmp_path_factory) -> dict[str, Path]:
                  "transcription": "hola", "speaker_id": 1})
     write_hf_parquet(src / "hf" / "data" / "train-00000-of-00001.parquet", rows, 16000)
     dev = [{**r, "id": f"hf-dev-{i}"} for i, r in enumerate(rows[:2])] + [rows[0]]  # rows[0]: a repeated id
-    write_hf_parquet(src / "hf" / "data" / "validation-00000-of-00001.parquet", dev, 16000)
+    write_hf_parquet(src / "hf" / "data" / "validation-00000-of-00001.parquet", dev, 48000)
 
     wavs = src / "clips"
     wavs.mkdir()
@@ -117,6 +105,7 @@ def test_hf_parquet_imports_validates_and_trains_one_step(ray_local, sources, tm
     assert [(f[1], f[4]) for f in failed] == [("hf-broken", "undecodable"), ("hf-0", "duplicate_id")]
     assert "train-00000-of-00001.parquet:4" in failed[0][0] and "FAILED" in printed and "hf import" in printed
     summary = read_summary(out)
+    assert summary["source"]["validation-00000-of-00001.parquet"] == {"audio_sampling_rate": 48000}
     assert summary["languages"]["es"]["train"]["utterances"] == 4
     assert summary["languages"]["es"]["dev"]["utterances"] == 2
     table = pq.read_table(out / "lang=es" / "split=train")
@@ -137,7 +126,7 @@ def test_hf_parquet_imports_validates_and_trains_one_step(ray_local, sources, tm
 
 def test_manifest_with_char_targets_lists_the_missing_clip(ray_local, sources, tmp_path):
     out = tmp_path / "manifest"
-    assert _import("manifest", sources["manifest"], out, "--targets", "chars") == 1
+    assert _import("manifest", sources["manifest"], out, "--targets", "chars", "--workers", "2") == 1  # a pool
     assert [(f[0].rsplit(":", 1)[1], f[4]) for f in _report(out)] == [("6", "missing_audio_file")]
     table = pq.read_table(out / "lang=es" / "split=train")
     assert table.column("phones").to_pylist()[0] == "h o l a | m u n d o"

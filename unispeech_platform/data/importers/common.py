@@ -225,9 +225,10 @@ def run_import(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    source_info: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[Failure]]:
     """Stream ``records()`` into a corpus at ``out``; returns the summary and the failed rows (each printed
-    and listed in ``<out>/import_report.tsv``). Re-running with the same ``args`` into a complete corpus is a
+    and listed in ``<out>/import_report.tsv``); ``source_info`` goes into summary.json. Re-running with the same ``args`` into a complete corpus is a
     no-op; other arguments need ``overwrite``."""
     out = Path(out)
     try:
@@ -262,7 +263,7 @@ def run_import(
     header = "where\tid\tlang\tsplit\treason\tdetail\n"
     atomic_write_text(out / REPORT_FILE, header + "".join(f.line() + "\n" for f in failures))
     reasons = Counter(f.reason for f in failures)
-    summary = write_summary(out, writer.stats, args=args, failed=dict(reasons),
+    summary = write_summary(out, writer.stats, args=args, source=source_info or {}, failed=dict(reasons),
                             failures=[asdict(f) for f in failures])
     print_table(writer.stats.table(f"{fmt} import {out}"))
     if failures:
