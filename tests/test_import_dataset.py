@@ -5,6 +5,7 @@ pipeline reads it; the HF import also trains one real step. A broken-audio row i
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -171,3 +172,21 @@ def test_bad_flags_exit_2_and_bad_input_exit_3(sources, tmp_path, capsys):
     assert e.value.code == 3
     err = capsys.readouterr().err
     assert "no text column 'nope'" in err and "train-00000-of-00001.parquet" in err
+
+
+def test_csv_and_nemo_jsonl_manifests_with_a_language_column(sources, tmp_path):
+    clips = sources["manifest"].parent / "clips"
+    (tmp_path / "dev.csv").write_text('file,text,lang\n' + "".join(
+        f'{clips / f"c{i}.wav"},"{SENTENCES[i]}, dijo",{"es" if i else "fr"}\n' for i in range(2)))
+    nemo = [{"audio_filepath": str(clips / f"c{i}.wav"), "text": SENTENCES[i], "duration": 1.0} for i in range(2)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in nemo))
+    out = tmp_path / "csv"
+    assert import_dataset.main(["--format", "manifest", "--input", str(tmp_path / "dev.csv"), "--out", str(out),
+                                "--targets", "chars", "--workers", "1", "--no-progress"]) == 0
+    assert {lang: set(splits) for lang, splits in read_summary(out)["languages"].items()} \
+        == {"es": {"dev"}, "fr": {"dev"}}
+    assert pq.read_table(out / "lang=fr").column("phones").to_pylist() == ["h o l a | m u n d o | d i j o"]
+    out = tmp_path / "nemo"
+    assert _import("manifest", tmp_path / "m.jsonl", out, "--split", "test") == 0
+    table = pq.read_table(out / "lang=es" / "split=test")
+    assert table.column("text").to_pylist() == SENTENCES[:2] and table.column("phones").null_count == 2

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from unispeech_platform.runtime.errors import JobSetupError
 
 from ..audio import decode_audio, encode_flac, to_mono_16k
+from ..commonvoice import voice_for  # one language -> espeak-ng voice table for every importer
 from ..espeak import G2PError
 from ..schema import TARGET_SAMPLE_RATE
 from ..summary import atomic_write_text, print_table, write_summary
@@ -34,8 +35,6 @@ from .g2p import check_voice_lib, phonemize_lib
 REPORT_FILE = "import_report.tsv"
 TARGETS = ("phones", "chars")
 WORD_BOUNDARY = "|"  # the word separator of character targets (wav2vec 2.0's convention)
-# Where a language code and the espeak-ng voice for it differ.
-DEFAULT_VOICES = {"en": "en-us", "sv-SE": "sv", "fy-NL": "fy", "ga-IE": "ga", "zh-CN": "cmn", "zh": "cmn"}
 
 # Reasons a row is not imported (besides the audio reasons of data/audio.py and the G2P ones of data/espeak.py).
 MISSING_AUDIO_FILE = "missing_audio_file"
@@ -64,10 +63,6 @@ def map_split(name: str) -> str:
             return _SPLIT_ALIASES[key]
     cleaned = re.sub(r"[^a-z0-9_]+", "_", low).strip("_")
     return cleaned or "train"
-
-
-def voice_for(lang: str, voices: dict[str, str] | None = None) -> str:
-    return (voices or {}).get(lang) or DEFAULT_VOICES.get(lang) or lang.split("-")[0].split("_")[0].lower()
 
 
 def char_tokens(text: str) -> list[str]:
