@@ -1,0 +1,58 @@
+"""Transcribe audio with an exported CTC model: one JSON object per utterance with per-token times.
+
+    python -m jobs.transcribe --model runs/tiny-finetune/model --out out.jsonl audio/ more/*.flac corpus/
+    python -m jobs.transcribe --model MODEL_DIR --out out.jsonl --decoder beam --beam-size 32 [--lm tokens.arpa] x.wav
+
+INPUT: files (any format soundfile reads, any rate, stereo downmixed), directories (searched recursively for
+audio files), globs, or a corpus directory (its Parquet rows). Each line: {"path", "text", "tokens":
+[{"token", "start", "end"}] (seconds from the CTC frames), "duration", and "id" for corpus rows}.
+
+Fewer than --ray-min-inputs files run in this process without Ray; more run on a Ray Data actor pool (RAY_ADDRESS
+or a local Ray; a GPU per actor when the cluster has them). Unreadable files are listed on stderr and skipped:
+the exit status is 0 when anything was transcribed, 3 for a bad model or when nothing could be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from unispeech_platform.runtime.cli import run_or_exit
+
+
+def main(argv: list[str] | None = None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, directories, globs or corpus dirs")
+    p.add_argument("--model", required=True, help="exported model dir (config.json, model.safetensors, vocab.json), "
+                   "a training job dir or a step_N checkpoint")
+    p.add_argument("--out", required=True, help="JSONL output file")
+    p.add_argument("--decoder", choices=["greedy", "beam"], default="greedy")
+    p.add_argument("--beam-size", type=int, default=16)
+    p.add_argument("--lm", default=None, help="KenLM n-gram (.arpa/.bin) over the model's tokens (beam only)")
+    p.add_argument("--lm-weight", type=float, default=0.5)
+    p.add_argument("--batch-size", type=int, default=8, help="audio windows per forward pass")
+    p.add_argument("--chunk-seconds", type=float, default=30.0, help="longer audio is cut into windows this long")
+    p.add_argument("--ray", choices=["auto", "never", "always"], default="auto",
+                   help="auto: Ray Data from --ray-min-inputs inputs on, in-process below")
+    p.add_argument("--ray-min-inputs", type=int, default=200)
+    p.add_argument("--num-actors", type=int, default=1, help="Ray Data inference actors (each loads the model)")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+
+    from unispeech_platform.evaluate.transcribe import TranscribeOptions, transcribe
+
+    opts = TranscribeOptions(
+        model=a.model, out=a.out, inputs=a.inputs, decoder=a.decoder, beam_size=a.beam_size, lm_path=a.lm,
+        lm_weight=a.lm_weight, batch_size=a.batch_size, chunk_seconds=a.chunk_seconds, ray=a.ray,
+        ray_min_inputs=a.ray_min_inputs, num_actors=a.num_actors, progress=not a.no_progress,
+    )
+    summary = run_or_exit(transcribe, opts)
+    for f in summary.failures:
+        print(f"failed: {f.path}: {f.reason}", file=sys.stderr)
+    print(f"transcribed {summary.transcribed} utterances into {a.out}"
+          f"{f'; {len(summary.failures)} inputs failed (listed above)' if summary.failures else ''}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

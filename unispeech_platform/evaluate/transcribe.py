@@ -1,0 +1,321 @@
+"""Transcription of arbitrary audio with an exported CTC model: inputs -> utterances -> batched forward passes ->
+greedy or beam decoding -> one JSON object per utterance with per-token times in seconds.
+
+    transcribe(TranscribeOptions(model=..., out=..., inputs=[...]))   # what ``jobs.transcribe`` runs
+
+Inputs are files, directories (recursive; audio extensions libsndfile knows), globs, or corpus directories
+(``*.parquet`` parts: every row with its ``id``). Audio is decoded with soundfile, downmixed and resampled to
+16 kHz with torchaudio (``data.audio``, the training data path). Long files are cut into ``chunk_seconds``
+windows whose times are offset back, so memory stays bounded. A file that cannot be read is reported and
+skipped, never fatal. Small inputs run in this process; large ones on a Ray Data actor pool (each actor loads the
+model once, a GPU each when the cluster has them).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unispeech_platform.runtime.errors import JobSetupError
+
+PARQUET = ".parquet"
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    model: str
+    out: str
+    inputs: list[str]
+    decoder: str = "greedy"
+    """greedy | beam"""
+    beam_size: int = 16
+    lm_path: str | None = None
+    lm_weight: float = 0.5
+    batch_size: int = 8
+    """Audio windows per forward pass."""
+    chunk_seconds: float = 30.0
+    ray: str = "auto"
+    """auto (Ray from ray_min_inputs inputs on) | never | always"""
+    ray_min_inputs: int = 200
+    num_actors: int = 1
+    use_gpu: bool | None = None
+    progress: bool = True
+
+
+@dataclass
+class Failure:
+    path: str
+    reason: str
+
+
+@dataclass
+class Utterance:
+    path: str
+    wave: np.ndarray
+    """16 kHz mono float32."""
+    id: str | None = None
+
+
+@dataclass
+class Summary:
+    transcribed: int
+    failures: list[Failure] = field(default_factory=list)
+    used_ray: bool = False
+
+
+def _audio_extensions() -> set[str]:
+    import soundfile as sf
+
+    exts = {f".{k.lower()}" for k in sf.available_formats()}
+    return exts | {".oga", ".opus", ".aif", ".mp3"}
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[str], list[Failure]]:
+    """Paths to read (audio files and Parquet parts, sorted, unique) and the inputs that matched nothing."""
+    exts = _audio_extensions() | {PARQUET}
+    found: list[str] = []
+    failures: list[Failure] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            hits = [str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in exts]
+        elif p.is_file():
+            hits = [str(p)]
+        else:
+            hits = sorted(f for f in glob.glob(item, recursive=True) if os.path.isfile(f))
+        if not hits:
+            failures.append(Failure(item, "no such file, or no audio files in it"))
+        found += hits
+    return list(dict.fromkeys(found)), failures
+
+
+def read_utterances(path: str) -> Iterator[Utterance | Failure]:
+    """One utterance per audio file; one per row of a Parquet part (``id``, ``audio``, ``sample_rate``)."""
+    from unispeech_platform.data.audio import decode_audio, to_mono_16k
+
+    def decoded(audio: bytes | None, rate: int | None, where: str, rid: str | None) -> Utterance | Failure:
+        d = decode_audio(audio, rate, None)
+        if d.error:
+            return Failure(where, f"{d.error}: {d.detail}")
+        return Utterance(path, to_mono_16k(d.wave, d.sample_rate), rid)
+
+    if not path.endswith(PARQUET):
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            yield Failure(path, f"unreadable: {e.strerror or e}")
+            return
+        yield decoded(data, None, path, None)
+        return
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        names = set(pf.schema_arrow.names)
+        if "audio" not in names:
+            yield Failure(path, "Parquet part without an 'audio' column")
+            return
+        cols = [c for c in ("id", "audio", "sample_rate") if c in names]
+        for batch in pf.iter_batches(batch_size=64, columns=cols):
+            for i, row in enumerate(batch.to_pylist()):
+                audio, rid = row["audio"], row.get("id") or str(i)
+                if isinstance(audio, dict):  # Hugging Face datasets' struct<bytes, path>
+                    audio = audio.get("bytes")
+                rate = row.get("sample_rate")
+                yield decoded(audio, int(rate) if rate else None, f"{path}#{rid}", rid)
+    except Exception as e:  # a broken part: report it, go on with the other inputs
+        yield Failure(path, f"unreadable Parquet: {e}")
+
+
+class Transcriber:
+    """Loads the model once; turns utterances into JSON-ready dicts."""
+
+    def __init__(self, model_dir: str, opts: TranscribeOptions, device: str = "cpu"):
+        import torch
+
+        from unispeech_core import PhoneTokenizer, UniSpeechForCTC
+        from unispeech_core.decoding import frame_seconds
+        from unispeech_core.tokenizer import SPECIAL_TOKENS
+
+        self.torch = torch
+        self.tokenizer = PhoneTokenizer.from_file(model_dir)
+        self.model = UniSpeechForCTC.from_pretrained(model_dir).to(device).eval()
+        self.device = device
+        self.stride = frame_seconds(self.model.config.conv_stride)
+        self.opts = opts
+        self.special = {self.tokenizer.vocab[t] for t in SPECIAL_TOKENS}
+        self.tokens = [self.tokenizer.id_to_token[i] for i in range(len(self.tokenizer))]
+        self.beam = None
+        if opts.decoder == "beam":
+            from unispeech_platform.evaluate.beam import BeamDecoder, BeamOptions
+
+            self.beam = BeamDecoder(self.tokens, BeamOptions(opts.beam_size, opts.lm_path, opts.lm_weight))
+        from unispeech_platform.evaluate.references import is_character_model
+
+        self.characters = is_character_model(self.tokenizer.vocab)
+
+    def _windows(self, utts: list[Utterance]) -> list[tuple[int, int, np.ndarray]]:
+        size = max(int(self.opts.chunk_seconds * 16_000), 16_000)
+        out = []
+        for k, u in enumerate(utts):
+            for start in range(0, max(len(u.wave), 1), size):
+                piece = u.wave[start:start + size]
+                if start and len(piece) < 1_600:  # a < 0.1 s tail yields no frame: drop it
+                    continue
+                out.append((k, start, piece))
+        return out
+
+    def __call__(self, utts: list[Utterance]) -> list[dict[str, Any]]:
+        from unispeech_core.decoding import ctc_greedy_spans
+        from unispeech_core.features import pad_batch
+
+        torch = self.torch
+        spans: list[list[dict]] = [[] for _ in utts]
+        windows = sorted(self._windows(utts), key=lambda w: len(w[2]))
+        with torch.inference_mode():
+            for b in range(0, len(windows), self.opts.batch_size):
+                group = windows[b:b + self.opts.batch_size]
+                batch = pad_batch([w[2] for w in group])
+                out = self.model(**{k: v.to(self.device) for k, v in batch.items()})
+                logits = out.logits.float()
+                lengths = out.frame_lengths if out.frame_lengths is not None else torch.full(
+                    (len(group),), logits.shape[1])
+                if self.beam is not None:
+                    decoded = self.beam(logits.log_softmax(-1), lengths)
+                else:
+                    decoded = ctc_greedy_spans(logits, lengths, self.tokenizer.pad_token_id)
+                for (k, offset, _), row in zip(group, decoded):
+                    t0 = offset / 16_000
+                    spans[k] += [{"token": self.tokens[s.id], "start": round(t0 + s.start * self.stride, 4),
+                                  "end": round(t0 + s.end * self.stride, 4)} for s in row if s.id not in self.special]
+        results = []
+        for u, toks in zip(utts, spans):
+            toks.sort(key=lambda t: t["start"])
+            phones = " ".join(t["token"] for t in toks)
+            text = "".join(t["token"] for t in toks).replace("|", " ").strip() if self.characters else phones
+            row = {"path": u.path, "text": text, "tokens": toks, "duration": round(len(u.wave) / 16_000, 4)}
+            if u.id is not None:
+                row["id"] = u.id
+            results.append(row)
+        return results
+
+
+def _batches(paths: list[str], size: int) -> Iterator[tuple[list[Utterance], list[Failure]]]:
+    utts: list[Utterance] = []
+    fails: list[Failure] = []
+    for path in paths:
+        for item in read_utterances(path):
+            if isinstance(item, Failure):
+                fails.append(item)
+            else:
+                utts.append(item)
+            if len(utts) >= size:
+                yield utts, fails
+                utts, fails = [], []
+    if utts or fails:
+        yield utts, fails
+
+
+class TranscribeActor:
+    """Ray Data callable class: one model per actor; a block of input paths in, JSON lines and failures out."""
+
+    def __init__(self, model_dir: str, opts: dict[str, Any], use_gpu: bool = False):
+        import torch
+
+        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        self.opts = TranscribeOptions(**opts)
+        self.transcriber = Transcriber(model_dir, self.opts, device)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        lines, failed = [], []
+        for utts, fails in _batches(list(batch["path"]), self.opts.batch_size):
+            lines += [json.dumps(r, ensure_ascii=False) for r in (self.transcriber(utts) if utts else [])]
+            failed += [json.dumps(f.__dict__, ensure_ascii=False) for f in fails]
+        return {"line": lines + [None] * len(failed), "failure": [None] * len(lines) + failed}
+
+
+def _run_local(paths: list[str], opts: TranscribeOptions, model_dir: str, out, bar) -> tuple[int, list[Failure]]:
+    import torch
+
+    use_gpu = opts.use_gpu is not False and torch.cuda.is_available()
+    transcriber = Transcriber(model_dir, opts, "cuda" if use_gpu else "cpu")
+    done, failures = 0, []
+    for utts, fails in _batches(paths, opts.batch_size):
+        failures += fails
+        for row in transcriber(utts) if utts else []:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            done += 1
+        bar.update(len(utts) + len(fails))
+    return done, failures
+
+
+def _run_ray(paths: list[str], opts: TranscribeOptions, model_dir: str, out, bar) -> tuple[int, list[Failure]]:
+    import ray.data
+
+    from unispeech_platform.config import RaySection
+    from unispeech_platform.runtime.ray_session import connect_ray, decide_use_gpu
+
+    connect_ray(RaySection())
+    use_gpu = decide_use_gpu(opts.use_gpu, opts.num_actors)
+    ds = ray.data.from_items([{"path": p} for p in paths]).map_batches(
+        TranscribeActor, fn_constructor_kwargs={"model_dir": model_dir, "opts": opts.__dict__, "use_gpu": use_gpu},
+        batch_size=max(1, opts.batch_size), compute=ray.data.ActorPoolStrategy(size=opts.num_actors),
+        num_gpus=1 if use_gpu else 0,
+    )
+    done, failures = 0, []
+    for row in ds.iter_rows():
+        if row["line"] is not None:
+            out.write(row["line"] + "\n")
+            done += 1
+        else:
+            failures.append(Failure(**json.loads(row["failure"])))
+        bar.update(1)
+    return done, failures
+
+
+def transcribe(opts: TranscribeOptions) -> Summary:
+    """Transcribe every input into ``opts.out`` (JSONL). Raises JobSetupError for a bad model or when nothing at
+    all could be transcribed; unreadable inputs are listed in the summary."""
+    from tqdm import tqdm
+
+    from unispeech_platform.evaluate.model_source import resolve_model
+
+    if opts.decoder not in ("greedy", "beam"):
+        raise JobSetupError(f"--decoder {opts.decoder!r}: expected greedy or beam")
+    if opts.lm_path and not Path(opts.lm_path).is_file():
+        raise JobSetupError(f"--lm {opts.lm_path}: no such file")
+    out_path = Path(opts.out).resolve()
+    model = resolve_model(opts.model, out_path.parent / f"{out_path.stem}-model")
+    if model.architecture != "UniSpeechForCTC":
+        raise JobSetupError(f"{model.model_dir}: a {model.architecture}; transcription needs a UniSpeechForCTC model")
+    paths, failures = collect_inputs(opts.inputs)
+    if not paths:
+        raise JobSetupError("no input audio found: " + "; ".join(f"{f.path}: {f.reason}" for f in failures))
+    use_ray = opts.ray == "always" or (opts.ray == "auto" and len(paths) >= opts.ray_min_inputs)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(out_path.name + ".partial")  # renamed when complete: no half file on failure
+    try:
+        with open(partial, "w", encoding="utf-8") as out, tqdm(
+            total=None if any(p.endswith(PARQUET) for p in paths) else len(paths), unit="utt", file=sys.stderr,
+            disable=not opts.progress, desc="transcribing",
+        ) as bar:
+            run = _run_ray if use_ray else _run_local
+            done, more = run(paths, opts, model.model_dir, out, bar)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    failures += more
+    if done == 0:
+        partial.unlink(missing_ok=True)
+        raise JobSetupError(f"nothing transcribed; {len(failures)} inputs failed, e.g. "
+                            f"{failures[0].path}: {failures[0].reason}" if failures else "nothing transcribed")
+    os.replace(partial, out_path)
+    return Summary(done, failures, use_ray)
