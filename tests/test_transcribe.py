@@ -182,3 +182,21 @@ def test_beam_search_with_a_token_lm(model_dir, audio_dir, tmp_path, capsys):
                               "--lm", str(unigram), flac])
     assert exc.value.code == 3 and str(unigram) in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_greedy_spans_are_the_greedy_ids_with_their_frame_runs():
+    import torch
+
+    from unispeech_core import ctc_greedy_ids
+    from unispeech_core.decoding import ctc_greedy_spans, frame_seconds
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 40, 6) * 3
+    lengths = torch.tensor([40, 25, 7])
+    for row, spans, ids, n in zip(logits.argmax(-1), ctc_greedy_spans(logits, lengths), ctc_greedy_ids(logits, lengths),
+                                  lengths.tolist()):
+        assert [s.id for s in spans] == ids and ids
+        assert all((row[s.start:s.end] == s.id).all() for s in spans)  # a span is a run of its token's argmax
+        assert all(0 <= s.start < s.end <= n for s in spans)
+        assert all(a.end <= b.start for a, b in zip(spans, spans[1:]))
+    assert frame_seconds((5, 2, 2, 2, 2, 2, 2)) == 0.02
