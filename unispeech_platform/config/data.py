@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from unispeech_core.tokenizer import VOCAB_NAME
@@ -14,9 +12,12 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(description="Corpus root: lang=<code>/split=<name>/part-NNNNN.parquet plus vocab.json.")
+    path: str = Field(
+        description="Corpus root: lang=<code>/split=<name>/part-NNNNN.parquet plus vocab.json. A local path or any "
+        "URI pyarrow's filesystems accept (s3://, gs://, file://; docs/data.md#object-storage)."
+    )
     vocab_path: str | None = Field(
-        default=None, description="Phone vocabulary (vocab.json); default: <path>/vocab.json."
+        default=None, description="Phone vocabulary (vocab.json, a path or URI); default: <path>/vocab.json."
     )
     langs: list[str] | None = Field(
         default=None, description="Languages (lang= partitions) to read; None reads every language present."
@@ -99,5 +100,12 @@ class DataConfig(BaseModel):
             )
         return self
 
-    def resolved_vocab_path(self) -> Path:
-        return Path(self.vocab_path) if self.vocab_path else Path(self.path) / VOCAB_NAME
+    def resolved_vocab_path(self) -> str:
+        """vocab_path, else vocab.json in the corpus root (a URI's query, e.g. endpoint_override, is kept)."""
+        return self.vocab_path if self.vocab_path else join_path(self.path, VOCAB_NAME)
+
+
+def join_path(root: str, name: str) -> str:
+    """``root/name`` for a local path or a URI; a URI's ``?query`` stays at the end."""
+    base, sep, query = root.partition("?") if "://" in root else (root, "", "")
+    return f"{base.rstrip('/')}/{name}{sep}{query}"

@@ -2,12 +2,15 @@
 
 It runs inside Ray Data tasks (``map_batches``) and in the local path alike. A bad row is not dropped
 here: it leaves with an empty ``wave`` and its ``error``, so the worker that receives it can count it.
-Length filters use the declared ``num_samples`` first, so rows that are too long are never decoded.
+Length filters use the declared ``num_samples`` first, so rows that are too long are never decoded; a row
+without one (a part written without the column) is judged by its audio file's header.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +18,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.dataset as pads
+import soundfile as sf
 
 from .audio import BAD_REASONS, UNKNOWN_PHONES, decode_audio, to_mono_16k
-from .schema import TARGET_SAMPLE_RATE, PartFile
+from .schema import READ_SCHEMA, TARGET_SAMPLE_RATE, PartFile
+from .storage import is_uri, locate
 
 EMPTY_PHONES = "empty_phones"
 SHORTER_THAN_MIN = "shorter_than_min_duration"
@@ -68,12 +73,26 @@ def check_phones(phones: str | None, vocab: dict[str, int]) -> tuple[list[int] |
     return [vocab[p] for p in tokens], None, ""
 
 
+def header_frames(audio: bytes | None) -> int | None:
+    """Samples per channel as the encoded file's header states them (MP3: an estimate); None if unreadable.
+    Reads the header only, so it is cheap enough for length filters and hour counts of parts without
+    ``num_samples``."""
+    if not audio:
+        return None
+    try:
+        return sf.info(io.BytesIO(audio)).frames
+    except Exception:  # not audio: the decode stage reports it with its reason
+        return None
+
+
 def _decode_row(
     row: dict[str, Any], opts: DecodeOptions
 ) -> tuple[bytes, int, list[int] | None, str | None, str]:
     rate, n = row["sample_rate"], row["num_samples"]
-    if rate and n is not None:
-        seconds = n / rate
+    # A missing num_samples is not checked against the decoded length (an MP3 header only estimates it).
+    length = n if n is not None else header_frames(row["audio"])
+    if rate and length is not None:
+        seconds = length / rate
         if seconds < opts.min_duration_s:
             return _EMPTY, 0, None, SHORTER_THAN_MIN, f"{seconds:.2f} s < {opts.min_duration_s} s"
         if seconds > opts.max_duration_s:
@@ -125,10 +144,14 @@ def decode_table(table: pa.Table, opts: DecodeOptions) -> pa.Table:
     )
 
 
+def read_part(part: PartFile) -> pads.Dataset:
+    """One part as a pyarrow dataset cast to ``READ_SCHEMA`` (the same casts as the Ray Data read)."""
+    return pads.dataset(str(part.path), schema=READ_SCHEMA, format="parquet", filesystem=part.fs)
+
+
 def read_part_batches(part: PartFile, *, labeled_only: bool, batch_rows: int):
     """The local (non-Ray) reader: a part's rows in record batches, with the ``lang`` partition column."""
-    pf = pq.ParquetFile(part.path)
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=READ_COLUMNS[:-1]):
+    for batch in read_part(part).to_batches(batch_size=batch_rows, columns=READ_COLUMNS[:-1]):
         table = pa.Table.from_batches([batch])
         if labeled_only:
             table = table.filter(pc.is_valid(table["phones"]))
@@ -144,9 +167,11 @@ def language_rates(parts: list[PartFile], alpha: float, *, labeled_only: bool) -
     hours: dict[str, float] = {}
     for part in parts:
         cols = ["sample_rate", "num_samples"] + (["phones"] if labeled_only else [])
-        t = pq.read_table(part.path, columns=cols)
+        t = read_part(part).to_table(columns=cols)
         if labeled_only:
             t = t.filter(pc.is_valid(t["phones"]))
+        if t["num_samples"].null_count:  # a part without the column: read the audio headers
+            t = _with_header_frames(part, labeled_only)
         secs = pc.sum(pc.divide(pc.cast(t["num_samples"], pa.float64()), t["sample_rate"])).as_py() or 0.0
         hours[part.lang] = hours.get(part.lang, 0.0) + secs / 3600
     total = sum(hours.values())
@@ -157,12 +182,37 @@ def language_rates(parts: list[PartFile], alpha: float, *, labeled_only: bool) -
     return {lang: (weights[lang] / norm) * total / hours[lang] if hours[lang] > 0 else 0.0 for lang in hours}
 
 
+def _with_header_frames(part: PartFile, labeled_only: bool) -> pa.Table:
+    """sample_rate and num_samples of a part, the missing num_samples taken from each audio file's header."""
+    t = read_part(part).to_table(columns=["sample_rate", "num_samples", "phones", "audio"])
+    if labeled_only:
+        t = t.filter(pc.is_valid(t["phones"]))
+    declared = t["num_samples"].to_pylist()
+    audio = t["audio"].to_pylist()
+    frames = [n if n is not None else header_frames(a) for n, a in zip(declared, audio)]
+    return pa.table({"sample_rate": t["sample_rate"], "num_samples": pa.array(frames, pa.int64())})
+
+
 def row_rng(*parts: Any) -> np.random.Generator:
     """A generator that depends only on its arguments (seed, epoch, row id, ...), not on the worker."""
     return np.random.default_rng(int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little"))
 
 
-def vocab_from(path: Path) -> dict[str, int]:
+def vocab_from(path: str | Path) -> dict[str, int]:
+    """The phone vocabulary of a vocab.json (a local path or a URI); FileNotFoundError/ValueError naming it."""
     from unispeech_core.tokenizer import PhoneTokenizer
 
-    return PhoneTokenizer.from_file(path).vocab
+    if not is_uri(path):
+        return PhoneTokenizer.from_file(path).vocab
+    loc = locate(str(path))
+    try:
+        text = loc.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"vocabulary file not found: {loc}") from None
+    try:
+        vocab = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{loc}: not valid JSON ({e})") from None
+    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
+        raise ValueError(f"{loc}: expected a JSON object mapping phone -> integer id")
+    return PhoneTokenizer(vocab).vocab

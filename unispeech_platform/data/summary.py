@@ -123,7 +123,10 @@ def write_summary(root: Path, stats: CorpusStats, **extra: Any) -> dict[str, Any
 
 
 def read_summary(root: str | Path) -> dict[str, Any] | None:
-    path = Path(root) / SUMMARY_FILE
-    if not path.exists():
+    """The corpus' summary.json (a local path or a URI), or None when there is none."""
+    from .storage import locate
+
+    loc = locate(root).join(SUMMARY_FILE)
+    if not loc.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(loc.read_text())

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from unispeech_platform.config.data import DataConfig
+from unispeech_platform.config.data import DataConfig, join_path
 
 from .audio import decode_audio
-from .decode import check_phones, vocab_from
+from .decode import check_phones, read_part, vocab_from
 from .schema import COLUMNS, VOCAB_FILE, CorpusError, PartFile, scan_corpus, select_parts
+from .storage import locate
 from .summary import CorpusStats
 
 DUPLICATE_ID = "duplicate_id"
@@ -55,7 +55,7 @@ class BadRow:
 class ValidationReport:
     """What :func:`validate_corpus` found: stats of the valid rows and every bad row with its reason."""
 
-    root: Path
+    root: str
     stats: CorpusStats
     bad: list[BadRow] = field(default_factory=list)
     bad_by_partition: Counter = field(default_factory=Counter)
@@ -81,16 +81,17 @@ def sample_parts(parts: list[PartFile], n: int = SAMPLE_PARTS) -> list[PartFile]
     return [parts[round(i * (len(parts) - 1) / (n - 1))] for i in range(n)] if n > 1 else parts[:1]
 
 
-def check_data_pages(path: Path, rows: int = SAMPLE_ROWS) -> None:
+def check_data_pages(part: PartFile, rows: int = SAMPLE_ROWS) -> None:
     """Decode the first ``rows`` rows of every column of the first row group (a few data pages, cheap at any
-    file size): a part whose footer reads but whose pages are garbage raises CorpusError naming the file."""
+    file size), cast as every reader casts them: a part whose footer reads but whose pages are garbage (or
+    whose values do not fit, e.g. a sample rate beyond int32) raises CorpusError naming the file."""
     try:
-        pf = pq.ParquetFile(path)
+        pf = part.open()
         if pf.metadata.num_row_groups:
-            next(pf.iter_batches(batch_size=rows, row_groups=[0], columns=list(COLUMNS)), None)
+            next(read_part(part).to_batches(batch_size=rows, columns=list(COLUMNS), fragment_readahead=0), None)
     except Exception as e:  # pyarrow raises OSError/ArrowInvalid/ArrowException subclasses for corrupt pages
         detail = " ".join(str(e).split())  # pyarrow's messages span lines; a job reports one
-        raise CorpusError(f"{path}: data pages cannot be decoded ({type(e).__name__}: {detail})") from None
+        raise CorpusError(f"{part.location}: data pages cannot be decoded ({type(e).__name__}: {detail})") from None
 
 
 def check_corpus(cfg: DataConfig, splits: list[str], *, samples: int = SAMPLE_PARTS) -> list[PartFile]:
@@ -109,7 +110,7 @@ def check_corpus(cfg: DataConfig, splits: list[str], *, samples: int = SAMPLE_PA
     except (OSError, ValueError) as e:
         raise CorpusError(f"{'data.vocab_path: ' if cfg.vocab_path else ''}{e}") from None
     for part in sample_parts(parts, samples):
-        check_data_pages(part.path)
+        check_data_pages(part)
     return parts
 
 
@@ -146,17 +147,17 @@ def validate_corpus(
     and column; bad rows are collected in the report. Uses the running Ray (or starts a local one)."""
     from .pipeline import read_parts
 
-    root = Path(root).resolve()
     parts = scan_corpus(root)
-    vocab_file = Path(vocab_path) if vocab_path else root / VOCAB_FILE
-    vocab = vocab_from(vocab_file) if (vocab_path or vocab_file.exists()) else None
-    ds = read_parts(parts, str(root), include_paths=True).select_columns(
+    loc = locate(root)
+    vocab_file = str(vocab_path) if vocab_path else join_path(str(root), VOCAB_FILE)
+    vocab = vocab_from(vocab_file) if (vocab_path or locate(vocab_file).is_file()) else None
+    ds = read_parts(parts, loc.path, include_paths=True).select_columns(
         ["id", "audio", "sample_rate", "num_samples", "speaker", "phones", "lang", "split", "path"]
     )
     checked = ds.map_batches(
         check_table, fn_kwargs={"vocab": vocab}, batch_format="pyarrow", batch_size=decode_batch_rows
     )
-    report = ValidationReport(root=root, stats=CorpusStats(), vocab_checked=vocab is not None)
+    report = ValidationReport(root=str(loc), stats=CorpusStats(), vocab_checked=vocab is not None)
     seen: set[str] = set()
     for block in checked.iter_batches(batch_size=None, batch_format="pyarrow"):
         for row in block.to_pylist():

@@ -9,7 +9,6 @@ out-of-range duration) come back with ``error`` set and are left out of the scor
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pyarrow as pa
@@ -106,10 +105,11 @@ class LIDPredictor(Predictor):
 
 
 def data_for_actors(data: DataConfig, *, labeled_only: bool) -> DataConfig:
-    """The data section with absolute paths (inference actors do not share the driver's working directory);
-    PER scoring reads labeled rows only."""
-    return data.model_copy(update={"path": os.path.abspath(data.path),
-                                   "vocab_path": str(data.resolved_vocab_path().resolve()),
+    """The data section with absolute paths (inference actors do not share the driver's working directory;
+    URIs such as s3://... pass unchanged); PER scoring reads labeled rows only."""
+    from unispeech_platform.data.storage import absolute
+
+    return data.model_copy(update={"path": absolute(data.path), "vocab_path": absolute(data.resolved_vocab_path()),
                                    "labeled_only": labeled_only})
 
 

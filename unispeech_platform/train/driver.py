@@ -95,8 +95,10 @@ def _version_tags(job: PretrainJobConfig) -> dict[str, str]:
 
 def vocab_path(job: PretrainJobConfig) -> str | None:
     """The corpus' phone vocabulary (written next to the partitions by the corpus builders)."""
-    path = job.data.resolved_vocab_path()
-    return str(path.resolve()) if path.is_file() else None
+    from unispeech_platform.data.storage import local_copy, locate
+
+    path = job.data.resolved_vocab_path()  # a local path or a URI (object storage: copied, docs/data.md)
+    return local_copy(path) if locate(path).is_file() else None
 
 
 def model_overrides(job: PretrainJobConfig, vocab: str | None) -> dict[str, Any]:
@@ -223,9 +225,12 @@ def run_training(
         status = "FINISHED"
     finally:
         if uri is not None and run_id is not None:
-            artifacts = {"model": export_dir if job.tracking.log_model else None}
+            t = job.tracking  # a finished CTC job's export becomes the MLflow Model at runs:/<id>/model
+            model = export_dir if t.log_model and job.task == "ctc" and status == "FINISHED" else None
+            artifacts = {"export": export_dir if t.log_model and model is None else None}
             try:  # best effort: a tracking failure here must not turn a finished run into a failed one
-                log_job_end(uri, run_id, status=status, artifact_dirs=artifacts, vocab=vocab, spool=spool)
+                log_job_end(uri, run_id, status=status, artifact_dirs=artifacts, vocab=vocab, spool=spool,
+                            phone_model=model, registered_model=t.registered_model)
             except Exception as e:
                 print(f"WARNING: recording the end of MLflow run {run_id} failed: {type(e).__name__}: "
                       f"{redact_uri(str(e))[:300]}", flush=True)
