@@ -3,23 +3,17 @@ with exactly train.max_steps updates, and MLflow's step history has no gaps and 
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
 import sys
-import threading
-import time
 
 import pytest
-from train_helpers import CI_CONFIG, ROOT, local_ray, make_tiny_corpus
+from train_helpers import CI_CONFIG, local_ray, make_tiny_corpus, signal_a_worker_mid_run
 
 from unispeech_platform.tracking import metric_history
 
 pytestmark = pytest.mark.slow
 STEPS, EVERY = 20, 5
 # Ray Train's controller announces its worker group: "- (ip=..., pid=123) world_rank=1, local_rank=1, ...".
-WORKER_LINE = re.compile(r"rank (\d+) pid (\d+) on node")  # the job's own "workers:" console line
 
 
 def _committed(run_dir, name: str) -> bool:
@@ -42,29 +36,9 @@ def test_sigkilled_worker_is_restored_from_the_last_checkpoint(tmp_path):
         "--set", "checkpoint.name=fault", "--set", f"tracking.uri={uri}", "--set", f"train.max_steps={STEPS}",
         "--set", f"checkpoint.every_steps={EVERY}", "--set", "train.max_failures=2",
     ]
-    lines: list[str] = []
-    with local_ray() as address:
-        env = {**os.environ, "RAY_ADDRESS": address}
-        job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        reader = threading.Thread(target=lambda: lines.extend(job.stdout), daemon=True)
-        reader.start()
-        try:
-            deadline = time.time() + 400
-            while not _committed(run_dir, f"step_{EVERY:08d}"):
-                assert job.poll() is None, "".join(lines)[-5000:]
-                assert time.time() < deadline, "no checkpoint appeared"
-                time.sleep(0.1)
-            ranks = {int(r): int(p) for line in list(lines) for r, p in WORKER_LINE.findall(line)}
-            os.kill(ranks[1], signal.SIGKILL)  # a train worker of the job this test started
-            lines.append(f"TEST: SIGKILL sent to rank 1 (pid {ranks[1]}) of {ranks}\n")
-            job.wait(timeout=500)
-            reader.join(timeout=10)
-        finally:
-            if job.poll() is None:
-                job.kill()
-    out = "".join(lines)
+    rc, out = signal_a_worker_mid_run(cmd, lambda _lines: _committed(run_dir, f"step_{EVERY:08d}"), signal.SIGKILL)
     (tmp_path / "job.log").write_text(out)  # for post-mortems
-    assert job.returncode == 0, out[-5000:]
+    assert rc == 0, out[-5000:]
     assert "resumed at update" in out, out[-5000:]
     run_id = out.split("mlflow run: ")[1].split()[0]
     steps = [s for s, _ in metric_history(uri, run_id, "loss")]

@@ -15,16 +15,14 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from train_helpers import CI_CONFIG, ROOT, ci_job, local_ray, make_tiny_corpus
+from train_helpers import CI_CONFIG, ci_job, local_ray, make_tiny_corpus, signal_a_worker_mid_run
 
 # train_helpers first: it sets RAY_AUTH_MODE before anything imports Ray
 # isort: split
@@ -227,7 +225,6 @@ def test_a_stopped_run_exits_1_with_one_line(capsys) -> None:
 
 # ------------------------------------------------------------------------------------------ real jobs
 
-WORKER_LINE = re.compile(r"rank (\d+) pid (\d+) on node")  # the job's "workers:" console line
 PREEMPT_LINE = re.compile(r"SIGTERM on rank (\d+): saving a checkpoint at update (\d+)")
 
 
@@ -247,29 +244,10 @@ def test_sigterm_to_a_worker_saves_a_checkpoint_and_the_job_resumes_from_it(tmp_
         "--set", "checkpoint.name=preempted", "--set", f"tracking.uri={uri}", "--set", f"train.max_steps={steps}",
         "--set", f"checkpoint.every_steps={every}", "--set", "checkpoint.keep=10", "--set", "train.max_failures=1",
     ]
-    lines: list[str] = []
-    with local_ray() as address:
-        job = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "RAY_ADDRESS": address}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-        reader = threading.Thread(target=lambda: lines.extend(job.stdout), daemon=True)
-        reader.start()
-        try:
-            deadline = time.time() + 400
-            while not any("update 2/" in line for line in list(lines)):  # mid-run, before the first checkpoint
-                assert job.poll() is None, "".join(lines)[-5000:]
-                assert time.time() < deadline, "no progress line"
-                time.sleep(0.1)
-            ranks = {int(r): int(p) for line in list(lines) for r, p in WORKER_LINE.findall(line)}
-            os.kill(ranks[1], signal.SIGTERM)  # a train worker of the job this test started
-            lines.append(f"TEST: SIGTERM sent to rank 1 (pid {ranks[1]}) of {ranks}\n")
-            job.wait(timeout=500)
-            reader.join(timeout=10)
-        finally:
-            if job.poll() is None:
-                job.kill()
-    out = "".join(lines)
+    # mid-run, before the first checkpoint
+    rc, out = signal_a_worker_mid_run(cmd, lambda lines: any("update 2/" in line for line in lines), signal.SIGTERM)
     (tmp_path / "job.log").write_text(out)  # for post-mortems
-    assert job.returncode == 0, out[-5000:]
+    assert rc == 0, out[-5000:]
     signalled, at = (int(v) for v in PREEMPT_LINE.search(out).groups())
     assert signalled == 1 and 2 <= at < steps, out[-5000:]
     assert f"resumed at update {at} " in out, out[-5000:]  # from the preemption checkpoint, not an older one

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, load_config
@@ -55,3 +60,34 @@ def local_ray(num_cpus: int = 8):
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+WORKER_LINE = re.compile(r"rank (\d+) pid (\d+) on node")  # a job's own "workers: rank N pid P on node X" line
+
+
+def signal_a_worker_mid_run(cmd: list[str], ready: Callable[[list[str]], bool], sig: int, rank: int = 1,
+                            timeout_s: float = 400) -> tuple[int, str]:
+    """Run a training job (`cmd`) as a subprocess on a fresh local Ray, send `sig` to the training worker of
+    `rank` as soon as `ready(console lines so far)` holds, and wait for the job. Returns (returncode, console);
+    the console also names the signal the test sent."""
+    lines: list[str] = []
+    with local_ray() as address:
+        job = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "RAY_ADDRESS": address}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+        reader = threading.Thread(target=lambda: lines.extend(job.stdout), daemon=True)
+        reader.start()
+        try:
+            deadline = time.time() + timeout_s
+            while not ready(list(lines)):
+                assert job.poll() is None, "".join(lines)[-5000:]
+                assert time.time() < deadline, "the job never got ready to be signalled"
+                time.sleep(0.1)
+            ranks = {int(r): int(p) for line in list(lines) for r, p in WORKER_LINE.findall(line)}
+            os.kill(ranks[rank], sig)  # a train worker of the job this test started
+            lines.append(f"TEST: signal {sig} sent to rank {rank} (pid {ranks[rank]}) of {ranks}\n")
+            job.wait(timeout=500)
+            reader.join(timeout=10)
+        finally:
+            if job.poll() is None:
+                job.kill()
+    return job.returncode, "".join(lines)
