@@ -68,8 +68,8 @@ def sources(tmp_path_factory) -> dict[str, Path]:
     kd.mkdir(parents=True)
     (kd / "long.flac").write_bytes(encode(tone(16000, 3.0), 16000, "FLAC"))
     (kd / "wav.scp").write_text(f"rec1 {kd / 'long.flac'}\nrec2 sph2pipe -f wav x.sph |\n")
-    (kd / "segments").write_text("u1 rec1 0.0 1.2\nu2 rec1 1.5 2.9\nu3 rec2 0 1\n")
-    (kd / "text").write_text("u1 hola mundo\nu2 tres gatos\nu3 hola\n")
+    (kd / "segments").write_text("u1 rec1 0.0 1.2\nu2 rec1 1.5 2.9\nu3 rec2 0 1\nu4 rec1 2.95 2.96\nu5 rec1 2 9\n")
+    (kd / "text").write_text("u1 hola mundo\nu2 tres gatos\nu3 hola\nu4 hola\nu5 hola\n")
     (kd / "utt2spk").write_text("u1 s1\nu2 s2\nu3 s1\n")
     return {"hf": src / "hf", "manifest": src / "train.tsv", "fairseq": fs, "kaldi": src / "kaldi"}
 
@@ -149,7 +149,8 @@ def test_fairseq_manifest_keeps_its_phones(ray_local, sources, tmp_path):
 def test_kaldi_dir_with_segments_and_a_piped_recording(ray_local, sources, tmp_path):
     out = tmp_path / "kaldi"
     assert _import("kaldi", sources["kaldi"], out, "--targets", "phones") == 1
-    assert [(f[1], f[4]) for f in _report(out)] == [("u3", "unsupported_audio_source")]
+    assert [(f[1], f[4]) for f in _report(out)] == [
+        ("u3", "unsupported_audio_source"), ("u4", "too_few_samples"), ("u5", "bad_segment")]
     table = pq.read_table(out / "lang=es" / "split=train")
     assert table.column("num_samples").to_pylist() == [19200, 22400]  # 1.2 s and 1.4 s at 16 kHz
     assert table.column("speaker").to_pylist() == ["s1", "s2"]

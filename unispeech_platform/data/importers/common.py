@@ -24,10 +24,10 @@ from tqdm import tqdm
 
 from unispeech_platform.runtime.errors import JobSetupError
 
-from ..audio import decode_audio, encode_flac, to_mono_16k
+from ..audio import TOO_FEW_SAMPLES, decode_audio, encode_flac, to_mono_16k
 from ..commonvoice import voice_for  # one language -> espeak-ng voice table for every importer
 from ..espeak import G2PError
-from ..schema import TARGET_SAMPLE_RATE
+from ..schema import MIN_SAMPLES, TARGET_SAMPLE_RATE
 from ..summary import atomic_write_text, print_table, write_summary
 from ..writer import CorpusWriter, prepare_output
 from .g2p import check_voice_lib, phonemize_lib
@@ -164,13 +164,13 @@ def convert(rec: Record, opts: Options) -> tuple[Record, dict[str, Any] | None, 
         if not 0 <= a < b <= wave.shape[1] + d.sample_rate // 100:  # 10 ms slack for rounded segment ends
             return fail(BAD_SEGMENT, f"segment {rec.start}-{rec.end} s outside the {wave.shape[1] / d.sample_rate:.2f} s audio")
         wave = wave[:, a:b]
-        d = decode_audio(encode_flac(wave.mean(axis=0), d.sample_rate), None, None)  # re-check the cut (length)
-        if d.error:
-            return fail(d.error, d.detail)
+        if round(wave.shape[1] * TARGET_SAMPLE_RATE / d.sample_rate) < MIN_SAMPLES:
+            return fail(TOO_FEW_SAMPLES, f"segment {rec.start}-{rec.end} s has {wave.shape[1]} samples at "
+                        f"{d.sample_rate} Hz < {MIN_SAMPLES} at 16 kHz")
     if opts.keep_original and rec.start is None and rec.end is None:
         encoded, rate, n = audio, d.sample_rate, wave.shape[1]
     else:
-        mono = to_mono_16k(d.wave, d.sample_rate)
+        mono = to_mono_16k(wave, d.sample_rate)
         encoded, rate, n = encode_flac(mono, TARGET_SAMPLE_RATE), TARGET_SAMPLE_RATE, len(mono)
     row = {"id": rec.id, "audio": encoded, "sample_rate": rate, "num_samples": n,
            "speaker": rec.speaker or None, "text": text, "phones": phones}
