@@ -206,3 +206,64 @@ def test_corpus_without_vocab_is_scored_with_the_models_and_oov_phones_are_count
         assert scores[lang].oov_phones == count and scores[lang].dropped == 0
         assert set(scores[lang].oov_list.split()) <= missing
     assert "OOV phones" in result.table and all(s.cer is None for s in result.scores)  # a phone model: no CER/WER
+
+
+@pytest.mark.slow
+def test_character_model_gets_cer_and_wer_equal_to_jiwers(corpus, tmp_path):
+    """A character corpus (phones = the letters of `text`, `|` between words) and a character model: the job's
+    CER/WER per language equal jiwer's on texts decoded utterance by utterance without Ray."""
+    import re
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+
+    import jobs.evaluate
+    from unispeech_core import PhoneTokenizer
+
+    chars = tmp_path / "chars"
+    shutil.copytree(corpus, chars, ignore=shutil.ignore_patterns("vocab.json"))
+    texts: dict[str, str] = {}
+    for part in chars.glob("lang=*/split=*/*.parquet"):
+        table = pq.read_table(part)
+        rows = table.select(["id", "text"]).to_pylist()
+        texts.update((r["id"], r["text"]) for r in rows)
+        letters = [" ".join("|" if c == " " else c for c in " ".join(r["text"].lower().split())) for r in rows]
+        table = table.set_column(table.schema.get_field_index("phones"), "phones", pa.array(letters, pa.string()))
+        pq.write_table(table, part)
+    vocab = PhoneTokenizer.from_phones(
+        p for part in chars.glob("lang=*/split=*/*.parquet") for p in pq.read_table(part).column("phones").to_pylist())
+    assert "|" in vocab.vocab
+    vocab.save(chars / "vocab.json")
+    model_dir = tiny_ctc_model(chars / "vocab.json", tmp_path / "model")
+
+    def norm(s: str) -> str:
+        return " ".join(re.sub(r"[^\w\s]", "", s.lower()).split())
+
+    from unispeech_core import UniSpeechForCTC, ctc_greedy_decode
+    from unispeech_platform.config.data import DataConfig
+    from unispeech_platform.data.pipeline import iter_local_batches
+
+    model, pairs = UniSpeechForCTC.from_pretrained(model_dir), {}
+    with torch.inference_mode():
+        for batch in iter_local_batches(DataConfig(path=str(chars), max_batch_size=1, labeled_only=True), "test"):
+            out = model(batch["input_values"], batch["attention_mask"])
+            hyp = "".join(ctc_greedy_decode(out.logits, out.frame_lengths, vocab)[0].split()).replace("|", " ")
+            refs, hyps = pairs.setdefault(batch["lang"][0], ([], []))
+            refs.append(norm(texts[batch["id"][0]]))
+            hyps.append(norm(hyp))
+
+    ray.init(address="local", num_cpus=8, include_dashboard=False)
+    try:
+        result = jobs.evaluate.main([
+            "--config", str(CONFIG), "--set", f"evaluate.model_path={model_dir}", "--set", f"data.path={chars}",
+            "--set", f"evaluate.output_dir={tmp_path / 'eval'}", "--set", "tracking.enabled=false",
+        ])
+    finally:
+        ray.shutdown()
+    assert set(pairs) == {"es", "ru"}
+    for lang, (refs, hyps) in pairs.items():
+        assert result.metrics[f"cer/{lang}"] == pytest.approx(jiwer.cer(refs, hyps), abs=1e-12)
+        assert result.metrics[f"wer/{lang}"] == pytest.approx(jiwer.wer(refs, hyps), abs=1e-12)
+        assert result.metrics[f"cer/{lang}"] > 0.3  # the random model errs: a comparison that can fail
+    assert "CER" in result.table and "–" not in result.table.split("\n| test | es |")[1].split("\n")[0]
