@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from unispeech_core import PhoneTokenizer
-from unispeech_platform.data.schema import PartFile
+from unispeech_platform.data.schema import CorpusError, PartFile
 
 
 def read_references(parts: list[PartFile]) -> tuple[dict[str, str], set[str]]:
@@ -23,9 +23,12 @@ def read_references(parts: list[PartFile]) -> tuple[dict[str, str], set[str]]:
     texts: dict[str, str] = {}
     phones: set[str] = set()
     for part in parts:
-        pf = pq.ParquetFile(str(part.path), filesystem=getattr(part, "fs", None))  # local or object store
-        cols = [c for c in ("id", "phones", "text") if c in pf.schema_arrow.names]
-        table = pf.read(columns=cols).to_pydict()
+        try:
+            pf = pq.ParquetFile(str(part.path), filesystem=getattr(part, "fs", None))  # local or object store
+            cols = [c for c in ("id", "phones", "text") if c in pf.schema_arrow.names]
+            table = pf.read(columns=cols).to_pydict()
+        except Exception as e:  # pages the corpus check did not sample: one line naming the part, exit 3
+            raise CorpusError(f"{part.path}: cannot read its id/phones/text columns: {e}") from None
         for value in table.get("phones", []):
             if value:
                 phones.update(value.split())
