@@ -116,3 +116,68 @@ def test_export_loads_in_transformers_pipeline_and_auto_processor(export_dir):
     assert all(texts), texts
     assert texts == ours  # the same phones as our own greedy decoding: same features, weights and vocabulary
     assert set(" ".join(texts).split()) <= set(PHONES)
+
+
+@pytest.fixture(scope="module")
+def logged_run(export_dir, tmp_path_factory):
+    """A run in a real sqlite store whose end is recorded by `log_job_end` as a finished CTC job's driver does
+    (train/driver.py): the export becomes the MLflow Model, registered as `tiny-phones`."""
+    from unispeech_platform.tracking import log_job_end
+    from unispeech_platform.tracking.store import RunStore
+
+    tmp = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    store = RunStore(uri)
+    run_id = store.create_run(store.experiment_id("export-test"), "tiny")
+    warnings: list[str] = []
+    log_job_end(uri, run_id, status="FINISHED", artifact_dirs={}, spool=str(tmp / "spool.jsonl"),
+                warn=warnings.append, phone_model=export_dir, registered_model="tiny-phones")
+    assert not warnings, warnings
+    return uri, run_id
+
+
+def test_mlflow_model_loads_and_predicts_phone_strings(export_dir, logged_run):
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    uri, run_id = logged_run
+    mlflow.set_tracking_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+        signature = model.metadata.signature
+        assert signature.inputs.input_names() == ["waveform"] and signature.outputs.to_dict()[0]["type"] == "string"
+        waves = _waves()
+        texts = model.predict(pd.DataFrame({"waveform": [w.astype(np.float64) for w in waves]}))
+        assert texts == _our_transcripts(export_dir, waves) and all(texts)
+        # what `mlflow models serve` gets: JSON records, checked against the signature as the server does
+        serving = mlflow.models.convert_input_example_to_serving_input(
+            pd.DataFrame({"waveform": [waves[1].tolist()]}))
+        served = mlflow.models.validate_serving_input(f"runs:/{run_id}/model", serving)
+        assert list(served) == texts[1:]
+        with pytest.raises(Exception, match="waveform"):  # a wrong column is named
+            model.predict(pd.DataFrame({"audio": [waves[0].tolist()]}))
+
+        client = MlflowClient(uri)
+        assert client.get_run(run_id).info.status == "FINISHED"
+        versions = client.search_model_versions("name='tiny-phones'")
+        assert [str(v.version) for v in versions] == ["1"] and versions[0].run_id == run_id
+        registered = mlflow.pyfunc.load_model("models:/tiny-phones/1")
+        assert registered.predict(pd.DataFrame({"waveform": [waves[0]]})) == texts[:1]
+    finally:
+        mlflow.set_tracking_uri("")
+
+
+def test_no_registry_version_without_a_registered_name(export_dir, tmp_path):
+    from mlflow import MlflowClient
+
+    from unispeech_platform.tracking.model_logging import log_phone_model
+    from unispeech_platform.tracking.store import RunStore
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = RunStore(uri)
+    run_id = store.create_run(store.experiment_id("export-test"), "plain")
+    assert log_phone_model(uri, run_id, export_dir) == f"runs:/{run_id}/model"
+    assert MlflowClient(uri).search_registered_models() == []
+    with pytest.raises(FileNotFoundError, match="vocab.json"):
+        log_phone_model(uri, run_id, str(tmp_path))

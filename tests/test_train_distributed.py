@@ -5,6 +5,7 @@ Real Ray, DeepSpeed and MLflow."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_zero2_learns_is_tracked_and_exports_a_transformers_model(zero2):
                 "audio_seconds_per_s", "data_wait_fraction", "dev_loss"):
         assert key in run.data.metrics, key
     artifacts = {a.path for a in client.list_artifacts(zero2.run_id)}
-    assert {"config", "model", "plots", "vocab"} <= artifacts
+    assert {"config", "export", "plots", "vocab"} <= artifacts  # runs:/<id>/model is a fine-tuning job's MLflow Model
 
     import transformers
 
@@ -92,10 +93,23 @@ def test_ctc_finetune_from_the_pretrained_export_keeps_the_best_by_dev_per(zero2
 
     tmp = tmp_path_factory.mktemp("finetune")
     job = ci_finetune_job(corpus, tmp, "ft", zero2.export_dir, "finetune.freeze_transformer_steps=2",
-                          "train.max_steps=4", "train.eval_every=2")
+                          "train.max_steps=4", "train.eval_every=2", "tracking.registered_model=ft-phones")
     result = run_training(job)
-    metrics = MlflowClient(result.tracking_uri).get_run(result.run_id).data.metrics
+    client = MlflowClient(result.tracking_uri)
+    metrics = client.get_run(result.run_id).data.metrics
     assert 0.0 <= metrics["dev_per"] <= 1.5 and metrics["transformer_frozen"] == 0.0
+    import mlflow  # the driver logged the final export as the run's MLflow Model and registered it
+    import pandas as pd
+
+    mlflow.set_tracking_uri(result.tracking_uri)
+    try:
+        texts = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model").predict(
+            pd.DataFrame({"waveform": [np.zeros(8000).tolist()]}))
+    finally:
+        mlflow.set_tracking_uri("")
+    assert len(texts) == 1 and isinstance(texts[0], str)
+    assert [v.run_id for v in client.search_model_versions("name='ft-phones'")] == [result.run_id]
+    assert "dev_per" in open(os.path.join(result.export_dir, "README.md"), encoding="utf-8").read()
     import transformers
 
     best = transformers.UniSpeechForCTC.from_pretrained(result.layout.best_export_dir)

@@ -107,7 +107,10 @@ class TrackingSection(Section):
     run_name: str | None = None
     """MLflow run name (default: checkpoint.name)."""
     log_model: bool = True
-    """Upload the exported model directory as run artifacts."""
+    """Record the exported model: a CTC fine-tuning job logs it as an MLflow Model (runs:/<run_id>/model), other
+    jobs upload the export directory as the run's `export` artifacts."""
+    registered_model: str | None = None
+    """Also register a CTC fine-tuning job's MLflow Model as a new version of this Model Registry name."""
     connect_timeout_s: float = Field(10.0, gt=0)
     """How long the driver waits for a remote tracking server before failing."""
 

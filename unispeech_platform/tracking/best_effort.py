@@ -88,6 +88,11 @@ class BestEffortStore:
         self._submit({"run_id": run_id, "kind": "artifacts", "local": os.path.abspath(local),
                       "artifact_path": artifact_path})
 
+    def log_phone_model(self, run_id: str, model_dir: str, registered_model: str | None) -> None:
+        """A CTC export as the run's MLflow Model (tracking.model_logging), registered when a name is given."""
+        self._submit({"run_id": run_id, "kind": "model", "local": os.path.abspath(model_dir),
+                      "registered_model": registered_model})
+
     def reopen(self, run_id: str) -> None:
         """Mark the run RUNNING again (a job continuing a run whose end was recorded)."""
         self._submit({"run_id": run_id, "kind": "reopen"})
@@ -220,6 +225,8 @@ class BestEffortStore:
             with_retries(lambda: self.store.log_text(run_id, record["text"], record["artifact_file"]))
         elif kind == "artifacts":
             self._upload(run_id, record["local"], record["artifact_path"])
+        elif kind == "model":
+            self._log_phone_model(run_id, record["local"], record.get("registered_model"))
         elif kind == "reopen":
             with_retries(lambda: self.store.reopen(run_id))
         elif kind == "end":
@@ -251,6 +258,14 @@ class BestEffortStore:
             with_retries(lambda: self.store.log_artifact(run_id, local, artifact_path))
         else:
             self.warn(f"WARNING: {local} is gone: not uploaded to MLflow run {run_id}")
+
+    def _log_phone_model(self, run_id: str, local: str, registered_model: str | None) -> None:
+        from unispeech_platform.tracking.model_logging import log_phone_model
+
+        if not os.path.isdir(local):
+            self.warn(f"WARNING: {local} is gone: no MLflow Model logged for run {run_id}")
+            return
+        with_retries(lambda: log_phone_model(self.uri, run_id, local, registered_model))
 
     def _end(self, run_id: str, status: str) -> None:
         curves = {}

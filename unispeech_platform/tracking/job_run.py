@@ -54,12 +54,16 @@ def log_job_start(uri: str, run_id: str, params: dict[str, Any], tags: dict[str,
 
 def log_job_end(
     uri: str, run_id: str, *, status: str, artifact_dirs: dict[str, str | None], vocab: str | None = None,
-    spool: str | None = None, warn: Warn = None,
+    spool: str | None = None, warn: Warn = None, phone_model: str | None = None,
+    registered_model: str | None = None,
 ) -> None:
-    """Upload artifact directories (model), the vocabulary, the loss plot, and close the run. Never raises because
-    of the server: what cannot be sent stays in the spool, and a warning says so."""
+    """Upload artifact directories (export), the vocabulary, the MLflow Model of a CTC export (``phone_model``:
+    ``runs:/<run_id>/model``, registered as ``registered_model`` when set), the loss plot, and close the run.
+    Never raises because of the server: what cannot be sent stays in the spool, and a warning says so."""
     store = BestEffortStore(uri, Spool(spool), warn=warn)
     store.flush(force=True)
+    if phone_model and os.path.isdir(phone_model):
+        store.log_phone_model(run_id, phone_model, registered_model)
     for artifact_path, local in artifact_dirs.items():
         if local and os.path.isdir(local):
             store.log_artifacts(run_id, local, artifact_path)
