@@ -141,3 +141,10 @@ def test_a_missing_required_column_is_named(tmp_path):
     pandas_rows().drop(columns=["sample_rate"]).to_parquet(path, index=False)
     with pytest.raises(CorpusError, match=re.escape(f"{path}: missing column 'sample_rate' (required: id, audio")):
         scan_corpus(tmp_path)
+
+
+def test_a_file_uri_reads_like_the_path(corpus):
+    uri = f"file://{corpus}"
+    assert [(p.path, p.num_rows) for p in scan_corpus(uri)] == [(p.path, p.num_rows) for p in scan_corpus(corpus)]
+    assert sorted(i for b in iter_local_batches(_cfg(uri), "dev") for i in b["id"]) == ["dev-pd-0", "dev-pd-1",
+                                                                                     "dev-pd-2"]

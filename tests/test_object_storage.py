@@ -115,3 +115,14 @@ def test_validate_train_and_evaluate_from_s3(ray_local, corpus_uri, tmp_path, ca
     assert f"| dev | es | {dev} |" in evaluated.table  # every labeled dev row was read from the bucket and scored
     assert evaluated.metrics["per/es"] > 0
     assert (tmp_path / "eval").is_dir()
+
+
+def test_an_unreachable_endpoint_or_unknown_scheme_is_one_line(s3):
+    from unispeech_platform.config.data import DataConfig
+    from unispeech_platform.data.schema import CorpusError
+    from unispeech_platform.data.validate import check_corpus
+
+    with pytest.raises(CorpusError, match=r"cannot list the corpus \(.*Could not connect"):
+        check_corpus(DataConfig(path=f"s3://{BUCKET}/tiny?endpoint_override=http://127.0.0.1:9&scheme=http"), ["train"])
+    with pytest.raises(CorpusError, match=r"nosuch://x/y: cannot list the corpus \(Unrecognized filesystem"):
+        check_corpus(DataConfig(path="nosuch://x/y"), ["train"])
