@@ -39,10 +39,12 @@ class SweepResult:
 
 
 def _abs_paths(job, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Trial actors run in their own directories: ship the data paths absolute."""
-    out = {**overrides, "data.path": os.path.abspath(job.data.path)}
+    """Trial actors run in their own directories: ship the data paths absolute (URIs unchanged)."""
+    from unispeech_platform.data.storage import absolute
+
+    out = {**overrides, "data.path": absolute(job.data.path)}
     if job.data.vocab_path:
-        out["data.vocab_path"] = os.path.abspath(job.data.vocab_path)
+        out["data.vocab_path"] = absolute(job.data.vocab_path)
     return out
 
 
