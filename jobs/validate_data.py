@@ -2,8 +2,8 @@
 
     python -m jobs.validate_data data/synth [--vocab data/synth/vocab.json] [--report bad_rows.json]
 
-Exit status: 0 all rows valid, 1 bad rows found (each listed with id, reason and file), 2 layout/schema error
-(found before Ray starts).
+Exit status: 0 all rows valid, 1 bad rows found (each listed with id, reason and file), 3 layout/schema error
+(found before Ray starts; the data exit status of every job, docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 from unispeech_platform.data.schema import CorpusError, scan_corpus
 from unispeech_platform.data.summary import print_table
 from unispeech_platform.data.validate import report_lines, validate_corpus
+from unispeech_platform.runtime.errors import EXIT_SETUP
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         report = validate_corpus(a.root, a.vocab)
     except CorpusError as e:
         print(f"ERROR: {e}", file=sys.stderr)
-        return 2
+        return EXIT_SETUP
     print_table(report.stats.table(f"valid rows in {report.root}"))
     for line in report_lines(report):
         print(line)

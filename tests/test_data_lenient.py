@@ -131,7 +131,7 @@ def test_a_column_of_the_wrong_kind_is_named(tmp_path, capsys, column, values, s
     with pytest.raises(CorpusError, match=re.escape(f"{path}: {says}")) as e:
         check_corpus(_cfg(tmp_path), ["train"])
     assert isinstance(e.value, JobSetupError) and "\n" not in str(e.value)  # a job's exit 3, one line
-    assert validate_data.main([str(tmp_path)]) == 2  # validate_data's layout/schema status, before Ray
+    assert validate_data.main([str(tmp_path)]) == 3  # a data error, before Ray
     assert f"{path}: {says}" in capsys.readouterr().err
 
 

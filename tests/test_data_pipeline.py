@@ -208,7 +208,7 @@ def test_missing_column_and_stray_file_are_named(ray_local, tmp_path):
         scan_corpus(root)
     with pytest.raises(CorpusError, match="missing column 'sample_rate'"):
         build_dataset(_cfg(root), "train")
-    assert validate_data.main([str(root)]) == 2
+    assert validate_data.main([str(root)]) == 3
 
     root2 = tmp_path / "d"
     write_part(root2, "es", "train", good_rows("es", 2))
