@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from unispeech_core import PhoneTokenizer
 from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, loggable_params, to_yaml
 from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.runtime.console import ConsoleLines
@@ -105,8 +106,6 @@ def model_overrides(job: PretrainJobConfig, vocab: str | None) -> dict[str, Any]
     """The model section plus vocabulary-derived sizes (CTC classes = phones incl. blank/pad at id 0)."""
     overrides = job.model.overrides()
     if vocab is not None:
-        from unispeech_core import PhoneTokenizer
-
         tok = PhoneTokenizer.from_file(vocab)
         overrides.setdefault("vocab_size", len(tok))
         overrides.setdefault("num_ctc_classes", len(tok))
@@ -193,7 +192,8 @@ def run_training(
 
     console = ConsoleLines()
     fit_id = new_fit_id()
-    args = WorkerArgs(job, overrides, vocab, layout, uri, run_id, console.queue, fit_id=fit_id)
+    vocab_map = PhoneTokenizer.from_file(vocab).vocab if vocab else None
+    args = WorkerArgs(job, overrides, vocab_map, layout, uri, run_id, console.queue, fit_id=fit_id)
     ck = job.checkpoint
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -109,7 +109,7 @@ def _train(args: WorkerArgs, place: Place) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device() if train.use_gpu else torch.device("cpu")
-    tokenizer = PhoneTokenizer.from_file(args.vocab) if args.vocab else None
+    tokenizer = PhoneTokenizer(args.vocab) if args.vocab else None
 
     def say(line: str) -> None:  # rank 0's lines reach the driver's console
         if rank == 0:

@@ -15,8 +15,9 @@ class WorkerArgs:
     """The job config (re-validated on the worker from its JSON dump; its task decides the config class)."""
     model: dict[str, Any]
     """UniSpeechConfig overrides after resolving vocabulary-dependent fields."""
-    vocab: str | None
-    """Absolute path of vocab.json."""
+    vocab: dict[str, int] | None
+    """The corpus vocabulary itself (phone -> id), not a path: the driver's copy of a remote vocab.json lives in
+    its own temp dir, which workers on other nodes cannot open (docs/data.md#object-storage)."""
     layout: RunLayout
     """Every output path of the run (absolute)."""
     tracking_uri: str | None
