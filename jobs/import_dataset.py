@@ -15,11 +15,17 @@ imported ends the run. Exit status: 0 all rows imported, 1 some rows failed (the
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 from pathlib import Path
 
+from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.data.importers import READERS, hf
 from unispeech_platform.data.importers.common import TARGETS, Options, run_import
+from unispeech_platform.data.schema import SUMMARY_FILE, VOCAB_FILE
+from unispeech_platform.data.storage import is_empty, is_remote, locate, publish
 from unispeech_platform.runtime.cli import run_or_exit
+from unispeech_platform.runtime.errors import JobSetupError
 
 
 def _pairs(text: str) -> dict[str, str]:
@@ -33,7 +39,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--format", required=True, choices=sorted(READERS), help="the source's layout")
     p.add_argument("--input", required=True, help="Parquet file/dir, manifest file, fairseq .tsv/dir, Kaldi dir")
-    p.add_argument("--out", required=True, help="corpus root to write")
+    p.add_argument("--out", required=True, help="corpus root to write: a local path or a URI (s3://, gs://: built locally, "
+                   "then uploaded to an empty prefix, docs/data.md#object-storage)")
     p.add_argument("--lang", default=None,
                    help="language code of every row (default: the source's language column)")
     p.add_argument("--split", default=None, help="put every row in this split (default: mapped from the source)")
@@ -75,12 +82,37 @@ def main(argv: list[str] | None = None) -> int:
     info = run_or_exit(hf.describe, source) if a.format == "hf" else None
     # The readers raise their input errors lazily: pull the first record here so they exit 3 before any work.
     run_or_exit(lambda: next(iter(records()), None))
-    _, failures = run_or_exit(
-        run_import, a.format, records, a.out, args=args,
-        opts=Options(a.targets, a.voice, a.keep_original), langs_for_voices=langs, workers=a.workers,
-        overwrite=a.overwrite, progress=not a.no_progress, source_info=info,
-    )
+    remote = run_or_exit(_remote_destination, a.out, a.overwrite)
+    out = tempfile.mkdtemp(prefix="unispeech-import-") if remote else str(locate(a.out).path)
+    try:
+        _, failures = run_or_exit(
+            run_import, a.format, records, out, args=args,
+            opts=Options(a.targets, a.voice, a.keep_original), langs_for_voices=langs, workers=a.workers,
+            overwrite=a.overwrite, progress=not a.no_progress, source_info=info,
+        )
+        if remote:
+            n = run_or_exit(publish, Path(out), a.out, (VOCAB_FILE, SUMMARY_FILE))
+            print(f"uploaded {n} files to {redact_uri(a.out)}")
+    finally:
+        if remote:
+            shutil.rmtree(out, ignore_errors=True)  # our own staging directory
     return 1 if failures else 0
+
+
+def _remote_destination(out: str, overwrite: bool) -> bool:
+    """Whether --out is on object storage (the corpus is then built in a local staging directory and uploaded,
+    its vocab.json and summary.json last). A non-empty remote prefix is refused: stale parts would mix in, and
+    the importer deletes nothing on a store it does not own."""
+    if not is_remote(out):
+        return False
+    try:
+        empty = is_empty(out)
+    except (OSError, ValueError) as e:
+        raise JobSetupError(f"--out {redact_uri(out)}: cannot list it ({e})") from None
+    if not empty:
+        hint = " (--overwrite does not delete on object storage)" if overwrite else ""
+        raise JobSetupError(f"--out {redact_uri(out)} already holds files: choose an empty prefix{hint}")
+    return True
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -41,7 +42,15 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def corpus_uri(s3, tmp_path_factory) -> str:
+def bucket(s3) -> pafs.FileSystem:
+    """The test bucket, created once (users' buckets exist before any job writes to them)."""
+    fs, _ = pafs.FileSystem.from_uri(f"s3://{BUCKET}?{s3}&allow_bucket_creation=true")
+    fs.create_dir(BUCKET)
+    return fs
+
+
+@pytest.fixture(scope="module")
+def corpus_uri(s3, bucket, tmp_path_factory) -> str:
     """The tiny corpus plus a pandas-written train part, uploaded to s3://corpora/tiny."""
     import pandas as pd
 
@@ -53,9 +62,7 @@ def corpus_uri(s3, tmp_path_factory) -> str:
         "speaker": ["p", "p"],
         "phones": [" ".join(PHONES.split()[:2])] * 2,
     }).to_parquet(local / "lang=es" / "split=train" / "part-pandas.parquet", index=False)
-    fs, _ = pafs.FileSystem.from_uri(f"s3://{BUCKET}?{s3}&allow_bucket_creation=true")
-    fs.create_dir(BUCKET)
-    pafs.copy_files(str(local), f"{BUCKET}/tiny", destination_filesystem=fs)
+    pafs.copy_files(str(local), f"{BUCKET}/tiny", destination_filesystem=bucket)
     shutil.rmtree(local)  # nothing below may read the local copy
     return f"s3://{BUCKET}/tiny?{s3}"
 
@@ -126,3 +133,35 @@ def test_an_unreachable_endpoint_or_unknown_scheme_is_one_line(s3):
         check_corpus(DataConfig(path=f"s3://{BUCKET}/tiny?endpoint_override=http://127.0.0.1:9&scheme=http"), ["train"])
     with pytest.raises(CorpusError, match=r"nosuch://x/y: cannot list the corpus \(Unrecognized filesystem"):
         check_corpus(DataConfig(path="nosuch://x/y"), ["train"])
+
+
+def test_import_writes_a_corpus_to_an_empty_prefix_only(s3, bucket, tmp_path, capsys):
+    """jobs.import_dataset --out s3://...: built locally, uploaded (vocab.json and summary.json last), readable from
+    the URI; a second import into the same prefix is refused and changes nothing."""
+    from jobs import import_dataset
+    from unispeech_platform.data.schema import scan_corpus
+    from unispeech_platform.data.storage import locate
+    from unispeech_platform.data.summary import read_summary
+
+    (tmp_path / "clips").mkdir()
+    for i in range(3):
+        (tmp_path / "clips" / f"c{i}.wav").write_bytes(encode(tone(22050, 1.0), 22050, "WAV"))
+    manifest = tmp_path / "train.tsv"
+    manifest.write_text("path\tsentence\n" + "".join(f"clips/c{i}.wav\thola {i}\n" for i in range(3)))
+    uri = f"s3://{BUCKET}/imported?{s3}"
+    argv = ["--format", "manifest", "--input", str(manifest), "--out", uri, "--lang", "es", "--split", "train",
+            "--targets", "chars", "--workers", "1", "--no-progress"]
+
+    assert import_dataset.main(argv) == 0
+    assert "uploaded" in capsys.readouterr().out
+    assert [(p.lang, p.split) for p in scan_corpus(uri)] == [("es", "train")]
+    assert read_summary(uri)["languages"]["es"]["train"]["utterances"] == 3
+    before = sorted((i.path, i.size) for i in locate(uri).walk())
+    assert any(path.endswith("/vocab.json") for path, _ in before)
+
+    with pytest.raises(SystemExit) as refused:
+        import_dataset.main([*argv, "--overwrite"])
+    assert refused.value.code == 3
+    assert "already holds files" in capsys.readouterr().err
+    assert sorted((i.path, i.size) for i in locate(uri).walk()) == before
+    assert not list(Path(tempfile.gettempdir()).glob("unispeech-import-*"))  # staging removed

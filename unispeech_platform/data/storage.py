@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,3 +101,31 @@ def local_copy(path: str) -> str:
     tmp.write_bytes(data)
     os.replace(tmp, out)
     return str(out)
+
+
+def is_remote(path: str | Path) -> bool:
+    """A URI of another filesystem than the local one (``file://`` is local)."""
+    return is_uri(path) and not locate(path).is_local
+
+
+def is_empty(dest: str) -> bool:
+    """Whether ``dest`` holds no file (absent counts as empty)."""
+    loc = locate(dest)
+    return loc.info().type == pafs.FileType.NotFound or not any(
+        i.type == pafs.FileType.File for i in loc.walk())
+
+
+def publish(local_dir: Path, dest: str, last: tuple[str, ...] = ()) -> int:
+    """Upload a finished local directory tree to ``dest`` (a URI); the files named in ``last`` go after all others,
+    in that order, so a reader that trusts them (a corpus' vocab.json, summary.json) never sees them before the
+    parts they describe. Returns the number of files uploaded. Object stores have no rename, hence the order
+    rather than a temp name."""
+    loc = locate(dest)
+    files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
+    ordered = [p for p in files if p.name not in last] + [p for name in last for p in files if p.name == name]
+    for p in ordered:
+        target = loc.join(*p.relative_to(local_dir).parts)
+        loc.fs.create_dir(target.path.rsplit("/", 1)[0], recursive=True)
+        with open(p, "rb") as src, loc.fs.open_output_stream(target.path) as out:
+            shutil.copyfileobj(src, out, 8 << 20)
+    return len(ordered)
