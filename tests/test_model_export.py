@@ -23,30 +23,6 @@ PHONES = ["a", "aː", "b", "t͡ʃ", "ə", "ɪ", "ʃ", "ŋ"]
 
 
 @pytest.fixture(scope="module")
-def process_group():
-    """A one-process gloo group for DeepSpeed, destroyed afterwards."""
-    import torch.distributed as dist
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
 def export_dir(tmp_path_factory, process_group):
     """A tiny random UniSpeechForCTC exported by `export_model` from a real DeepSpeed engine. The special tokens'
     biases are pushed down, as training does (no target is blank-only or <s>/</s>): greedy decoding emits phones,
