@@ -171,13 +171,27 @@ def test_ray_train_checkpoint_is_converted_and_keeps_its_run_id(tmp_path):
 
 
 @pytest.mark.slow
+def _evaluate_untracked(model_dir, data, output_dir):
+    """jobs.evaluate on a private local Ray (never one left running here), tracking off."""
+    import ray
+
+    import jobs.evaluate
+
+    ray.init(address="local", num_cpus=8, include_dashboard=False)
+    try:
+        return jobs.evaluate.main([
+            "--config", str(CONFIG), "--set", f"evaluate.model_path={model_dir}", "--set", f"data.path={data}",
+            "--set", f"evaluate.output_dir={output_dir}", "--set", "tracking.enabled=false",
+        ])
+    finally:
+        ray.shutdown()
+
+
 def test_corpus_without_vocab_is_scored_with_the_models_and_oov_phones_are_counted(corpus, tmp_path):
     """The corpus has no vocab.json and the model lacks two of its phones: evaluation runs with the model's
     vocabulary, keeps every utterance, and counts the phones outside it per language (scored as errors)."""
     import pyarrow.parquet as pq
-    import ray
 
-    import jobs.evaluate
     from unispeech_core import PhoneTokenizer
 
     bare = tmp_path / "corpus"
@@ -193,14 +207,7 @@ def test_corpus_without_vocab_is_scored_with_the_models_and_oov_phones_are_count
         expected[lang] = expected.get(lang, 0) + sum(p in missing for row in phones if row for p in row.split())
     assert sum(expected.values()) > 0  # the test means something only if those phones occur
 
-    ray.init(address="local", num_cpus=8, include_dashboard=False)
-    try:
-        result = jobs.evaluate.main([
-            "--config", str(CONFIG), "--set", f"evaluate.model_path={model_dir}", "--set", f"data.path={bare}",
-            "--set", f"evaluate.output_dir={tmp_path / 'eval'}", "--set", "tracking.enabled=false",
-        ])
-    finally:
-        ray.shutdown()
+    result = _evaluate_untracked(model_dir, bare, tmp_path / 'eval')
     scores = {s.lang: s for s in result.scores}
     for lang, count in expected.items():
         assert scores[lang].oov_phones == count and scores[lang].dropped == 0
@@ -216,9 +223,7 @@ def test_character_model_gets_cer_and_wer_equal_to_jiwers(corpus, tmp_path):
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import ray
 
-    import jobs.evaluate
     from unispeech_core import PhoneTokenizer
 
     chars = tmp_path / "chars"
@@ -253,14 +258,7 @@ def test_character_model_gets_cer_and_wer_equal_to_jiwers(corpus, tmp_path):
             refs.append(norm(texts[batch["id"][0]]))
             hyps.append(norm(hyp))
 
-    ray.init(address="local", num_cpus=8, include_dashboard=False)
-    try:
-        result = jobs.evaluate.main([
-            "--config", str(CONFIG), "--set", f"evaluate.model_path={model_dir}", "--set", f"data.path={chars}",
-            "--set", f"evaluate.output_dir={tmp_path / 'eval'}", "--set", "tracking.enabled=false",
-        ])
-    finally:
-        ray.shutdown()
+    result = _evaluate_untracked(model_dir, chars, tmp_path / 'eval')
     assert set(pairs) == {"es", "ru"}
     for lang, (refs, hyps) in pairs.items():
         assert result.metrics[f"cer/{lang}"] == pytest.approx(jiwer.cer(refs, hyps), abs=1e-12)

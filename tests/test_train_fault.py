@@ -4,10 +4,9 @@ with exactly train.max_steps updates, and MLflow's step history has no gaps and 
 from __future__ import annotations
 
 import signal
-import sys
 
 import pytest
-from train_helpers import CI_CONFIG, local_ray, make_tiny_corpus, signal_a_worker_mid_run
+from train_helpers import local_ray, make_tiny_corpus, pretrain_command, signal_a_worker_mid_run
 
 from unispeech_platform.tracking import metric_history
 
@@ -30,12 +29,8 @@ def test_sigkilled_worker_is_restored_from_the_last_checkpoint(tmp_path):
     corpus = make_tiny_corpus(tmp_path / "corpus")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_dir = tmp_path / "runs" / "fault"
-    cmd = [
-        sys.executable, "-m", "jobs.pretrain", "--config", str(CI_CONFIG),
-        "--set", f"data.path={corpus}", "--set", f"checkpoint.storage_path={tmp_path / 'runs'}",
-        "--set", "checkpoint.name=fault", "--set", f"tracking.uri={uri}", "--set", f"train.max_steps={STEPS}",
-        "--set", f"checkpoint.every_steps={EVERY}", "--set", "train.max_failures=2",
-    ]
+    cmd = pretrain_command(corpus, tmp_path, "fault", f"train.max_steps={STEPS}", f"checkpoint.every_steps={EVERY}",
+                           "train.max_failures=2")
     rc, out = signal_a_worker_mid_run(cmd, lambda _lines: _committed(run_dir, f"step_{EVERY:08d}"), signal.SIGKILL)
     (tmp_path / "job.log").write_text(out)  # for post-mortems
     assert rc == 0, out[-5000:]

@@ -15,14 +15,19 @@ import json
 import os
 import re
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from train_helpers import CI_CONFIG, ci_job, local_ray, make_tiny_corpus, signal_a_worker_mid_run
+from train_helpers import (
+    ci_job,
+    local_ray,
+    make_tiny_corpus,
+    pretrain_command,
+    signal_a_worker_mid_run,
+)
 
 # train_helpers first: it sets RAY_AUTH_MODE before anything imports Ray
 # isort: split
@@ -238,12 +243,8 @@ def test_sigterm_to_a_worker_saves_a_checkpoint_and_the_job_resumes_from_it(tmp_
     steps, every = 14, 5
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_dir = tmp_path / "runs" / "preempted"
-    cmd = [
-        sys.executable, "-m", "jobs.pretrain", "--config", str(CI_CONFIG),
-        "--set", f"data.path={corpus}", "--set", f"checkpoint.storage_path={tmp_path / 'runs'}",
-        "--set", "checkpoint.name=preempted", "--set", f"tracking.uri={uri}", "--set", f"train.max_steps={steps}",
-        "--set", f"checkpoint.every_steps={every}", "--set", "checkpoint.keep=10", "--set", "train.max_failures=1",
-    ]
+    cmd = pretrain_command(corpus, tmp_path, "preempted", f"train.max_steps={steps}", f"checkpoint.every_steps={every}",
+                           "checkpoint.keep=10", "train.max_failures=1")
     # mid-run, before the first checkpoint
     rc, out = signal_a_worker_mid_run(cmd, lambda lines: any("update 2/" in line for line in lines), signal.SIGTERM)
     (tmp_path / "job.log").write_text(out)  # for post-mortems

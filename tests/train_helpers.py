@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +49,15 @@ def ci_finetune_job(corpus: Path, tmp: Path, name: str, init_from: str, *overrid
         corpus, tmp, name, f"finetune.init_from={init_from}", "checkpoint.score_metric=dev_per",
         "data.labeled_only=true", "model.mask_time_prob=0.05", *overrides, cls=FinetuneJobConfig,
     )
+
+
+def pretrain_command(corpus: Path, tmp: Path, name: str, *overrides: str) -> list[str]:
+    """`python -m jobs.pretrain` on the CI preset as a subprocess, its runs and MLflow store under `tmp` (the
+    command-line twin of `ci_job`)."""
+    sets = [f"data.path={corpus}", f"checkpoint.storage_path={tmp / 'runs'}", f"checkpoint.name={name}",
+            f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}", *overrides]
+    return [sys.executable, "-m", "jobs.pretrain", "--config", str(CI_CONFIG),
+            *(arg for value in sets for arg in ("--set", value))]
 
 
 @contextlib.contextmanager
