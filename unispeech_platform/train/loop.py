@@ -32,7 +32,7 @@ from unispeech_platform.train.batches import LockstepBatches, lockstep
 from unispeech_platform.train.checkpoint import TrainState, export_model, restore, save_and_report
 from unispeech_platform.train.engine import autocast, build_engine, grad_norm, set_lr, state_memory_mb
 from unispeech_platform.train.faults import first_line, is_out_of_memory
-from unispeech_platform.train.metrics import Window, all_gather_items, all_reduce_sums, any_rank
+from unispeech_platform.train.metrics import Window, all_gather_items, all_reduce_sums, any_rank, is_finite
 from unispeech_platform.train.model_card import job_model_card
 from unispeech_platform.train.preemption import SIGTERM_FLAG, Preempted, preemption_signals
 from unispeech_platform.train.restarts import RestartHistory
@@ -250,7 +250,7 @@ def accumulate_update(task: Task, engine, feed: LockstepBatches, state: TrainSta
         batch = feed.next()
         loss, stats = _forward(task, engine, batch, device, amp, catch_oom)
         oom_here = loss is _OOM
-        finite_here = not oom_here and loss is not None and bool(torch.isfinite(loss.detach()).all())
+        finite_here = not oom_here and is_finite(loss)
         out_of_memory, nonfinite = any_rank([oom_here, not oom_here and not finite_here], device)
         if out_of_memory:
             del loss, stats, batch

@@ -17,14 +17,14 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def is_finite(loss: torch.Tensor | None) -> bool:
+    """This rank's loss is usable: present (a None loss, e.g. nothing masked, counts as bad) and finite."""
+    return loss is not None and bool(torch.isfinite(loss.detach()).all())
+
+
 def all_finite(loss: torch.Tensor | None, device: torch.device) -> bool:
-    """True on every rank iff every rank's loss is finite (a None loss, e.g. nothing masked, counts as bad)."""
-    ok = loss is not None and bool(torch.isfinite(loss.detach()).all())
-    if not _distributed():
-        return ok
-    flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
+    """Collective: True on every rank iff every rank's loss is finite."""
+    return not any_rank([not is_finite(loss)], device)[0]
 
 
 def any_rank(flags: list[bool], device: torch.device) -> list[bool]:
