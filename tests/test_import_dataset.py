@@ -191,3 +191,22 @@ def test_csv_and_nemo_jsonl_manifests_with_a_language_column(sources, tmp_path):
     assert _import("manifest", tmp_path / "m.jsonl", out, "--split", "test") == 0
     table = pq.read_table(out / "lang=es" / "split=test")
     assert table.column("text").to_pylist() == SENTENCES[:2] and table.column("phones").null_count == 2
+
+
+def test_words_unknown_to_the_g2p_are_named(sources, tmp_path, capsys):
+    """A word espeak-ng's French voice reads in English fails its row naming the word; digits are imported and
+    listed (espeak-ng's number rules may not be what was said); both are in summary.json per language."""
+    clips = sources["manifest"].parent / "clips"
+    texts = ["bonjour le weekend", "en 1999 il pleut", "le chat dort", "un weekend de 1999"]
+    (tmp_path / "fr.tsv").write_text("path\tsentence\n" + "".join(
+        f"{clips / f'c{i}.wav'}\t{t}\n" for i, t in enumerate(texts)))
+    out = tmp_path / "fr"
+    assert import_dataset.main(["--format", "manifest", "--input", str(tmp_path / "fr.tsv"), "--out", str(out),
+                                "--lang", "fr", "--targets", "phones", "--workers", "1", "--no-progress"]) == 1
+    failed = {row[1]: row for row in _report(out)}
+    assert set(failed) == {"c0", "c3"}
+    assert failed["c0"][4] == "language_switch" and "'weekend'" in failed["c0"][5]
+    words = {(w["word"], w["why"]): w["rows"] for w in read_summary(out)["unknown_words"]["fr"]}
+    assert words == {("weekend", "language_switch"): 2, ("1999", "digits_or_symbols"): 2}
+    assert "words unknown to the G2P (fr): 'weekend' x2 (language_switch)" in capsys.readouterr().out
+    assert sorted(pq.read_table(out / "lang=fr").column("id").to_pylist()) == ["c1", "c2"]

@@ -30,7 +30,7 @@ from ..espeak import G2PError
 from ..schema import MIN_SAMPLES, TARGET_SAMPLE_RATE
 from ..summary import atomic_write_text, print_table, write_summary
 from ..writer import CorpusWriter, prepare_output
-from .g2p import check_voice_lib, phonemize_lib
+from .g2p import check_voice_lib, foreign_words, phonemize_lib
 
 REPORT_FILE = "import_report.tsv"
 TARGETS = ("phones", "chars")
@@ -44,6 +44,11 @@ BAD_SEGMENT = "bad_segment"
 UNSUPPORTED_AUDIO_SOURCE = "unsupported_audio_source"
 NO_VOICE = "no_voice"
 DUPLICATE_ID = "duplicate_id"
+
+# Why a word of a row's text is listed as unknown to the G2P (summary.json's ``unknown_words``).
+FOREIGN_WORD = "language_switch"  # espeak-ng reads it in another language: the row is not imported
+NOT_LETTERS = "digits_or_symbols"  # read by espeak-ng's number/symbol rules: imported, check that matches the audio
+UNKNOWN_WORDS_LISTED = 50  # per language, most frequent first
 
 _SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev", "dev": "dev", "development": "dev",
                   "train": "train", "training": "train", "test": "test", "eval": "test", "evaluation": "test"}
@@ -100,6 +105,17 @@ class Record:
     problem: tuple[str, str] | None = None  # the source already knows this row is bad: (reason, detail)
 
 
+def not_letter_words(text: str) -> list[str]:
+    """Words with a digit or symbol (``1999``, ``50%``, ``C++``): espeak-ng expands them by its own rules, which
+    may not be what the speaker said, so the import lists them."""
+    out = []
+    for word in dict.fromkeys(text.split()):
+        core = word.strip(".,;:!?¡¿\"'«»“”„()[]…-—–")
+        if any(not (c.isalpha() or unicodedata.category(c).startswith("M") or c in "'’-") for c in core):
+            out.append(core)
+    return out
+
+
 @dataclass
 class Failure:
     where: str
@@ -122,11 +138,17 @@ class Options:
     keep_original: bool = False
 
 
-def convert(rec: Record, opts: Options) -> tuple[Record, dict[str, Any] | None, Failure | None]:
-    """Decode, check, label and transcode one record (in a worker process)."""
+Unknown = tuple[tuple[str, str], ...]  # (word, why) pairs of one row: FOREIGN_WORD or NOT_LETTERS
+Converted = tuple[Record, dict[str, Any] | None, "Failure | None", Unknown]
 
-    def fail(reason: str, detail: str) -> tuple[Record, None, Failure]:
-        return rec, None, Failure(rec.where, rec.id, rec.lang or "", rec.split, reason, detail)
+
+def convert(rec: Record, opts: Options) -> Converted:
+    """Decode, check, label and transcode one record (in a worker process); also the words of its text the G2P
+    does not know (``--targets phones`` only)."""
+    unknown: Unknown = ()
+
+    def fail(reason: str, detail: str) -> Converted:
+        return rec, None, Failure(rec.where, rec.id, rec.lang or "", rec.split, reason, detail), unknown
 
     if rec.problem:
         return fail(*rec.problem)
@@ -143,8 +165,16 @@ def convert(rec: Record, opts: Options) -> tuple[Record, dict[str, Any] | None, 
                 return fail(EMPTY_TEXT, f"no letters in {text!r}")
         else:
             try:
-                phones = " ".join(phonemize_lib(text, voice_for(rec.lang, opts.voices)))
+                voice = voice_for(rec.lang, opts.voices)
+                unknown = tuple((w, NOT_LETTERS) for w in not_letter_words(text))
+                phones = " ".join(phonemize_lib(text, voice))
             except G2PError as e:
+                if e.reason == FOREIGN_WORD:
+                    words = foreign_words(text, voice)
+                    unknown += tuple((w, FOREIGN_WORD) for w in words)
+                    if words:
+                        return fail(e.reason, f"espeak-ng's {voice!r} voice reads {', '.join(map(repr, words))} "
+                                              f"in another language ({e.detail})")
                 return fail(e.reason, e.detail)
             except ValueError as e:  # a language column names a language espeak-ng has no voice for
                 return fail(NO_VOICE, str(e))
@@ -174,10 +204,10 @@ def convert(rec: Record, opts: Options) -> tuple[Record, dict[str, Any] | None, 
         encoded, rate, n = encode_flac(mono, TARGET_SAMPLE_RATE), TARGET_SAMPLE_RATE, len(mono)
     row = {"id": rec.id, "audio": encoded, "sample_rate": rate, "num_samples": n,
            "speaker": rec.speaker or None, "text": text, "phones": phones}
-    return rec, row, None
+    return rec, row, None, unknown
 
 
-def _convert_chunk(chunk: list[Record], opts: Options) -> list[tuple[Record, dict | None, Failure | None]]:
+def _convert_chunk(chunk: list[Record], opts: Options) -> list[Converted]:
     return [convert(r, opts) for r in chunk]
 
 
@@ -189,7 +219,7 @@ def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
 
 def convert_stream(
     records: Iterable[Record], opts: Options, workers: int, *, chunk_rows: int = 16
-) -> Iterator[tuple[Record, dict | None, Failure | None]]:
+) -> Iterator[Converted]:
     """``convert`` over ``records`` in input order, at most ``2 x workers`` chunks in flight (bounded memory).
 
     Spawned processes, not forked: the caller may hold torch threads a forked child would inherit half-locked.
@@ -241,9 +271,12 @@ def run_import(
                 raise ImportInputError(f"--lang {lang}: {e} (pass --voice LANG=VOICE)") from None
     failures: list[Failure] = []
     seen: set[str] = set()  # ids must be unique corpus-wide (validate_data checks it): a repeat is listed
+    unknown: dict[str, Counter[tuple[str, str]]] = {}
     with CorpusWriter(out) as writer:
         stream = convert_stream(records(), opts, workers or os.cpu_count() or 1)
-        for rec, row, failure in tqdm(stream, desc=f"importing ({fmt})", unit="row", disable=not progress):
+        for rec, row, failure, words in tqdm(stream, desc=f"importing ({fmt})", unit="row", disable=not progress):
+            if words:
+                unknown.setdefault(rec.lang or "", Counter()).update(words)
             if failure is None and rec.id in seen:
                 failure = Failure(rec.where, rec.id, rec.lang or "", rec.split, DUPLICATE_ID,
                                   "an earlier row has this id (pass --id-column to pick another column)")
@@ -258,9 +291,17 @@ def run_import(
     header = "where\tid\tlang\tsplit\treason\tdetail\n"
     atomic_write_text(out / REPORT_FILE, header + "".join(f.line() + "\n" for f in failures))
     reasons = Counter(f.reason for f in failures)
+    unknown_words = {
+        lang: [{"word": w, "why": why, "rows": n} for (w, why), n in counts.most_common(UNKNOWN_WORDS_LISTED)]
+        for lang, counts in sorted(unknown.items())
+    }
     summary = write_summary(out, writer.stats, args=args, source=source_info or {}, failed=dict(reasons),
-                            failures=[asdict(f) for f in failures])
+                            failures=[asdict(f) for f in failures], unknown_words=unknown_words)
     print_table(writer.stats.table(f"{fmt} import {out}"))
+    for lang, words in unknown_words.items():
+        listed = ", ".join(f"{w['word']!r} x{w['rows']} ({w['why']})" for w in words[:10])
+        more = f" and {len(words) - 10} more in summary.json" if len(words) > 10 else ""
+        print(f"words unknown to the G2P ({lang}): {listed}{more}")
     if failures:
         print(f"{len(failures)} rows not imported ({dict(reasons)}); see {out / REPORT_FILE}")
     return summary, failures

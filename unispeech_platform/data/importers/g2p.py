@@ -70,3 +70,18 @@ def phonemize_lib(text: str, voice: str) -> list[str]:
                 raise G2PError(ESPEAK_FAILED, f"libespeak-ng returned nothing for {text!r}")
             clauses.append(out.decode("utf-8", errors="replace"))
     return clean_ipa("\n".join(clauses))
+
+
+def foreign_words(text: str, voice: str) -> list[str]:
+    """The words of ``text`` that espeak-ng's ``voice`` reads in another language (a language switch), found by
+    phonemizing each word alone; called only for a sentence that switched, so the cost is paid on failures."""
+    from ..espeak import LANGUAGE_SWITCH
+
+    found = []
+    for word in dict.fromkeys(text.split()):  # each distinct word once, in order
+        try:
+            phonemize_lib(word, voice)
+        except G2PError as e:
+            if e.reason == LANGUAGE_SWITCH:
+                found.append(word)
+    return found
