@@ -6,7 +6,9 @@ manifests, fairseq wav2vec manifests or Kaldi data directories (docs/data.md#imp
 
 Audio is decoded, checked and stored as 16 kHz mono FLAC; splits are mapped from the source (validation ->
 dev, train.clean.100 -> train) unless --split puts every row in one. --targets phones: espeak-ng G2P of the
-text; --targets chars: characters, words joined by '|'; phones the source already has are kept. Every row
+text; --targets chars: characters, words joined by '|'; phones the source already has are kept. Rows are
+converted on a local process pool, or as Ray tasks over the whole cluster under `ray job submit` (--executor).
+Words the G2P does not know are listed at the end and in summary.json. Every row
 that cannot be imported is printed and listed with its reason in <out>/import_report.tsv; a table of what was
 imported ends the run. Exit status: 0 all rows imported, 1 some rows failed (the rest imported), 2 bad flags,
 3 unusable input (named with its file and column).
@@ -15,17 +17,30 @@ imported ends the run. Exit status: 0 all rows imported, 1 some rows failed (the
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from unispeech_platform.config.redact import redact_uri
+from unispeech_platform.config.sections import RaySection
 from unispeech_platform.data.importers import READERS, hf
 from unispeech_platform.data.importers.common import TARGETS, Options, run_import
 from unispeech_platform.data.schema import SUMMARY_FILE, VOCAB_FILE
 from unispeech_platform.data.storage import is_empty, is_remote, locate, publish
 from unispeech_platform.runtime.cli import run_or_exit
 from unispeech_platform.runtime.errors import JobSetupError
+from unispeech_platform.runtime.ray_session import connect_ray
+
+EXECUTORS = ("auto", "processes", "ray")
+
+
+def resolve_executor(requested: str) -> str:
+    """``auto``: the Ray cluster when one is named (RAY_ADDRESS), else a local process pool (no Ray start for
+    a laptop import)."""
+    if requested != "auto":
+        return requested
+    return "ray" if os.environ.get("RAY_ADDRESS") else "processes"
 
 
 def _pairs(text: str) -> dict[str, str]:
@@ -53,7 +68,12 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{col}-column", default=None, help=f"the source's {col} column (default: guessed)")
     p.add_argument("--keep-original", action="store_true",
                    help="store the source's encoded bytes instead of 16 kHz mono FLAC (not with segments)")
-    p.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
+    p.add_argument("--executor", choices=EXECUTORS, default="auto",
+                   help="where rows are decoded, labeled and transcoded: processes (a local pool of --workers), "
+                        "ray (tasks over the whole Ray cluster; the audio is read here and shipped) or auto "
+                        "(ray when RAY_ADDRESS names a cluster, as under `ray job submit`; else processes)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decode processes of --executor processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace a corpus made with other arguments")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -83,12 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     # The readers raise their input errors lazily: pull the first record here so they exit 3 before any work.
     run_or_exit(lambda: next(iter(records()), None))
     remote = run_or_exit(_remote_destination, a.out, a.overwrite)
+    executor = resolve_executor(a.executor)
+    if executor == "ray":
+        run_or_exit(connect_ray, RaySection())
     out = tempfile.mkdtemp(prefix="unispeech-import-") if remote else str(locate(a.out).path)
     try:
         _, failures = run_or_exit(
             run_import, a.format, records, out, args=args,
             opts=Options(a.targets, a.voice, a.keep_original), langs_for_voices=langs, workers=a.workers,
-            overwrite=a.overwrite, progress=not a.no_progress, source_info=info,
+            executor=executor,            overwrite=a.overwrite, progress=not a.no_progress, source_info=info,
         )
         if remote:
             n = run_or_exit(publish, Path(out), a.out, (VOCAB_FILE, SUMMARY_FILE))

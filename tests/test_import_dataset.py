@@ -210,3 +210,18 @@ def test_words_unknown_to_the_g2p_are_named(sources, tmp_path, capsys):
     assert words == {("weekend", "language_switch"): 2, ("1999", "digits_or_symbols"): 2}
     assert "words unknown to the G2P (fr): 'weekend' x2 (language_switch)" in capsys.readouterr().out
     assert sorted(pq.read_table(out / "lang=fr").column("id").to_pylist()) == ["c1", "c2"]
+
+
+@pytest.mark.parametrize("fmt", ["hf", "kaldi"])
+def test_ray_executor_imports_what_the_process_pool_imports(ray_local, sources, tmp_path, fmt):
+    """--executor ray (tasks on the connected Ray; Kaldi's segment recordings read here and shipped) writes the
+    same rows, in the same order, and reports the same failures as the local process pool."""
+    pool, on_ray = tmp_path / "pool", tmp_path / "ray"
+    assert _import(fmt, sources[fmt], pool, "--targets", "phones") == 1
+    assert _import(fmt, sources[fmt], on_ray, "--targets", "phones", "--executor", "ray") == 1
+    assert _rows(on_ray) == _rows(pool) and _rows(pool)
+    assert _report(on_ray) == _report(pool)
+
+
+def _rows(root: Path) -> list[tuple[str, list[dict]]]:
+    return [(str(p.parent.relative_to(root)), pq.read_table(p).to_pylist()) for p in sorted(root.rglob("*.parquet"))]

@@ -17,7 +17,7 @@ import torch
 from parity_utils import TINY
 
 import unispeech_core as uc
-from unispeech_core.model_card import ModelCard
+from unispeech_core.model_card import ModelCard, render_model_card
 
 PHONES = ["a", "aː", "b", "t͡ʃ", "ə", "ɪ", "ʃ", "ŋ"]
 
@@ -192,3 +192,22 @@ def test_mlflow_model_is_spooled_while_the_server_is_away_and_logged_on_replay(e
     assert texts == _our_transcripts(export_dir, _waves()[1:])
     assert [v.run_id for v in MlflowClient(sqlite).search_model_versions("name='outage-phones'")] == [run_id]
     assert MlflowClient(sqlite).get_run(run_id).info.status == "FINISHED"
+
+
+def test_dev_per_per_language_becomes_the_cards_table():
+    """CTC dev evaluation scores each language apart (dev_per/<lang>) and the card shows them as its PER table."""
+    from unispeech_platform.config.jobs import FinetuneJobConfig
+    from unispeech_platform.train.model_card import job_model_card
+    from unispeech_platform.train.tasks.ctc import CTCTask
+
+    items = [("pt", "a b c d", "a b c d"), ("pt", "a b", "a x"), ("fr", "e f g h", "e f"), ("fr", "", "z")]
+    dev = CTCTask.summarize(None, {"dev_loss": 3.0, "dev_batches": 2.0}, items)
+    assert dev == {"dev_loss": 1.5, "dev_per": pytest.approx(3 / 10), "dev_per/fr": 0.5,
+                   "dev_per/pt": pytest.approx(1 / 6)}
+    job = FinetuneJobConfig.model_validate({"data": {"path": "corpus"}, "finetune": {"task": "ctc"},
+                                            "checkpoint": {"name": "ft"}})
+    card = job_model_card(job, 40, dev)
+    assert card.per_by_language == {"fr": 0.5, "pt": pytest.approx(1 / 6)}
+    assert set(card.metrics) == {"dev_loss", "dev_per"}
+    text = render_model_card(card)
+    assert "PER per language on the dev split at update 40" in text and "| fr | 50.00% |" in text

@@ -53,7 +53,7 @@ def _results(card: ModelCard) -> list[str]:
     lines = ["## Results", ""]
     at = f" at update {card.step}" if card.step is not None else ""
     if card.per_by_language:
-        lines += ["| language | PER |", "|---|---|"]
+        lines += [f"PER per language on the dev split{at}:", "", "| language | PER |", "|---|---|"]
         lines += [f"| {lang} | {per:.2%} |" for lang, per in sorted(card.per_by_language.items())]
         lines.append("")
     if card.metrics:

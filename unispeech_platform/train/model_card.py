@@ -7,6 +7,7 @@ from typing import Any
 
 from unispeech_core.model_card import ModelCard
 from unispeech_platform.config.redact import redact_uri
+from unispeech_platform.train.tasks.ctc import PER_BY_LANGUAGE
 
 JOB_MODULES = {"pretrain": "jobs.pretrain", "ctc": "jobs.finetune", "lid": "jobs.lid"}
 
@@ -31,9 +32,11 @@ def job_model_card(job: Any, step: int | None, dev: dict[str, float] | None = No
     items = [f"corpus `{redact_uri(data.path)}`",
              f"languages: {', '.join(langs) if langs else 'every language in the corpus'}",
              f"training splits: {', '.join(data.train_splits)}; dev splits: {', '.join(data.eval_splits)}"]
-    metrics = {k: float(v) for k, v in (dev or {}).items()
-               if k.startswith("dev_") and k not in ("dev_batches", "dev_rows", "dev_correct")}
+    dev = dev or {}
+    per_by_language = {k[len(PER_BY_LANGUAGE):]: float(v) for k, v in dev.items() if k.startswith(PER_BY_LANGUAGE)}
+    metrics = {k: float(v) for k, v in dev.items() if k.startswith("dev_") and not k.startswith(PER_BY_LANGUAGE)
+               and k not in ("dev_batches", "dev_rows", "dev_correct")}
     init_from = getattr(getattr(job, "finetune", None), "init_from", None)
     return ModelCard(name=job.checkpoint.name, task=job.task, data=items, languages=langs, step=step,
-                     metrics=metrics, command=_command(job),
+                     metrics=metrics, per_by_language=per_by_language, command=_command(job),
                      base_model=redact_uri(init_from) if init_from else None)

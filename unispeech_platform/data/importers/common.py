@@ -207,11 +207,11 @@ def convert(rec: Record, opts: Options) -> Converted:
     return rec, row, None, unknown
 
 
-def _convert_chunk(chunk: list[Record], opts: Options) -> list[Converted]:
+def convert_chunk(chunk: list[Record], opts: Options) -> list[Converted]:
     return [convert(r, opts) for r in chunk]
 
 
-def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+def chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
     it = iter(records)
     while chunk := list(islice(it, size)):
         yield chunk
@@ -225,14 +225,14 @@ def convert_stream(
     Spawned processes, not forked: the caller may hold torch threads a forked child would inherit half-locked.
     """
     if workers <= 1:
-        for chunk in _chunks(records, chunk_rows):
-            yield from _convert_chunk(chunk, opts)
+        for chunk in chunks(records, chunk_rows):
+            yield from convert_chunk(chunk, opts)
         return
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         window: deque[Future] = deque()
-        for chunk in _chunks(records, chunk_rows):
-            window.append(pool.submit(_convert_chunk, chunk, opts))
+        for chunk in chunks(records, chunk_rows):
+            window.append(pool.submit(convert_chunk, chunk, opts))
             if len(window) >= 2 * workers:
                 yield from window.popleft().result()
         while window:
@@ -248,12 +248,14 @@ def run_import(
     opts: Options,
     langs_for_voices: Iterable[str] = (),
     workers: int | None = None,
+    executor: str = "processes",
     overwrite: bool = False,
     progress: bool = True,
     source_info: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[Failure]]:
     """Stream ``records()`` into a corpus at ``out``; returns the summary and the failed rows (each printed
-    and listed in ``<out>/import_report.tsv``); ``source_info`` goes into summary.json. Re-running with the same ``args`` into a complete corpus is a
+    and listed in ``<out>/import_report.tsv``); ``source_info`` goes into summary.json; ``executor``: "processes"
+    (a local pool of ``workers``) or "ray" (tasks on the connected Ray cluster). Re-running with the same ``args`` into a complete corpus is a
     no-op; other arguments need ``overwrite``."""
     out = Path(out)
     try:
@@ -273,7 +275,12 @@ def run_import(
     seen: set[str] = set()  # ids must be unique corpus-wide (validate_data checks it): a repeat is listed
     unknown: dict[str, Counter[tuple[str, str]]] = {}
     with CorpusWriter(out) as writer:
-        stream = convert_stream(records(), opts, workers or os.cpu_count() or 1)
+        if executor == "ray":
+            from .on_ray import convert_on_ray
+
+            stream = convert_on_ray(records(), opts)
+        else:
+            stream = convert_stream(records(), opts, workers or os.cpu_count() or 1)
         for rec, row, failure, words in tqdm(stream, desc=f"importing ({fmt})", unit="row", disable=not progress):
             if words:
                 unknown.setdefault(rec.lang or "", Counter()).update(words)

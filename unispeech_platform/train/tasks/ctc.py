@@ -70,9 +70,9 @@ class CTCTask:
 
     @torch.no_grad()
     def evaluate(self, engine, batches, device: torch.device) -> EvalResult:
-        """Greedy-decoded dev transcripts, gathered from every rank before PER is computed."""
+        """Greedy-decoded dev transcripts with their language, gathered from every rank before PER is computed."""
         module = engine.module
-        pairs: list[tuple[str, str]] = []
+        pairs: list[tuple[str, str, str]] = []
         loss_sum, n = 0.0, 0
         for batch in batches:
             inputs = model_inputs(batch, device)
@@ -81,13 +81,23 @@ class CTCTask:
                 loss_sum, n = loss_sum + float(out.loss), n + 1
             lengths = module.unispeech._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1))
             hyps = ctc_greedy_decode(out.logits.float(), lengths, self.tokenizer)
-            for labels, hyp in zip(batch["labels"], hyps):
-                pairs.append((self.tokenizer.decode([int(i) for i in labels if i >= 0]), hyp))
+            for lang, labels, hyp in zip(batch["lang"], batch["labels"], hyps):
+                pairs.append((lang, self.tokenizer.decode([int(i) for i in labels if i >= 0]), hyp))
         return EvalResult({"dev_loss": loss_sum, "dev_batches": float(n)}, pairs)
 
     def summarize(self, sums: dict[str, float], items: list[Any]) -> dict[str, float]:
+        """dev_loss, dev_per over every scored row and ``dev_per/<lang>`` per language (the model card's table)."""
         out = {"dev_loss": sums["dev_loss"] / max(sums["dev_batches"], 1.0)}
-        pairs = [(r, h) for r, h in items if r.strip()]  # unlabeled dev rows cannot be scored
-        if pairs:
-            out["dev_per"] = float(error_rates([r for r, _ in pairs], [h for _, h in pairs])["error_rate"])
+        scored = [(lang, r, h) for lang, r, h in items if r.strip()]  # unlabeled dev rows cannot be scored
+        if scored:
+            out["dev_per"] = _per(scored)
+            for lang in sorted({lang for lang, _, _ in scored}):
+                out[f"{PER_BY_LANGUAGE}{lang}"] = _per([t for t in scored if t[0] == lang])
         return out
+
+
+PER_BY_LANGUAGE = "dev_per/"  # metric prefix of the per-language dev PER
+
+
+def _per(triples: list[tuple[str, str, str]]) -> float:
+    return float(error_rates([r for _, r, _ in triples], [h for _, _, h in triples])["error_rate"])
