@@ -32,10 +32,18 @@ def connect_ray(section: RaySection) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**quiet)
     else:
+        num_cpus = local_num_cpus(section.local_num_cpus)
+        # The raylet warns ("N PYTHON worker processes have been started ... 4x the maximum expected startup
+        # concurrency (2)") once workers exceed 4 x this limit, which defaults to the physical cores: our local
+        # Ray runs more logical CPUs than cores on purpose, so the expected concurrency is its CPU count. The
+        # raylet reads it from its environment; a user's own setting wins.
+        os.environ.setdefault("RAY_worker_maximum_startup_concurrency", str(num_cpus))
+        if not verbose():  # "Token authentication is enabled/disabled for this Ray cluster": about clusters
+            # others can reach; this one is private to the job (docs/cluster.md covers tokens for real clusters)
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         # address="local": always a fresh local Ray; without it ray.init() joins any cluster a `ray start` left
         # running on this machine (and then refuses num_cpus).
-        ray.init(address="local", num_cpus=local_num_cpus(section.local_num_cpus),
-                 runtime_env=section.runtime_env or None, **quiet)
+        ray.init(address="local", num_cpus=num_cpus, runtime_env=section.runtime_env or None, **quiet)
 
 
 def cluster_gpus() -> int:
