@@ -27,3 +27,19 @@ def test_duration_and_eta_from_the_pace_of_this_attempt():
     assert eta(40) is None
     now[0] = 130.0  # 10 updates in 30 s -> 3 s/update, 50 left
     assert eta(50) == 150.0
+
+
+def test_warnings_that_restate_our_quiet_defaults_are_silent_unless_verbose(monkeypatch):
+    """Ray Data's "Progress bars disabled. To enable, ..." repeats what connect_ray chose; --verbose brings both
+    the bars and the warning back."""
+    import logging
+
+    from unispeech_platform.runtime.console import quiet_libraries, set_verbose
+
+    monkeypatch.setenv("UNISPEECH_VERBOSE", "0")
+    quiet_libraries()
+    progress = logging.getLogger("ray.data._internal.progress")
+    assert not progress.isEnabledFor(logging.WARNING) and progress.isEnabledFor(logging.ERROR)
+    set_verbose(True)
+    assert progress.isEnabledFor(logging.WARNING)
+    set_verbose(False)

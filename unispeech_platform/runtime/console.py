@@ -18,6 +18,9 @@ from typing import Any
 
 VERBOSE_ENV = "UNISPEECH_VERBOSE"
 NOISY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "mlflow", "alembic", "DeepSpeed")
+# Loggers whose warnings only restate our own quiet defaults (Ray Data's "Progress bars disabled. To enable, ..."
+# once per process after connect_ray turned them off): silent unless verbose.
+OUR_CHOICE_LOGGERS = ("ray.data._internal.progress",)
 
 # metric key -> (label, format) of the update line, in this order; keys a task does not report are left out
 UPDATE_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -53,6 +56,8 @@ def quiet_libraries() -> None:
     level = logging.INFO if verbose() else logging.WARNING
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    for name in OUR_CHOICE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose() else logging.ERROR)
     if not verbose() and "DS_ACCELERATOR" not in os.environ and not _cuda_visible():
         os.environ["DS_ACCELERATOR"] = "cpu"
 
