@@ -5,20 +5,27 @@ and UniSpeech (joint, replace_prob 0.5) -- each fine-tuned on the low-resource t
     python -m jobs.crosslingual --config configs/crosslingual_cpu.yaml      # ~1 h on a 2-core CPU
     python -m jobs.crosslingual --config configs/crosslingual_gpu.yaml      # GPU cluster (RAY_ADDRESS)
 
-Logs a parent MLflow run with a child per arm, prints the table and writes it to experiment.results_path.
-A previous run of the same experiment.name (its checkpoints under experiment.storage_path) is replaced only with
---overwrite; without it the job stops before any work (exit 3) and keeps it.
+Every arm runs once per seed (experiment.seeds); the table shows mean ± sd over seeds and the reference arm's
+relative PER reductions with bootstrap 95% CIs over test utterances. Logs a parent MLflow run with a child per arm
+and seed, prints the results and writes them into experiment.results_path between the markers
+<!-- BEGIN GENERATED: <experiment.name> --> and <!-- END GENERATED: <experiment.name> -->, leaving the rest of the
+file (the hand-written reading) alone. A previous run of the same experiment.name (its checkpoints under
+experiment.storage_path) is replaced only with --overwrite; without it the job stops before any work (exit 3)
+and keeps it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from unispeech_platform.experiments import cli
+from unispeech_platform.runtime.cli import run_or_exit
 
 
 def main(argv: list[str] | None = None):
     cfg, command, overwrite = cli.parse("jobs.crosslingual", __doc__, "configs/crosslingual_cpu.yaml", argv)
+    from unispeech_platform.experiments.results_block import check_results_file, write_results_block
+
+    if cfg.experiment.results_path:  # broken markers found now, not after hours of training (exit 3)
+        run_or_exit(check_results_file, cfg.experiment.results_path, cfg.experiment.name)
     result = cli.run(cfg, overwrite=overwrite)
     from unispeech_platform.experiments.report import results_markdown
     from unispeech_platform.experiments.runner import machine
@@ -26,9 +33,8 @@ def main(argv: list[str] | None = None):
     text = results_markdown(cfg, result, command=command, date=cli.today(), machine=machine())
     print("\n" + text)
     if cfg.experiment.results_path:
-        Path(cfg.experiment.results_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.experiment.results_path).write_text(text, encoding="utf-8")
-        print(f"written: {cfg.experiment.results_path}")
+        path = run_or_exit(write_results_block, cfg.experiment.results_path, cfg.experiment.name, text)
+        print(f"written: the block '{cfg.experiment.name}' of {path}")
     print(cli.mlflow_hint(result))
     return result
 

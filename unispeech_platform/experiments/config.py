@@ -68,15 +68,32 @@ class ExperimentSection(Section):
     arms: dict[SafeName, dict[str, Any]] = Field(
         default_factory=lambda: {"unispeech": {"model.ctc_weight": 0.5, "model.replace_prob": 0.5}}
     )
-    """Arm name (a safe directory name: its runs are <arm>-pretrain, <arm>-finetune) -> pretraining overrides.
-    Every arm gets the same data, steps and fine-tuning."""
+    """Arm name (a safe directory name: its runs are <arm>-pretrain, <arm>-finetune; with several seeds
+    <arm>-s<seed>-pretrain, ...) -> pretraining overrides. Every arm gets the same data, steps and fine-tuning."""
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    """Every arm is pretrained, fine-tuned and evaluated once per seed, each run with train.seed and data.seed
+    of both training stages set to it (initial weights, masks, negatives, batch order, crops); the corpus is the
+    same for all. The table shows mean +- sd over seeds (experiments/statistics.py)."""
     reference_arm: str | None = None
     """Arm whose relative PER reduction vs every other arm is reported (None: the last arm)."""
     init_ctc_head: bool = True
     """Start the fine-tuning CTC head (lm_head) from the pretraining CTC head (ctc_proj): both predict the
     same merged phone vocabulary. An arm pretrained without CTC (ctc_weight 0) thus starts from a random head."""
     results_path: str | None = None
-    """Also write the results Markdown here (e.g. docs/results.md)."""
+    """Also write the results Markdown into this file (e.g. docs/results.md), between the markers
+    <!-- BEGIN GENERATED: <name> --> and <!-- END GENERATED: <name> --> (appended if missing); the rest of the
+    file is left alone (experiments/results_block.py)."""
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError(f"{v}: give distinct seeds >= 0")
+        return v
+
+    def run_label(self, arm: str, seed: int) -> str:
+        """Name of one arm's runs for one seed: the arm itself with a single seed, <arm>-s<seed> otherwise."""
+        return arm if len(self.seeds) == 1 else f"{arm}-s{seed}"
 
 
 class ExperimentConfig(Section):

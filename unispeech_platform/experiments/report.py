@@ -1,20 +1,36 @@
-"""The experiment's result table (the paper's layout): PER per target language and arm, the macro average, and
-the relative PER reduction of the reference arm (UniSpeech) vs every other arm."""
+"""The experiment's result table (the paper's layout): PER per target language and arm as mean ± sd over seeds,
+the macro average, and the relative PER reduction of the reference arm (UniSpeech) vs every other arm with its
+bootstrap confidence interval over test utterances (experiments/statistics.py says how and why)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from unispeech_platform.evaluate.scoring import MACRO, WEIGHTED, Score
+from unispeech_platform.evaluate.scoring import WEIGHTED, Score
+from unispeech_platform.experiments.statistics import (
+    AVERAGE,
+    CONFIDENCE,
+    Aggregate,
+    UtteranceErrors,
+    aggregate,
+)
 
 
 @dataclass
 class ArmResult:
+    """One arm trained and scored with one seed."""
+
     name: str
     scores: list[Score]
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time per stage (pretrain, finetune, evaluate)."""
     run_id: str | None = None
+    seed: int = 0
+    label: str = ""
+    """Name of this arm's runs for this seed (ExperimentSection.run_label); the arm's name when empty."""
+    utterances: dict[str, dict[str, UtteranceErrors]] = field(default_factory=dict)
+    """split -> lang -> per-utterance edits (what the seed statistics and the bootstrap need), splits sorted."""
 
     def per(self) -> dict[str, float]:
         """lang -> PER on the first scored split; MACRO -> the average."""
@@ -22,51 +38,108 @@ class ArmResult:
         return {s.lang: s.per for s in self.scores if s.split == split and s.lang != WEIGHTED}
 
 
-def relative_reductions(results: list[ArmResult], reference: str) -> dict[str, float]:
-    """baseline arm -> (PER_baseline - PER_reference) / PER_baseline on the average (positive = reference better)."""
-    ref = next(r for r in results if r.name == reference).per()[MACRO]
-    out = {}
-    for r in results:
-        if r.name != reference:
-            base = r.per()[MACRO]
-            out[r.name] = (base - ref) / base if base > 0 else 0.0
-    return out
+def aggregate_results(results: list[ArmResult], reference: str | None) -> dict[str, Aggregate]:
+    """split -> every (arm, seed) result of that split pooled into mean ± sd and reductions with CIs (arms and
+    seeds in run order; the first split, ``test``, is the headline)."""
+    arms = list(dict.fromkeys(r.name for r in results))
+    seeds = list(dict.fromkeys(r.seed for r in results))
+    runs = {(r.name, r.seed): r.utterances for r in results}
+    missing = [f"{a} seed {s}" for a in arms for s in seeds if (a, s) not in runs]
+    if missing:
+        raise ValueError(f"no result for {', '.join(missing)}: every arm needs every seed")
+    splits = list(runs[(arms[0], seeds[0])])
+    return {split: aggregate({k: v.get(split, {}) for k, v in runs.items()}, arms, seeds, reference) for split in splits}
 
 
-def results_table(results: list[ArmResult], reference: str | None = None) -> str:
-    """Markdown: one row per arm, one column per language plus the average (PER %), then the reductions."""
-    langs = [k for k in results[0].per() if k != MACRO]
-    head = ["arm", *langs, "avg"]
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def _mean_sd(agg: Aggregate, arm: str, lang: str) -> str:
+    sd = agg.sd(arm, lang)
+    return _pct(agg.mean(arm, lang)) + ("" if math.isnan(sd) else f" ± {_pct(sd)}")
+
+
+def _signed(v: float) -> str:
+    return f"{100 * v:+.1f}%"
+
+
+def results_table(agg: Aggregate) -> str:
+    """Markdown: PER % per arm (rows) and language plus the average (columns) as mean ± sd over seeds; then the
+    reference arm's relative reduction vs each other arm on the average with its CI, and per language."""
+    langs, n_seeds = agg.langs, len(agg.seeds)
+    head = ["arm", *langs, AVERAGE]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for r in results:
-        per = r.per()
-        lines.append("| " + " | ".join([r.name, *(f"{100 * per.get(x, float('nan')):.1f}" for x in langs),
-                                        f"**{100 * per[MACRO]:.1f}**"]) + " |")
+    for arm in agg.arms:
+        cells = [_mean_sd(agg, arm, x) for x in langs]
+        lines.append("| " + " | ".join([arm, *cells, f"**{_mean_sd(agg, arm, AVERAGE)}**"]) + " |")
     text = "\n".join(lines) + "\n"
-    if reference and len(results) > 1:
-        red = relative_reductions(results, reference)
-        text += "\n" + "\n".join(
-            f"- {reference} vs {base}: {100 * v:+.1f}% relative PER reduction on the average"
-            f" ({'better' if v > 0 else 'worse' if v < 0 else 'equal'})" for base, v in red.items()) + "\n"
+    if not agg.reductions:
+        return text
+    total = sum(agg.utterances.values())
+    seeds = f" × {n_seeds} seeds" if n_seeds > 1 else " (1 seed)"
+    ci = f"{100 * CONFIDENCE:.0f}% CI"
+    text += "\n" + "\n".join(
+        f"- {r.reference} vs {r.baseline}: {_signed(r.value[AVERAGE])} relative PER reduction on the average "
+        f"({ci} {_signed(r.low[AVERAGE])} … {_signed(r.high[AVERAGE])}, bootstrap over {total} test utterances"
+        f"{seeds}; {r.verdict()})" for r in agg.reductions) + "\n"
+    head = ["relative PER reduction", *langs, AVERAGE]
+    rows = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in agg.reductions:
+        rows.append("| " + " | ".join([f"{r.reference} vs {r.baseline}", *(
+            f"{_signed(r.value[x])} [{_signed(r.low[x])}, {_signed(r.high[x])}]" for x in [*langs, AVERAGE])]) + " |")
+    return text + "\n" + "\n".join(rows) + "\n"
+
+
+def results_tables(aggs: dict[str, Aggregate]) -> str:
+    """results_table of the first split (the headline: ``test``), then one per further split (e.g. the shifted
+    test condition), each under a line naming it."""
+    (_, agg), *rest = aggs.items()
+    text = results_table(agg)
+    for split, other in rest:
+        text += f"\nPER % on the `{split}` split (the same models):\n\n" + results_table(other)
     return text
+
+
+def method_note(aggs: dict[str, Aggregate]) -> str:
+    """How the numbers above were computed, in one paragraph under the tables."""
+    agg = next(iter(aggs.values()))
+    sizes = "; ".join(f"{split}: " + ", ".join(f"{lang} {n}" for lang, n in a.utterances.items())
+                      for split, a in aggs.items())
+    spread = (f"mean ± sample standard deviation over seeds {agg.seeds}" if len(agg.seeds) > 1
+              else f"one seed ({agg.seeds[0]}): no standard deviation")
+    return (f"PER: {spread}; the average is the macro average over languages. Test utterances per language "
+            f"({sizes}). Reductions: (PER_baseline − PER_reference) / PER_baseline of the seed means; "
+            f"{100 * CONFIDENCE:.0f}% CI: percentiles of {agg.resamples} bootstrap resamples of the test utterances "
+            "(within each language, the same resample for every arm and seed; per resample PER = edits / reference "
+            "phones pooled per language, averaged over seeds, then macro-averaged).\n")
 
 
 def timing_table(results: list[ArmResult]) -> str:
     stages = list(dict.fromkeys(k for r in results for k in r.seconds))  # pipeline order
-    lines = ["| arm | " + " | ".join(f"{s} (s)" for s in stages) + " |", "|---" * (len(stages) + 1) + "|"]
-    lines += ["| " + r.name + " | " + " | ".join(f"{r.seconds.get(s, 0):.0f}" for s in stages) + " |" for r in results]
+    lines = ["| run | " + " | ".join(f"{s} (s)" for s in stages) + " |", "|---" * (len(stages) + 1) + "|"]
+    lines += ["| " + (r.label or r.name) + " | " + " | ".join(f"{r.seconds.get(s, 0):.0f}" for s in stages) + " |"
+              for r in results]
     return "\n".join(lines) + "\n"
 
 
-def parent_metrics(results: list[ArmResult], reference: str | None) -> dict[str, float]:
-    """per/<arm>/<lang> and per/<arm>/avg (with one arm simply per/<lang>), rel_reduction/vs_<arm>."""
-    single = len(results) == 1
+def parent_metrics(aggs: dict[str, Aggregate]) -> dict[str, float]:
+    """per/<arm>/<lang> and per/<arm>/avg: the mean over seeds (with one arm simply per/<lang>); per_sd/... the
+    sample sd (with several seeds); rel_reduction/vs_<arm> on the average and rel_reduction_ci_low|high/vs_<arm>.
+    Keys of the first split (test) have no suffix, those of further splits end in /<split>."""
     out = {}
-    for r in results:
-        for lang, v in r.per().items():
-            out[f"per/{lang}" if single else f"per/{r.name}/{lang}"] = v
-    if reference and not single:
-        out.update({f"rel_reduction/vs_{k}": v for k, v in relative_reductions(results, reference).items()})
+    for i, (split, agg) in enumerate(aggs.items()):
+        suffix, single = ("" if i == 0 else f"/{split}"), len(agg.arms) == 1
+        for arm in agg.arms:
+            for lang in [*agg.langs, AVERAGE]:
+                key = (lang if single else f"{arm}/{lang}") + suffix
+                out[f"per/{key}"] = agg.mean(arm, lang)
+                if len(agg.seeds) > 1:
+                    out[f"per_sd/{key}"] = agg.sd(arm, lang)
+        for r in agg.reductions:
+            out[f"rel_reduction/vs_{r.baseline}{suffix}"] = r.value[AVERAGE]
+            out[f"rel_reduction_ci_low/vs_{r.baseline}{suffix}"] = r.low[AVERAGE]
+            out[f"rel_reduction_ci_high/vs_{r.baseline}{suffix}"] = r.high[AVERAGE]
     return out
 
 
@@ -75,7 +148,8 @@ PAPER = ("Paper (Wang et al. 2021, ICML, Common Voice): UniSpeech reduces PER by
 
 
 def results_markdown(cfg, result, *, command: str, date: str, machine: str) -> str:
-    """The results section: what was run, where, the table, stage times, and the paper's numbers beside it."""
+    """The results block: what was run, where, the table with its statistics, stage times, and the paper's
+    numbers beside it."""
     c = cfg.corpus
     from unispeech_platform.config import flatten
 
@@ -89,12 +163,14 @@ def results_markdown(cfg, result, *, command: str, date: str, machine: str) -> s
         f"all labeled), targets {c.low_resource} ({c.low_per_lang} utterances each: {c.speakers - 2} train "
         f"speakers, 1 dev, 1 test), {c.min_words}-{c.max_words} words per utterance",
         f"- pretraining: {cfg.pretrain.config} + {pre}; fine-tuning: {cfg.finetune.config} + {ft}",
-        f"- arms (pretraining overrides): {cfg.experiment.arms}",
+        f"- arms (pretraining overrides): {cfg.experiment.arms}; seeds {cfg.experiment.seeds} (every arm "
+        "pretrained, fine-tuned and evaluated once per seed)",
         f"- MLflow: experiment `{cfg.tracking.experiment}`, parent run `{result.run_id}`",
         "",
         "PER % on the test speakers of the targets (greedy CTC decoding):",
         "",
         result.table,
+        method_note(result.aggregates),
         "Stage wall times:",
         "",
         result.timings,

@@ -8,12 +8,20 @@ import json
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from unispeech_platform.experiments.config import ExperimentConfig
-from unispeech_platform.experiments.report import ArmResult, parent_metrics, results_table, timing_table
+from unispeech_platform.experiments.report import (
+    ArmResult,
+    aggregate_results,
+    method_note,
+    parent_metrics,
+    results_tables,
+    timing_table,
+)
 from unispeech_platform.experiments.stages import ArmStages, arm_stages
+from unispeech_platform.experiments.statistics import Aggregate
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.tracking import RunStore, checked_tracking_uri
 
@@ -29,12 +37,15 @@ class ExperimentStepError(RuntimeError):
 @dataclass
 class ExperimentResult:
     arms: list[ArmResult]
+    """One per (seed, arm), in run order."""
     table: str
     timings: str
     seconds: float
     run_id: str | None
     tracking_uri: str | None
     experiment_id: str | None
+    aggregates: dict[str, Aggregate] = field(default_factory=dict)
+    """split -> mean ± sd over seeds and the reductions with their CIs (what ``table`` shows)."""
 
 
 class Progress:
@@ -95,15 +106,27 @@ def claim_storage(cfg: ExperimentConfig, *, overwrite: bool) -> Path:
     return root
 
 
-def validate(cfg: ExperimentConfig) -> list[ArmStages]:
-    """Every stage config of every arm, built without Ray (raises ConfigError)."""
-    from unispeech_platform.config import ConfigError
+SEEDED_KEYS = ("train.seed", "data.seed")
+"""Set per run from experiment.seeds; a stage or arm override of them would make every seed the same run."""
 
-    ref = cfg.experiment.reference_arm
-    if ref is not None and ref not in cfg.experiment.arms:
-        raise ConfigError(f"experiment.reference_arm={ref!r} is not an arm ({list(cfg.experiment.arms)})")
+
+def validate(cfg: ExperimentConfig) -> list[ArmStages]:
+    """Every stage config of every arm and seed, built without Ray (raises ConfigError)."""
+    from unispeech_platform.config import ConfigError, flatten
+
+    exp = cfg.experiment
+    ref = exp.reference_arm
+    if ref is not None and ref not in exp.arms:
+        raise ConfigError(f"experiment.reference_arm={ref!r} is not an arm ({list(exp.arms)})")
+    for where, overrides in [("pretrain.overrides", cfg.pretrain.overrides),
+                             ("finetune.overrides", cfg.finetune.overrides),
+                             *((f"experiment.arms.{arm}", o) for arm, o in exp.arms.items())]:
+        clash = [k for k in SEEDED_KEYS if k in flatten(overrides)]
+        if clash:
+            raise ConfigError(f"{where}: {', '.join(clash)} is set per run from experiment.seeds "
+                              f"(now {exp.seeds}); remove it there and list the seeds in experiment.seeds")
     uri = "sqlite:///validate.db" if cfg.tracking.enabled else None
-    return [arm_stages(cfg, arm, uri) for arm in cfg.experiment.arms]
+    return [arm_stages(cfg, arm, uri, seed=seed) for seed in exp.seeds for arm in exp.arms]
 
 
 def machine() -> str:
@@ -134,34 +157,41 @@ class ExperimentRuns:
         self.store.finish(run_id, "FINISHED" if ok else "FAILED")
 
 
-def run_arm(stages: ArmStages, runs: ExperimentRuns | None, parent: str | None, progress: Progress) -> ArmResult:
+def run_arm(stages: ArmStages, seed: int, label: str, runs: ExperimentRuns | None, parent: str | None,
+            progress: Progress) -> ArmResult:
+    """Pretrain, fine-tune and evaluate one arm with one seed; ``label`` names its runs (<arm> or <arm>-s<seed>)."""
     from unispeech_core.checkpoint import copy_ctc_head
     from unispeech_platform.evaluate.job import run_evaluation
+    from unispeech_platform.evaluate.report import PREDICTIONS
+    from unispeech_platform.experiments.statistics import read_utterance_errors
     from unispeech_platform.train import run_training
 
-    arm, secs = stages.name, {}
-    arm_run = runs.create(arm, parent, {"unispeech.arm": arm}) if runs else None
+    secs: dict[str, float] = {}
+    tags = {"unispeech.arm": stages.name, "unispeech.seed": str(seed)}
+    arm_run = runs.create(label, parent, tags) if runs else None
     ok = False
     try:
-        with progress.step(f"{arm}: pretraining on {stages.pretrain.data.path}", secs, "pretrain"):
-            pre_run = runs.create(f"{arm}/pretrain", arm_run) if runs else None
+        with progress.step(f"{label}: pretraining on {stages.pretrain.data.path}", secs, "pretrain"):
+            pre_run = runs.create(f"{label}/pretrain", arm_run) if runs else None
             pre = run_training(stages.pretrain, run_id=pre_run)
             if stages.init_dir != pre.export_dir:
                 copy_ctc_head(pre.export_dir, stages.init_dir)
-        with progress.step(f"{arm}: CTC fine-tuning on {stages.finetune.data.path}", secs, "finetune"):
-            ft_run = runs.create(f"{arm}/finetune", arm_run) if runs else None
+        with progress.step(f"{label}: CTC fine-tuning on {stages.finetune.data.path}", secs, "finetune"):
+            ft_run = runs.create(f"{label}/finetune", arm_run) if runs else None
             run_training(stages.finetune, run_id=ft_run)
-        with progress.step(f"{arm}: per-language PER", secs, "evaluate"):
+        with progress.step(f"{label}: per-language PER", secs, "evaluate"):
             ev = stages.evaluate.model_copy(deep=True)
             ev.evaluate.run_id = arm_run
-            scores = run_evaluation(ev).scores
+            evaluation = run_evaluation(ev)
+            scores = evaluation.scores
+            utterances = read_utterance_errors(Path(evaluation.out_dir) / PREDICTIONS)
         ok = True
     finally:
         if runs:
             if secs:
                 runs.store.log_metrics(arm_run, {f"time/{k}_s": v for k, v in secs.items()})
             runs.finish(arm_run, ok)
-    return ArmResult(arm, scores, secs, arm_run)
+    return ArmResult(stages.name, scores, secs, arm_run, seed, label, utterances)
 
 
 def check_stage_data(stages: list[ArmStages]) -> None:
@@ -187,14 +217,15 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False) -> Experim
     from unispeech_platform.runtime.ray_session import connect_ray
 
     exp = cfg.experiment
-    progress = Progress(2 + 3 * len(exp.arms))
+    progress = Progress(2 + 3 * len(exp.arms) * len(exp.seeds))
     check_storage(cfg, overwrite=overwrite)
     uri = checked_tracking_uri(cfg.tracking)
-    stages = [arm_stages(cfg, arm, uri) for arm in exp.arms]
+    # seed-major: a run stopped early still holds a complete comparison of every arm for the first seeds
+    stages = [(seed, arm_stages(cfg, arm, uri, seed=seed)) for seed in exp.seeds for arm in exp.arms]
     claim_storage(cfg, overwrite=overwrite)
     with progress.step(f"corpus: {cfg.corpus.high_resource} (pretraining) + {cfg.corpus.low_resource} (targets)"):
         build_corpora(cfg.corpus)
-    check_stage_data(stages)
+    check_stage_data([st for _, st in stages])
     runs = None
     if uri:
         store = RunStore(uri)
@@ -209,15 +240,16 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False) -> Experim
         connect_ray(cfg.ray)
     results, ok, ref = [], False, exp.reference_arm or list(exp.arms)[-1]
     try:
-        for st in stages:
-            results.append(run_arm(st, runs, parent, progress))
-        table, seconds = results_table(results, ref), time.perf_counter() - progress.start
+        for seed, st in stages:
+            results.append(run_arm(st, seed, exp.run_label(st.name, seed), runs, parent, progress))
+        aggs = aggregate_results(results, ref)
+        table, seconds = results_tables(aggs), time.perf_counter() - progress.start
         if runs:
-            runs.store.log_metrics(parent, {**parent_metrics(results, ref), "time/total_s": seconds})
-            runs.store.log_text(parent, table + "\n" + timing_table(results), "results.md")
+            runs.store.log_metrics(parent, {**parent_metrics(aggs), "time/total_s": seconds})
+            runs.store.log_text(parent, f"{table}\n{method_note(aggs)}\n{timing_table(results)}", "results.md")
         ok = True
     finally:
         if runs:
             runs.finish(parent, ok)
     return ExperimentResult(results, table, timing_table(results), seconds, parent, uri,
-                            runs.experiment_id if runs else None)
+                            runs.experiment_id if runs else None, aggs)

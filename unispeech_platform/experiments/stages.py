@@ -23,8 +23,12 @@ class ArmStages:
     """Where the fine-tuning starts from (the pretraining export, or its copy with the CTC head moved over)."""
 
 
-def arm_stages(cfg: ExperimentConfig, arm: str, uri: str | None, root: Path | None = None) -> ArmStages:
+def arm_stages(cfg: ExperimentConfig, arm: str, uri: str | None, root: Path | None = None,
+               seed: int | None = None) -> ArmStages:
+    """``seed`` (default: the first of experiment.seeds) seeds both training stages and names the runs."""
     exp, corpus = cfg.experiment, Path(cfg.corpus.root).resolve()
+    seed = exp.seeds[0] if seed is None else seed
+    label, seeded = exp.run_label(arm, seed), {"train.seed": seed, "data.seed": seed}
     root = root or Path(exp.storage_path).resolve() / exp.name
     vocab = str(corpus / "vocab.json")
     common = {
@@ -35,22 +39,22 @@ def arm_stages(cfg: ExperimentConfig, arm: str, uri: str | None, root: Path | No
         "tracking.experiment": cfg.tracking.experiment,
     }
     pre = load_config(PretrainJobConfig, cfg.pretrain.config, as_overrides({
-        **cfg.pretrain.overrides, **exp.arms[arm], **common,
-        "data.path": str(corpus / "high"), "checkpoint.name": f"{arm}-pretrain",
-        "tracking.run_name": f"{arm}/pretrain",
+        **cfg.pretrain.overrides, **exp.arms[arm], **common, **seeded,
+        "data.path": str(corpus / "high"), "checkpoint.name": f"{label}-pretrain",
+        "tracking.run_name": f"{label}/pretrain",
     }))
     layout = RunLayout.of(pre.checkpoint)
     init_dir = layout.ctc_head_export_dir if exp.init_ctc_head else layout.export_dir
     ft = load_config(FinetuneJobConfig, cfg.finetune.config, as_overrides({
-        **cfg.finetune.overrides, **common,
+        **cfg.finetune.overrides, **common, **seeded,
         "data.path": str(corpus / "low"), "data.labeled_only": True, "finetune.init_from": init_dir,
-        "checkpoint.name": f"{arm}-finetune", "tracking.run_name": f"{arm}/finetune",
+        "checkpoint.name": f"{label}-finetune", "tracking.run_name": f"{label}/finetune",
     }))
     ev = load_config(EvaluateJobConfig, cfg.evaluate.config, as_overrides({
         **cfg.evaluate.overrides,
         "data.path": str(corpus / "low"), "data.vocab_path": vocab,
-        "evaluate.model_path": os.path.join(str(root), f"{arm}-finetune"),
-        "evaluate.output_dir": str(root / f"{arm}-eval"),
+        "evaluate.model_path": os.path.join(str(root), f"{label}-finetune"),
+        "evaluate.output_dir": str(root / f"{label}-eval"),
         "tracking.enabled": uri is not None, "tracking.uri": uri, "tracking.experiment": cfg.tracking.experiment,
     }))
     return ArmStages(arm, pre, ft, ev, init_dir)
