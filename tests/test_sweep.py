@@ -163,7 +163,8 @@ def test_nested_override_sets_a_key_without_replacing_the_preset_section():
     assert as_overrides({"model": {"ctc_weight": 0.0}, "train.max_steps": 9}) == [
         "model.ctc_weight=0.0", "train.max_steps=9"]
     cfg = load_config(SweepJobConfig, ROOT / "configs" / "sweep_crosslingual_cpu.yaml",
-                      ["sweep.pretrain_overrides.model.ctc_weight=0.0", "sweep.pretrain_overrides.model.replace_prob=0.0"])
+                      ["sweep.pretrain_overrides.model.ctc_weight=0.0", "sweep.pretrain_overrides.model.replace_prob=0.0",
+                       "sweep.search_space={model.mask_time_prob: {choice: [0.05, 0.5]}}"])  # the baselines' space
     pre, ft = validate_sweep(cfg.sweep)
     tiny = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())["model"]
     assert pre.model.ctc_weight == 0.0 and pre.model.replace_prob == 0.0
