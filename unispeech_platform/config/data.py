@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from unispeech_core.tokenizer import VOCAB_NAME
+from unispeech_platform.config.augment import AugmentConfig
 
 
 class DataConfig(BaseModel):
@@ -85,6 +86,11 @@ class DataConfig(BaseModel):
     preserve_order: bool = Field(
         default=True,
         description="Deliver blocks in file order, so the same seed gives the same batches (slightly slower).",
+    )
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig,
+        description="Training-only audio augmentation: speed, reverberation, noise, band limit, codec "
+        "(docs/data.md#augmentation); off by default.",
     )
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""Worker-side batching: drop-and-count bad rows, crop, language sampling, length buckets, collation.
+"""Worker-side batching: drop-and-count bad rows, augment, crop, language sampling, length buckets, collation.
 
 Rows are pooled (``shuffle_buffer_rows``), sorted by (jittered) length and cut greedily into batches whose
 padded audio (rows x longest row) stays within ``max_batch_seconds``; the batch order is then shuffled.
@@ -23,11 +23,14 @@ import torch
 from unispeech_core.features import pad_batch, pad_labels
 from unispeech_platform.config.data import DataConfig
 
-from .decode import DROP_REASONS, row_rng
-from .schema import TARGET_SAMPLE_RATE
+from .augment import EFFECTS, augment
+from .decode import DROP_REASONS, LONGER_THAN_MAX, SHORTER_THAN_MIN, row_rng
+from .schema import MIN_SAMPLES, TARGET_SAMPLE_RATE
 
-STAT_KEYS = ("rows_read", "rows", "batches", "audio_seconds", "padded_seconds") + tuple(
-    f"dropped/{r}" for r in DROP_REASONS
+STAT_KEYS = (
+    ("rows_read", "rows", "batches", "audio_seconds", "padded_seconds")
+    + tuple(f"dropped/{r}" for r in DROP_REASONS)
+    + tuple(f"augmented/{e}" for e in EFFECTS)
 )
 
 
@@ -121,12 +124,39 @@ class BatchStream:
         """Rows dropped by reason (every reason present, zeros included)."""
         return {r: int(self.stats[f"dropped/{r}"]) for r in DROP_REASONS}
 
+    @property
+    def augmented(self) -> dict[str, int]:
+        """Delivered utterances each augmentation effect changed (every effect present, zeros included)."""
+        return {e: int(self.stats[f"augmented/{e}"]) for e in EFFECTS}
+
     def _copies(self, row_id: str, rate: float) -> int:
         """How often a row is used this epoch: rate 1 -> once; 2.4 -> 2 or 3 times; 0.3 -> 0 or 1 time."""
         if not self.train or self.cfg.lang_sampling_alpha is None or rate == 1.0:
             return 1
         whole = int(rate)
         return whole + int(row_rng("sample", self.cfg.seed, self.epoch, row_id).random() < rate - whole)
+
+    def _augment(self, u: Utterance, copy: int) -> tuple[Utterance, tuple[str, ...]]:
+        """Training only, when ``data.augment.enabled``: the row's effects, drawn per (seed, epoch, id, copy)."""
+        cfg = self.cfg
+        if not self.train or not cfg.augment.enabled:
+            return u, ()
+        with _one_torch_thread():
+            out = augment(u.wave, cfg.augment, seed=cfg.seed, epoch=self.epoch, row_id=u.id, copy=copy)
+        return Utterance(u.id, u.lang, out.wave, u.labels), out.applied
+
+    def _fits_limits(self, u: Utterance) -> bool:
+        """The decode stage's length rules on an augmented (speed-changed, then cropped) length; a row outside
+        them is dropped and counted by the same reasons, never cut against its labels."""
+        seconds = len(u.wave) / TARGET_SAMPLE_RATE
+        if seconds > self.cfg.max_duration_s:
+            reason = LONGER_THAN_MAX
+        elif seconds < self.cfg.min_duration_s or len(u.wave) < MIN_SAMPLES:
+            reason = SHORTER_THAN_MIN
+        else:
+            return True
+        self.stats[f"dropped/{reason}"] += 1
+        return False
 
     def _crop(self, u: Utterance, copy: int) -> Utterance:
         cfg = self.cfg
@@ -151,7 +181,13 @@ class BatchStream:
                 wave = waves[i].view("<f4")
                 base = Utterance(row_id, cols["lang"][i], wave, cols["labels"][i])
                 for copy in range(self._copies(row_id, cols["rate"][i])):
-                    yield self._crop(base, copy)
+                    augmented, applied = self._augment(base, copy)
+                    u = self._crop(augmented, copy)
+                    if "speed" in applied and not self._fits_limits(u):
+                        continue
+                    for effect in applied:
+                        self.stats[f"augmented/{effect}"] += 1
+                    yield u
 
     def _batches_of(self, pool: list[Utterance], pool_index: int) -> Iterator[dict[str, Any]]:
         cfg = self.cfg

@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 log = logging.getLogger("unispeech.train")
 MAX_STARVED_EPOCHS = 3  # consecutive epochs with no batch on some rank before the feed gives up
+COUNTERS = ("dropped", "augmented")  # the stream's per-epoch counts (BatchStream) the feed totals over epochs
 
 
 class LockstepBatches:
@@ -40,27 +41,36 @@ class LockstepBatches:
         self.device = device or torch.device("cpu")
         self.wait_s = 0.0  # time spent waiting for data (for the data-wait fraction)
         self.audio_s = 0.0  # seconds of audio handed out
-        self._dropped_before: Counter[str] = Counter()  # bad rows of finished epochs (this process)
+        self._before: dict[str, Counter[str]] = {c: Counter() for c in COUNTERS}  # finished epochs (this process)
         self._open(self.epoch)
         for _ in range(skip):
             if self._next_local() is None:
                 break
             self.position += 1
-        # Rows dropped while re-reading the skipped batches were counted before the restore (train_state.json).
-        self._replayed: Counter[str] = self._stream_dropped() if skip else Counter()
+        # Rows counted while re-reading the skipped batches were counted before the restore (train_state.json).
+        self._replayed = {c: self._stream_counts(c) if skip else Counter() for c in COUNTERS}
 
     def _open(self, epoch: int) -> None:
         self._stream = self.open_epoch(epoch)
         self._it = iter(self._stream)
 
-    def _stream_dropped(self) -> Counter[str]:
-        return Counter(getattr(self._stream, "dropped", None) or {})
+    def _stream_counts(self, counter: str) -> Counter[str]:
+        return Counter(getattr(self._stream, counter, None) or {})
+
+    def _counts(self, counter: str) -> Counter[str]:
+        return self._before[counter] + (self._stream_counts(counter) - self._replayed[counter])
 
     @property
     def dropped(self) -> Counter[str]:
         """Rows the data pipeline dropped on this rank since this feed started, by reason (the stream exposes
         `.dropped`); after a restore, the rows of the re-read (skipped) batches are not counted again."""
-        return self._dropped_before + (self._stream_dropped() - self._replayed)
+        return self._counts("dropped")
+
+    @property
+    def augmented(self) -> Counter[str]:
+        """Rows the data pipeline augmented on this rank since this feed started, by effect (the stream's
+        `.augmented`, docs/data.md#augmentation); counted like `dropped`."""
+        return self._counts("augmented")
 
     def _next_local(self) -> dict[str, Any] | None:
         try:
@@ -97,8 +107,8 @@ class LockstepBatches:
                         f"the split has too few usable rows for {world} worker(s) (every rank needs a batch per "
                         "epoch; see bad_rows/* and data.min_duration_s/max_duration_s/lang_sampling_alpha)"
                     )
-            self._dropped_before = self.dropped
-            self._replayed = Counter()
+            self._before = {c: self._counts(c) for c in COUNTERS}
+            self._replayed = {c: Counter() for c in COUNTERS}
             self.epoch += 1
             self.position = 0
             self._open(self.epoch)

@@ -66,6 +66,8 @@ class TrainState:
     """Whether the codebook-collapse alarm has fired."""
     dropped_rows: dict[str, int] = field(default_factory=dict)
     """Bad rows dropped by the data pipeline, by reason (rank 0's count x world size is not assumed)."""
+    augmented_rows: dict[str, int] = field(default_factory=dict)
+    """Rows the data pipeline augmented, by effect (docs/data.md#augmentation)."""
     lineage: int = 0
     """Bumped when a restore skipped a bad checkpoint: later checkpoints get new directory names."""
 

@@ -146,6 +146,7 @@ def _train(args: WorkerArgs, place: Place) -> None:
         device=device,
     )
     dropped_before = dict(state.dropped_rows)  # counts up to the restored checkpoint (all ranks)
+    augmented_before = dict(state.augmented_rows)
     window = Window(device)
     last_report: dict[str, float] = {}
     drain_saved = False  # one checkpoint per drain notice of this attempt
@@ -176,6 +177,10 @@ def _train(args: WorkerArgs, place: Place) -> None:
             for reason, n in all_reduce_sums(dict(feed.dropped), device).items():
                 state.dropped_rows[reason] = dropped_before.get(reason, 0) + int(n)
                 metrics[f"bad_rows/{reason}"] = state.dropped_rows[reason]
+            if job.data.augment.enabled:  # the same on every rank; docs/data.md#augmentation
+                for effect, n in all_reduce_sums(dict(feed.augmented), device).items():
+                    state.augmented_rows[effect] = augmented_before.get(effect, 0) + int(n)
+                    metrics[f"augmented/{effect}"] = state.augmented_rows[effect]
             metrics["nonfinite_skipped"] = state.nonfinite_skipped
             metrics["oom_skipped"] = state.oom_skipped
             memory = all_reduce_sums(state_memory_mb(engine), device)  # mean per rank, measured
