@@ -3,19 +3,57 @@ stage configs (ordinary pretrain / finetune / evaluate YAMLs plus overrides) eve
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from unispeech_platform.config.base import Section
 from unispeech_platform.config.names import SafeName
 from unispeech_platform.config.sections import RaySection, TrackingSection
 from unispeech_platform.data.synthetic import CLEAN_LANGS
 
+if TYPE_CHECKING:
+    from unispeech_platform.data.synthetic import ShiftedCondition
+
+
+class ShiftedTestSpec(Section):
+    """An extra test split of the targets in a recording condition training never has (data/synthetic.py
+    ShiftedCondition): the test texts re-spoken by other voices, rates and pitches, through a noisy telephone
+    chain. Evaluation scores it beside ``test`` (docs/data.md#synthetic-corpus-extras)."""
+
+    enabled: bool = False
+    """Off by default: the corpus (and its arguments, so its reuse) stays as without it."""
+    split: SafeName = "test_shifted"
+    """Split name of the shifted rows; added to every arm's evaluate.splits."""
+    voices: list[str] = Field(default_factory=lambda: ["klatt3", "Andy", "Annie"], min_length=1)
+    """espeak-ng voice variants none of the corpus voices use (m1-m8, f1-f5); test speaker k gets voices[k % n]."""
+    speed: tuple[int, int] = (205, 236)
+    """Speaking rate range in words per minute (corpus voices: 145-195)."""
+    pitch: tuple[int, int] = (80, 100)
+    """espeak pitch range (corpus voices: 30-75)."""
+    snr_db: tuple[float, float] | None = (10.0, 20.0)
+    """Background-noise SNR range in dB; null: no noise."""
+    noise_colour: str = "pink"
+    """white, pink or brown."""
+    bandlimit_hz: tuple[float, float] | None = (300.0, 3400.0)
+    """(high-pass, low-pass) in Hz; null: full band."""
+    codec: str | None = "mulaw"
+    """mulaw (G.711), mp3, vorbis, opus, or null."""
+
+    def condition(self) -> ShiftedCondition:
+        """The data layer's ShiftedCondition (raises ValueError naming the field if it is malformed)."""
+        from unispeech_platform.data.synthetic import ShiftedCondition
+
+        cond = ShiftedCondition(self.split, tuple(self.voices), self.speed, self.pitch, self.snr_db, self.noise_colour,
+                                self.bandlimit_hz, self.codec)
+        cond.check()
+        return cond
+
 
 class CorpusSpec(Section):
     """Two synthetic espeak-ng corpora sharing one phone vocabulary: labeled high-resource languages for
-    pretraining, low-resource targets (little labeled data) for fine-tuning and evaluation."""
+    pretraining, low-resource targets (little labeled data) for fine-tuning and evaluation. Optionally
+    unlabeled audio of the targets (and of other languages) in the pretraining corpus, and a shifted test split."""
 
     root: str = "data/quickstart"
     """Directory holding high/, low/ and the merged vocab.json; a complete corpus is reused on re-runs."""
@@ -26,9 +64,23 @@ class CorpusSpec(Section):
     high_per_lang: int = Field(300, ge=8)
     """Utterances per high-resource language (all splits)."""
     low_per_lang: int = Field(60, ge=8)
-    """Utterances per target language (all splits)."""
-    speakers: int = Field(6, ge=3)
-    """Voices per language: 1 test, 1 dev, the rest train."""
+    """Utterances per target language (all splits), dealt round-robin over its speakers."""
+    speakers: int = Field(6, ge=3, le=13)
+    """Voices per language (espeak has 13 variants): in the targets test_speakers test, dev_speakers dev, the
+    rest train; in the high-resource corpus 1 test, 1 dev, the rest train."""
+    test_speakers: int = Field(1, ge=1)
+    """Target speakers held out for test (their rows: about low_per_lang * test_speakers / speakers)."""
+    dev_speakers: int = Field(1, ge=1)
+    """Target speakers held out for dev (model selection during fine-tuning)."""
+    unlabeled_per_lang: int = Field(0, ge=0)
+    """Unlabeled utterances (phones null) of each target and each unlabeled_langs language, added to the
+    pretraining corpus (high/lang=<l>/split=train), spoken by voices that are none of the targets' dev/test
+    speakers. Arms with a contrastive term learn from them; an arm with ctc_weight 1 reads labeled rows only
+    (experiments/stages.py). 0: labeled pretraining only."""
+    unlabeled_langs: list[str] = Field(default_factory=list)
+    """Further languages (neither pretraining nor target) whose unlabeled audio joins pretraining."""
+    shifted_test: ShiftedTestSpec = Field(default_factory=ShiftedTestSpec)
+    """An extra, shifted test split of the targets (off by default)."""
     min_words: int = Field(2, ge=1)
     """Shortest text (2-4 words give ~1-2 s clips: fast steps)."""
     max_words: int = Field(4, ge=1)
@@ -41,10 +93,55 @@ class CorpusSpec(Section):
     def _known_voices(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("give at least one language")
-        odd = [x for x in v if x not in CLEAN_LANGS]
-        if odd:
-            raise ValueError(f"{odd}: not among the languages with clean espeak IPA {list(CLEAN_LANGS)}")
-        return v
+        return _clean(v)
+
+    @field_validator("unlabeled_langs")
+    @classmethod
+    def _known_unlabeled(cls, v: list[str]) -> list[str]:
+        return _clean(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CorpusSpec:
+        if self.speakers < self.test_speakers + self.dev_speakers + 1:
+            raise ValueError(f"speakers={self.speakers} cannot cover test_speakers={self.test_speakers} + "
+                             f"dev_speakers={self.dev_speakers} + at least 1 train speaker")
+        if self.unlabeled_langs and not self.unlabeled_per_lang:
+            raise ValueError("unlabeled_langs needs unlabeled_per_lang > 0")
+        both = sorted(set(self.unlabeled_langs) & set(self.high_resource + self.low_resource))
+        if both:
+            raise ValueError(f"unlabeled_langs {both} are already pretraining or target languages (targets get "
+                             "unlabeled_per_lang on their own)")
+        if self.shifted_test.enabled:
+            self.shifted_test.condition()
+        return self
+
+    def describe(self) -> str:
+        """One line for a results page: what pretraining saw, the targets' speakers, the test conditions."""
+        train = self.speakers - self.test_speakers - self.dev_speakers
+        text = (f"synthetic espeak-ng, pretraining on {self.high_resource} ({self.high_per_lang} utterances each, "
+                "all labeled)")
+        if self.unlabeled_per_lang:
+            text += f" + {self.unlabeled_per_lang} unlabeled utterances each of {self.unlabeled_languages()}"
+        text += (f", targets {self.low_resource} ({self.low_per_lang} utterances each: {train} train speakers, "
+                 f"{self.dev_speakers} dev, {self.test_speakers} test), {self.min_words}-{self.max_words} words per "
+                 "utterance")
+        if self.shifted_test.enabled:
+            s = self.shifted_test
+            text += (f"; shifted test split `{s.split}`: voices {s.voices}, {s.speed[0]}-{s.speed[1] - 1} wpm, "
+                     f"pitch {s.pitch[0]}-{s.pitch[1] - 1}, noise {s.snr_db} dB SNR ({s.noise_colour}), band "
+                     f"{s.bandlimit_hz} Hz, codec {s.codec}")
+        return text
+
+    def unlabeled_languages(self) -> list[str]:
+        """The languages whose unlabeled audio joins pretraining: the targets, then unlabeled_langs."""
+        return [*self.low_resource, *self.unlabeled_langs] if self.unlabeled_per_lang else []
+
+
+def _clean(v: list[str]) -> list[str]:
+    odd = [x for x in v if x not in CLEAN_LANGS]
+    if odd:
+        raise ValueError(f"{odd}: not among the languages with clean espeak IPA {list(CLEAN_LANGS)}")
+    return v
 
 
 class StageSpec(Section):

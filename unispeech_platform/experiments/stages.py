@@ -57,4 +57,39 @@ def arm_stages(cfg: ExperimentConfig, arm: str, uri: str | None, root: Path | No
         "evaluate.output_dir": str(root / f"{label}-eval"),
         "tracking.enabled": uri is not None, "tracking.uri": uri, "tracking.experiment": cfg.tracking.experiment,
     }))
-    return ArmStages(arm, pre, ft, ev, init_dir)
+    check_fair(cfg, arm)
+    return ArmStages(arm, labeled_only_if_supervised(pre), ft, with_shifted_split(cfg, ev), init_dir)
+
+
+SHARED_KEYS = ("train.max_steps", "train.num_workers", "data.max_batch_size", "data.max_batch_seconds",
+               "data.labeled_only", "data.path", "data.langs", "data.train_splits")
+"""Pretraining keys that must be equal for every arm (updates, batch budget, data): an arm may not set them."""
+
+
+def check_fair(cfg: ExperimentConfig, arm: str) -> None:
+    """Every arm gets the same updates and batch budget: its overrides may not touch SHARED_KEYS."""
+    from unispeech_platform.config import ConfigError, flatten
+
+    bad = sorted(k for k in flatten(cfg.experiment.arms[arm]) if k in SHARED_KEYS)
+    if bad:
+        raise ConfigError(f"experiment.arms.{arm} sets {bad}: every arm gets the same updates, batch budget and "
+                          "data; set them in pretrain.overrides")
+
+
+def labeled_only_if_supervised(pre: PretrainJobConfig) -> PretrainJobConfig:
+    """An arm with ctc_weight 1 (supervised transfer) learns nothing from an unlabeled row yet would spend its
+    batch budget on it, and the setting's premise is that it cannot use unlabeled audio: it reads the labeled
+    rows only (filtered in the Parquet scan), with the same updates and batch budget as every other arm."""
+    if pre.model.ctc_weight < 1.0 or pre.data.labeled_only:
+        return pre
+    return pre.model_copy(update={"data": pre.data.model_copy(update={"labeled_only": True})})
+
+
+def with_shifted_split(cfg: ExperimentConfig, ev: EvaluateJobConfig) -> EvaluateJobConfig:
+    """Evaluation also scores the shifted test split when the corpus has one (after the configured splits, so
+    the results table's first split stays ``test``)."""
+    shifted = cfg.corpus.shifted_test
+    if not shifted.enabled or shifted.split in ev.evaluate.splits:
+        return ev
+    splits = [*ev.evaluate.splits, shifted.split]
+    return ev.model_copy(update={"evaluate": ev.evaluate.model_copy(update={"splits": splits})})
