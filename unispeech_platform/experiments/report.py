@@ -159,9 +159,7 @@ def results_markdown(cfg, result, *, command: str, date: str, machine: str) -> s
         "",
         f"- command: `{command}`",
         f"- date: {date}; machine: {machine}; wall time {result.seconds / 60:.1f} min",
-        f"- corpus: synthetic espeak-ng, pretraining on {c.high_resource} ({c.high_per_lang} utterances each, "
-        f"all labeled), targets {c.low_resource} ({c.low_per_lang} utterances each: {c.speakers - 2} train "
-        f"speakers, 1 dev, 1 test), {c.min_words}-{c.max_words} words per utterance",
+        f"- corpus: {c.describe()}",  # unlabeled audio, test speakers and the shifted split when configured
         f"- pretraining: {cfg.pretrain.config} + {pre}; fine-tuning: {cfg.finetune.config} + {ft}",
         f"- arms (pretraining overrides): {cfg.experiment.arms}; seeds {cfg.experiment.seeds} (every arm "
         "pretrained, fine-tuned and evaluated once per seed)",
