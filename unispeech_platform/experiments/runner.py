@@ -171,7 +171,8 @@ def run_arm(stages: ArmStages, seed: int, label: str, runs: ExperimentRuns | Non
     arm_run = runs.create(label, parent, tags) if runs else None
     ok = False
     try:
-        with progress.step(f"{label}: pretraining on {stages.pretrain.data.path}", secs, "pretrain"):
+        rows = " (labeled rows only)" if stages.pretrain.data.labeled_only else ""  # a ctc_weight-1 arm
+        with progress.step(f"{label}: pretraining on {stages.pretrain.data.path}{rows}", secs, "pretrain"):
             pre_run = runs.create(f"{label}/pretrain", arm_run) if runs else None
             pre = run_training(stages.pretrain, run_id=pre_run)
             if stages.init_dir != pre.export_dir:
