@@ -215,3 +215,14 @@ def test_only_contrastive_arms_read_unlabeled_rows(corpora, tmp_path):
             unlabeled = {i for i, lang, lab in rows[arm] if not lab}
             assert len(unlabeled) == 10 and all(i.startswith("pt-u") for i in unlabeled), arm
             assert {i for i, _, lab in rows[arm] if lab} == {i for i, _, _ in rows["supervised"]}
+
+
+def test_an_unknown_shifted_voice_is_named_before_synthesis(tmp_path):
+    """espeak-ng speaks an unknown variant in its default voice without a word (exit 0): a typo would silently
+    shift nothing, so the corpus build names it first."""
+    from unispeech_platform.data.synthetic import ShiftedCondition, make_corpus
+
+    with pytest.raises(ValueError, match=r"shifted.voices \['Klat3'\]: espeak-ng has no such variant"):
+        make_corpus(tmp_path / "c", ["pt"], 8, speakers=3, shifted=ShiftedCondition(voices=("Klat3", "Andy")),
+                    progress=False)
+    assert not list((tmp_path / "c").glob("lang=*"))
