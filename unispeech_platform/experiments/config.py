@@ -3,17 +3,16 @@ stage configs (ordinary pretrain / finetune / evaluate YAMLs plus overrides) eve
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from unispeech_platform.config.base import Section
 from unispeech_platform.config.names import SafeName
 from unispeech_platform.config.sections import RaySection, TrackingSection
-from unispeech_platform.data.synthetic import CLEAN_LANGS
+from unispeech_platform.data.synthetic import CLEAN_LANGS, ShiftedCondition
 
-if TYPE_CHECKING:
-    from unispeech_platform.data.synthetic import ShiftedCondition
+_SHIFTED = ShiftedCondition()  # the data layer's defaults: one place for the condition's numbers
 
 
 class ShiftedTestSpec(Section):
@@ -23,27 +22,25 @@ class ShiftedTestSpec(Section):
 
     enabled: bool = False
     """Off by default: the corpus (and its arguments, so its reuse) stays as without it."""
-    split: SafeName = "test_shifted"
+    split: SafeName = _SHIFTED.split
     """Split name of the shifted rows; added to every arm's evaluate.splits."""
-    voices: list[str] = Field(default_factory=lambda: ["klatt3", "Andy", "Annie"], min_length=1)
+    voices: list[str] = Field(default_factory=lambda: list(_SHIFTED.voices), min_length=1)
     """espeak-ng voice variants none of the corpus voices use (m1-m8, f1-f5); test speaker k gets voices[k % n]."""
-    speed: tuple[int, int] = (205, 236)
+    speed: tuple[int, int] = _SHIFTED.speed
     """Speaking rate range in words per minute (corpus voices: 145-195)."""
-    pitch: tuple[int, int] = (80, 100)
+    pitch: tuple[int, int] = _SHIFTED.pitch
     """espeak pitch range (corpus voices: 30-75)."""
-    snr_db: tuple[float, float] | None = (10.0, 20.0)
+    snr_db: tuple[float, float] | None = _SHIFTED.snr_db
     """Background-noise SNR range in dB; null: no noise."""
-    noise_colour: str = "pink"
+    noise_colour: str = _SHIFTED.noise_colour
     """white, pink or brown."""
-    bandlimit_hz: tuple[float, float] | None = (300.0, 3400.0)
+    bandlimit_hz: tuple[float, float] | None = _SHIFTED.bandlimit_hz
     """(high-pass, low-pass) in Hz; null: full band."""
-    codec: str | None = "mulaw"
+    codec: str | None = _SHIFTED.codec
     """mulaw (G.711), mp3, vorbis, opus, or null."""
 
     def condition(self) -> ShiftedCondition:
         """The data layer's ShiftedCondition (raises ValueError naming the field if it is malformed)."""
-        from unispeech_platform.data.synthetic import ShiftedCondition
-
         cond = ShiftedCondition(self.split, tuple(self.voices), self.speed, self.pitch, self.snr_db, self.noise_colour,
                                 self.bandlimit_hz, self.codec)
         cond.check()
