@@ -1,8 +1,10 @@
-"""The paper's cross-lingual experiment as one job: three arms pretrained on the same labeled high-resource data
-with the same steps -- supervised transfer (CTC only), self-supervised (contrastive only, wav2vec 2.0/XLSR-style)
-and UniSpeech (joint, replace_prob 0.5) -- each fine-tuned on the low-resource targets and scored per language.
+"""The paper's cross-lingual experiment as one job: three arms pretrained on the same high-resource data with the
+same updates and batch budget -- supervised transfer (CTC only, labeled rows only), self-supervised (contrastive
+only, wav2vec 2.0/XLSR-style) and UniSpeech (joint CTC + contrastive with replace_prob) -- each fine-tuned on the
+low-resource targets and scored per language (test, and test_shifted when the corpus has it).
 
-    python -m jobs.crosslingual --config configs/crosslingual_cpu.yaml      # ~1 h on a 2-core CPU
+    python -m jobs.crosslingual --config configs/crosslingual_cpu.yaml            # labeled only, ~100 min, 2-core CPU
+    python -m jobs.crosslingual --config configs/crosslingual_cpu_unlabeled.yaml  # + unlabeled target audio, ~100 min
     python -m jobs.crosslingual --config configs/crosslingual_gpu.yaml      # GPU cluster (RAY_ADDRESS)
 
 Every arm runs once per seed (experiment.seeds); the table shows mean ± sd over seeds and the reference arm's

@@ -52,6 +52,10 @@ def test_presets_build_every_stage_and_apply_arm_overrides(preset):
     base = yaml.safe_load((ROOT / cfg.pretrain.config).read_text())["model"]
     for s in stages:
         expected = {**base, **{k.split(".", 1)[1]: v for k, v in cfg.pretrain.overrides.items() if k.startswith("model.")}}
-        expected.update({k.split(".", 1)[1]: v for k, v in cfg.experiment.arms[s.name].items()})
+        arm = cfg.experiment.arms[s.name]
+        expected.update({k.split(".", 1)[1]: v for k, v in arm.items() if k.startswith("model.")})
         assert {k: s.pretrain.model.overrides()[k] for k in expected} == expected, s.name
+        for key, value in arm.items():  # other sections an arm sets (e.g. its own optim.lr from its sweep)
+            section, field = key.split(".", 1)
+            assert getattr(getattr(s.pretrain, section), field) == value, (s.name, key)
         assert s.finetune.finetune.init_from == s.init_dir and s.finetune.data.labeled_only
