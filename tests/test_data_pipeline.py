@@ -264,3 +264,37 @@ def test_epoch_rows_count_labeled_rows_from_the_footer_or_the_column(tmp_path):
     parts = select_parts(scan_corpus(tmp_path), None, ["train"])
     assert epoch_rows(parts, labeled_only=False) == 12
     assert epoch_rows(parts, labeled_only=True) == 8
+
+
+def test_a_shard_larger_than_the_pool_of_unlike_parts_is_warned_about_before_ray(tmp_path):
+    """Rows mix only inside a worker's pool: a larger shard of parts that differ (languages, labeled vs
+    unlabeled) would be trained in blocks, so the job says so, naming the key and the numbers."""
+    from unispeech_platform.data.batch_order import blocked_order_warning
+
+    write_part(tmp_path, "es", "train", good_rows("es", 6))
+    unlabeled = good_rows("pt", 6)
+    for r in unlabeled:
+        r["phones"] = None
+    write_part(tmp_path, "pt", "train", unlabeled)
+    parts = select_parts(scan_corpus(tmp_path), None, ["train"])
+
+    msg = blocked_order_warning(parts, DataConfig(path=str(tmp_path), shuffle_buffer_rows=5), workers=2)
+    assert msg is not None and msg.startswith("data.shuffle_buffer_rows=5 is below a worker's 6 training rows")
+    assert "(12 rows / 2 workers)" in msg and "(es, pt) with labeled and unlabeled parts" in msg
+    assert "set data.shuffle_buffer_rows above 6" in msg
+    # the whole shard fits the pool: mixed
+    assert blocked_order_warning(parts, DataConfig(path=str(tmp_path), shuffle_buffer_rows=6), workers=2) is None
+    # labeled rows only: 6 es rows, one language, nothing to block
+    es_only = DataConfig(path=str(tmp_path), shuffle_buffer_rows=2, labeled_only=True)
+    assert blocked_order_warning(parts, es_only, workers=1) is None
+    # one language, a labeled and an unlabeled part: blocks of labeled rows only, then unlabeled only
+    write_part(tmp_path / "one", "es", "train", good_rows("es", 6))
+    write_part(tmp_path / "one", "es", "train", unlabeled, index=1)
+    one = select_parts(scan_corpus(tmp_path / "one"), None, ["train"])
+    msg = blocked_order_warning(one, DataConfig(path=str(tmp_path / "one"), shuffle_buffer_rows=4), workers=1)
+    assert msg is not None and "of labeled or unlabeled rows only;" in msg and "one language" not in msg
+    # one language, all labeled: the order of its parts does not matter
+    write_part(tmp_path / "same", "es", "train", good_rows("es", 6))
+    write_part(tmp_path / "same", "es", "train", good_rows("es", 6), index=1)
+    same = select_parts(scan_corpus(tmp_path / "same"), None, ["train"])
+    assert blocked_order_warning(same, DataConfig(path=str(tmp_path / "same"), shuffle_buffer_rows=4), workers=1) is None

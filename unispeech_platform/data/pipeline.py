@@ -101,7 +101,7 @@ class ShardingHint:
         return max(1, min(self.max_block_rows, self.rows // (BLOCKS_PER_SHARD * max(shards, 1))))
 
 
-def _labeled_rows(part: PartFile) -> int:
+def labeled_rows(part: PartFile) -> int:
     """Rows with phones, from the Parquet footer's null counts (no data read); the column if stats are missing."""
     pf = part.open()
     meta = pf.metadata
@@ -118,7 +118,7 @@ def _labeled_rows(part: PartFile) -> int:
 def epoch_rows(parts: list[PartFile], *, labeled_only: bool) -> int:
     """Rows one epoch of these parts yields (after the ``labeled_only`` filter), from Parquet metadata."""
     if labeled_only:
-        return sum(_labeled_rows(p) for p in parts)
+        return sum(labeled_rows(p) for p in parts)
     return sum(p.num_rows if p.num_rows >= 0 else p.open().metadata.num_rows for p in parts)
 
 

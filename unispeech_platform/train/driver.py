@@ -118,10 +118,14 @@ def preflight(job: PretrainJobConfig, *, resume: bool) -> tuple[str | None, RunL
     of data pages, vocabulary), the initial weights and their config.json (typed like the model section), the
     export directory, tracking reachable, run directory state matches --resume. Returns (tracking_uri or None,
     the run's layout)."""
+    from unispeech_platform.data.batch_order import blocked_order_warning
     from unispeech_platform.data.validate import check_corpus
     from unispeech_platform.train.preflight import check_export_dirs, check_init_model
 
-    check_corpus(job.data, job.data.train_splits)
+    parts = check_corpus(job.data, job.data.train_splits)
+    blocked = blocked_order_warning(parts, job.data, job.train.num_workers)
+    if blocked:
+        log.warning(blocked)
     if isinstance(job, FinetuneJobConfig) and job.finetune.init_from:
         check_init_model(job.finetune.init_from)
     uri = checked_tracking_uri(job.tracking)  # None when tracking is off
