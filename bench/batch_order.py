@@ -5,7 +5,7 @@ rows were labeled and which languages occurred, for each pool size side by side,
 (docs/data.md#batch-order-follows-the-corpus-parts-beyond-the-pool), e.g.
 
     .venv/bin/python bench/batch_order.py --corpus data/crosslingual-unlabeled/high \
-        --vocab data/crosslingual-unlabeled/vocab.json --pool 512 --pool 2048 --max-batch-size 8 --max-batch-seconds 40
+        --vocab data/crosslingual-unlabeled/vocab.json --pool 512 --pool 4096 --max-batch-size 8 --max-batch-seconds 40
 
 One consumer reads the whole epoch (a training worker reads its shard: 1 / num_workers of it, same order rules).
 """
@@ -13,7 +13,6 @@ One consumer reads the whole epoch (a training worker reads its shard: 1 / num_w
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 
 import ray
 
@@ -25,7 +24,7 @@ def epoch_order(data, pool: int) -> list[tuple[int, int, set[str]]]:
     """(labeled rows, rows, languages) of each batch of epoch 0, in the order training would see them."""
     cfg = data.model_copy(update={"shuffle_buffer_rows": pool})
     stream = iter_batches(build_dataset(cfg, cfg.train_splits), cfg, epoch=0, train=True)
-    return [(int(b["labeled"].sum()), len(b["lang"]), set(Counter(b["lang"]))) for b in stream]
+    return [(int(b["labeled"].sum()), len(b["lang"]), set(b["lang"])) for b in stream]
 
 
 def main() -> None:

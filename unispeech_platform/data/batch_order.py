@@ -10,7 +10,7 @@ Told from Parquet footers before Ray starts; a warning, not an error: a large co
 from __future__ import annotations
 
 from unispeech_platform.config.data import DataConfig
-from unispeech_platform.data.pipeline import epoch_rows, labeled_rows
+from unispeech_platform.data.pipeline import epoch_rows, labeled_rows, part_rows
 from unispeech_platform.data.schema import PartFile
 
 DOC = "docs/data.md#batch-order-follows-the-corpus-parts-beyond-the-pool"
@@ -23,9 +23,9 @@ def blocked_order_warning(parts: list[PartFile], cfg: DataConfig, workers: int) 
     per_worker = -(-rows // max(workers, 1))
     if per_worker <= cfg.shuffle_buffer_rows:
         return None
-    counts = [(p, labeled_rows(p), epoch_rows([p], labeled_only=False)) for p in parts]
-    read = [(p, labeled, total) for p, labeled, total in counts if (labeled if cfg.labeled_only else total) > 0]
-    langs = sorted({p.lang for p, _, _ in read})
+    counts = [(p.lang, labeled_rows(p), part_rows(p)) for p in parts]
+    read = [(lang, labeled, total) for lang, labeled, total in counts if (labeled if cfg.labeled_only else total) > 0]
+    langs = sorted({lang for lang, _, _ in read})
     kinds = set()
     if not cfg.labeled_only:  # a part is labeled, unlabeled, or mixed inside (then its rows are already mixed)
         kinds = {"labeled" if labeled == total else "unlabeled" if labeled == 0 else "mixed" for _, labeled, total in read}

@@ -115,11 +115,16 @@ def labeled_rows(part: PartFile) -> int:
     return meta.num_rows - nulls
 
 
+def part_rows(part: PartFile) -> int:
+    """All rows of a part, labeled or not: from the corpus scan, or its footer when the scan did not read it."""
+    return part.num_rows if part.num_rows >= 0 else part.open().metadata.num_rows
+
+
 def epoch_rows(parts: list[PartFile], *, labeled_only: bool) -> int:
     """Rows one epoch of these parts yields (after the ``labeled_only`` filter), from Parquet metadata."""
     if labeled_only:
         return sum(labeled_rows(p) for p in parts)
-    return sum(p.num_rows if p.num_rows >= 0 else p.open().metadata.num_rows for p in parts)
+    return sum(part_rows(p) for p in parts)
 
 
 def build_dataset(cfg: DataConfig, split: str | Sequence[str]) -> ray.data.Dataset:
