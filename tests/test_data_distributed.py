@@ -148,3 +148,65 @@ def test_two_workers_train_five_epochs_on_eight_utterances_in_lockstep(tmp_path,
     assert [e for e, _ in ranks[0]["seen"]] == [e for e, _ in ranks[1]["seen"]]
     for rank in ranks:
         assert rank["restored"] == [batch for e, batch in rank["seen"] if e == 2][1]  # same rows, same order
+
+
+@pytest.mark.slow
+def test_training_reads_pieces_of_every_part_in_a_new_order_each_epoch_and_a_resume_replays_its_epoch(
+        tmp_path, ray_session):
+    """Three 48-row parts (de, es, pt) in 8-row groups: each worker's rows of an epoch come in the pieces' order
+    drawn for that epoch (the reader shuffles pieces, not parts, and reseeds every epoch), the first pieces mix
+    languages, and a worker group that starts at epoch 1 (a resume) reads epoch 1's order, not epoch 0's."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from unispeech_platform.data.pieces import part_groups, piece_order, plan_pieces
+    from unispeech_platform.data.schema import scan_corpus, select_parts
+
+    corpus = tmp_path / "corpus"
+    for lang in ("de", "es", "pt"):
+        write_part(corpus, lang, "train", good_rows(lang, 48, seconds=0.25))
+    PhoneTokenizer.from_phones([PHONES]).save(corpus)
+    cfg = DataConfig(path=str(corpus), max_batch_size=4, max_batch_seconds=10.0, max_duration_s=5.0,
+                     read_piece_rows=8, seed=3)
+    pieces = plan_pieces(select_parts(scan_corpus(corpus), None, ["train"]), 8)
+    assert len(pieces) == 18
+
+    def loop(config):  # defined here so Ray pickles it by value; raw rows in delivery order, per epoch
+        import ray.train
+
+        rank = ray.train.get_context().get_world_rank()
+        shard = ray.train.get_dataset_shard("train")
+        seen = [[i for b in shard.iter_batches(batch_size=None, batch_format="pyarrow") for i in b["id"].to_pylist()]
+                for _ in range(config["epochs"])]
+        Path(config["out"], f"rank{rank}.json").write_text(json.dumps(seen))
+
+    def fit(name: str, epochs: int, start_epoch) -> list[list[list[str]]]:
+        out = tmp_path / name
+        out.mkdir()
+        TorchTrainer(
+            loop,
+            train_loop_config={"out": str(out), "epochs": epochs},
+            scaling_config=ScalingConfig(num_workers=2, use_gpu=False),
+            run_config=RunConfig(name=name, storage_path=str(tmp_path / "runs")),
+            datasets={"train": build_dataset(cfg, "train", shuffle=True)},
+            dataset_config=exactly_once_data_config(start_epoch=start_epoch),
+        ).fit()
+        return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+    def piece_of(row_id: str) -> tuple[str, int]:  # good_rows ids: <lang>-good-<index>; 8 rows per row group
+        lang, _, index = row_id.split("-")
+        return lang, int(index) // 8
+
+    def follows(epoch: int, rows: list[str]) -> bool:
+        """rows come piece after piece, in a subsequence of that epoch's drawn piece order"""
+        order = iter([(pieces[k].part.lang, pieces[k].row_groups[0]) for k in piece_order(part_groups(pieces), 3, epoch)])
+        runs = [p for j, p in enumerate(map(piece_of, rows)) if j == 0 or piece_of(rows[j - 1]) != p]
+        return all(p in order for p in runs)
+
+    ranks = fit("resumed", 2, lambda: 1)  # a worker group that resumes in epoch 1, then trains epoch 2
+    every = sorted(r["id"] for lang in ("de", "es", "pt") for r in good_rows(lang, 48, seconds=0.25))
+    for j, epoch in enumerate((1, 2)):
+        assert sorted(ranks[0][j] + ranks[1][j]) == every  # each row exactly once
+        for rank in ranks:
+            assert follows(epoch, rank[j]) and not follows(0, rank[j]), (epoch, rank[j])
+            assert len({i.split("-")[0] for i in rank[j][:24]}) >= 2  # no worker starts one language long

@@ -266,9 +266,10 @@ def test_epoch_rows_count_labeled_rows_from_the_footer_or_the_column(tmp_path):
     assert epoch_rows(parts, labeled_only=True) == 8
 
 
-def test_a_shard_larger_than_the_pool_of_unlike_parts_is_warned_about_before_ray(tmp_path):
-    """Rows mix only inside a worker's pool: a larger shard of parts that differ (languages, labeled vs
-    unlabeled) would be trained in blocks, so the job says so, naming the key and the numbers."""
+def test_a_pool_of_few_pieces_of_unlike_parts_is_warned_about_before_ray(tmp_path):
+    """Training reads shuffled pieces and mixes rows inside a worker's pool: a pool that holds only a few pieces
+    of parts that differ (languages, labeled vs unlabeled) trains in blocks, so the job says so, naming the keys,
+    the numbers and, when the part's row groups are the cause, the file."""
     from unispeech_platform.data.batch_order import blocked_order_warning
 
     write_part(tmp_path, "es", "train", good_rows("es", 6))
@@ -279,9 +280,10 @@ def test_a_shard_larger_than_the_pool_of_unlike_parts_is_warned_about_before_ray
     parts = select_parts(scan_corpus(tmp_path), None, ["train"])
 
     msg = blocked_order_warning(parts, DataConfig(path=str(tmp_path), shuffle_buffer_rows=5), workers=2)
-    assert msg is not None and msg.startswith("data.shuffle_buffer_rows=5 is below a worker's 6 training rows")
-    assert "(12 rows / 2 workers)" in msg and "(es, pt) with labeled and unlabeled parts" in msg
-    assert "set data.shuffle_buffer_rows above 6" in msg
+    assert msg is not None and msg.startswith("data.shuffle_buffer_rows=5 holds fewer than 8 of the 6-row pieces")
+    assert "(data.read_piece_rows=64)" in msg and "(12 rows / 2 workers)" in msg
+    assert "(es, pt) with labeled and unlabeled parts" in msg
+    assert "set data.shuffle_buffer_rows to at least 48 (or above 6)" in msg
     # the whole shard fits the pool: mixed
     assert blocked_order_warning(parts, DataConfig(path=str(tmp_path), shuffle_buffer_rows=6), workers=2) is None
     # labeled rows only: 6 es rows, one language, nothing to block
@@ -298,3 +300,45 @@ def test_a_shard_larger_than_the_pool_of_unlike_parts_is_warned_about_before_ray
     write_part(tmp_path / "same", "es", "train", good_rows("es", 6), index=1)
     same = select_parts(scan_corpus(tmp_path / "same"), None, ["train"])
     assert blocked_order_warning(same, DataConfig(path=str(tmp_path / "same"), shuffle_buffer_rows=4), workers=1) is None
+
+
+def test_small_pieces_mix_in_the_pool_and_a_large_row_group_is_named(tmp_path):
+    """48-row parts in 8-row groups: 8-row pieces mix in a 64-row pool (8 pieces) though a worker's epoch
+    (96 rows) exceeds it; 48-row pieces do not, and a part written as one 48-row group is the file to name."""
+    from unispeech_platform.data.batch_order import blocked_order_warning
+
+    write_part(tmp_path, "es", "train", good_rows("es", 48, seconds=0.25))  # row groups of 8
+    write_part(tmp_path, "de", "train", good_rows("de", 48, seconds=0.25))
+    parts = select_parts(scan_corpus(tmp_path), None, ["train"])
+    small = DataConfig(path=str(tmp_path), shuffle_buffer_rows=64, read_piece_rows=8)
+    assert blocked_order_warning(parts, small, workers=1) is None
+    msg = blocked_order_warning(parts, small.model_copy(update={"read_piece_rows": 48}), workers=1)
+    assert msg is not None and "of the 48-row pieces" in msg and "(data.read_piece_rows=48)" in msg
+    big = partition_dir(tmp_path / "big", "de", "train")
+    big.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(good_rows("de", 48, seconds=0.25), schema=SCHEMA), big / "part-00000.parquet",
+                   row_group_size=48)
+    write_part(tmp_path / "big", "es", "train", good_rows("es", 48, seconds=0.25))
+    parts = select_parts(scan_corpus(tmp_path / "big"), None, ["train"])
+    msg = blocked_order_warning(parts, small.model_copy(update={"path": str(tmp_path / "big")}), workers=1)
+    assert msg is not None and f"{big / 'part-00000.parquet'} has row groups of 48 rows" in msg
+
+
+def test_piece_order_spreads_every_part_over_the_epoch_and_repeats_per_seed():
+    """Training's piece order: each piece once, the same for the same (seed, epoch), new every epoch, and each
+    part spread evenly (a plain permutation of 36 pieces once left the last 10 without a labeled one)."""
+    from unispeech_platform.data.pieces import piece_order
+
+    groups = [0] * 6 + [1] * 6 + [2] * 6 + [3] * 18  # three small parts and a large one
+    assert piece_order(groups, None, 5) == list(range(36))  # evaluation: part order
+    assert piece_order(groups, 1, 2) == piece_order(groups, 1, 2)
+    assert piece_order(groups, 1, 2) != piece_order(groups, 1, 3) != piece_order(groups, 2, 3)
+    for seed in range(20):
+        for epoch in range(3):
+            order = piece_order(groups, seed, epoch)
+            assert sorted(order) == list(range(36))
+            parts = [groups[i] for i in order]
+            for start in range(0, 36 - 12 + 1):  # any third of the epoch holds a piece of every part
+                assert set(parts[start:start + 12]) == {0, 1, 2, 3}, (seed, epoch, parts)
+    firsts = {tuple(i for i in piece_order(groups, s, 0) if groups[i] == 0) for s in range(5)}
+    assert len(firsts) > 1  # a part's own pieces are shuffled too

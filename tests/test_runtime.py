@@ -64,3 +64,22 @@ def test_run_or_exit_keeps_real_failures_loud():
     with pytest.raises(RuntimeError, match="a bug"):
         run_or_exit(crash)
     assert run_or_exit(lambda x: x + 1, 1) == 2
+
+
+def test_resumed_epoch_is_the_latest_checkpoints_data_epoch(tmp_path):
+    """What the data reader replays on a resume: the epoch in train_state.json of the newest lineage's highest
+    step (a restore that fell back past a bad checkpoint saves lower steps in a new lineage), else 0."""
+    import json
+
+    from unispeech_platform.train.checkpoint import STATE_FILE, resumed_epoch
+
+    run = tmp_path / "job"
+    assert resumed_epoch(str(run)) == 0  # no run directory yet
+    for step, lineage, epoch in ((4, 0, 1), (8, 0, 2), (6, 1, 5), (5, 1, 4)):
+        d = run / RunLayout.checkpoint_dir_name(step, lineage)
+        d.mkdir(parents=True)
+        (d / STATE_FILE).write_text(json.dumps({"step": step, "epoch": epoch}))
+    (run / "model").mkdir()  # not a checkpoint
+    assert resumed_epoch(str(run)) == 5
+    (run / RunLayout.checkpoint_dir_name(6, 1) / STATE_FILE).write_text("{not json")
+    assert resumed_epoch(str(run)) == 0  # unreadable: start the order at epoch 0 (the restore checks the rest)

@@ -69,6 +69,13 @@ class DataConfig(BaseModel):
         description="Rows pooled on each worker before they are shuffled, sorted by length and cut into batches: "
         "larger pools give tighter length buckets and better shuffling, at the cost of memory.",
     )
+    read_piece_rows: int = Field(
+        default=64,
+        ge=1,
+        description="Rows per piece (consecutive row groups of a part) that training reads in a shuffled order, "
+        "so every worker's pool mixes all parts (languages, labeled and unlabeled); a row group larger than this "
+        "is one piece. Keep it well below shuffle_buffer_rows.",
+    )
     read_parallelism: int | None = Field(
         default=None,
         ge=1,

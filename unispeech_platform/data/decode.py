@@ -149,6 +149,16 @@ def read_part(part: PartFile) -> pads.Dataset:
     return pads.dataset(str(part.path), schema=READ_SCHEMA, format="parquet", filesystem=part.fs)
 
 
+def read_row_groups(part: PartFile, row_groups: list[int], *, labeled_only: bool) -> pa.Table:
+    """Some row groups of a part with ``READ_COLUMNS`` (the ``lang`` partition column added), cast like
+    ``read_part``: the Ray reader's unit (data/pieces.py)."""
+    fragment = next(iter(read_part(part).get_fragments())).subset(row_group_ids=row_groups)
+    table = fragment.to_table(schema=READ_SCHEMA, columns=READ_COLUMNS[:-1])
+    if labeled_only:
+        table = table.filter(pc.is_valid(table["phones"]))
+    return table.append_column("lang", pa.array([part.lang] * table.num_rows, pa.string()))
+
+
 def read_part_batches(part: PartFile, *, labeled_only: bool, batch_rows: int):
     """The local (non-Ray) reader: a part's rows in record batches, with the ``lang`` partition column."""
     for batch in read_part(part).to_batches(batch_size=batch_rows, columns=READ_COLUMNS[:-1]):

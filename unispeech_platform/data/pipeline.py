@@ -2,8 +2,8 @@
 
 Driver::
 
-    ds = build_dataset(cfg.data, cfg.data.train_splits)
-    TorchTrainer(loop, datasets={"train": ds}, dataset_config=exactly_once_data_config(), ...)
+    ds = build_dataset(cfg.data, cfg.data.train_splits, shuffle=True)
+    TorchTrainer(loop, datasets={"train": ds}, dataset_config=exactly_once_data_config(start_epoch=...), ...)
 
 Worker (inside the train loop)::
 
@@ -21,7 +21,7 @@ and ``max_batch_seconds`` of padded audio. Bad rows are dropped and counted by r
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,14 +30,12 @@ import ray.data
 import ray.train
 from ray.data import DataContext
 from ray.data.datasource import Partitioning
-from ray.data.expressions import col
 
 from unispeech_platform.config.data import DataConfig
 
 from .batching import BatchStream
-from .decode import READ_COLUMNS, DecodeOptions, decode_table, language_rates, read_part_batches, vocab_from
+from .decode import DecodeOptions, decode_table, language_rates, read_part_batches, vocab_from
 from .schema import READ_SCHEMA, PartFile, scan_corpus, select_parts
-from .storage import locate
 
 
 def _parts_and_options(cfg: DataConfig, split: str | Sequence[str]) -> tuple[list[PartFile], DecodeOptions]:
@@ -127,21 +125,23 @@ def epoch_rows(parts: list[PartFile], *, labeled_only: bool) -> int:
     return sum(part_rows(p) for p in parts)
 
 
-def build_dataset(cfg: DataConfig, split: str | Sequence[str]) -> ray.data.Dataset:
+def build_dataset(cfg: DataConfig, split: str | Sequence[str], *, shuffle: bool = False) -> ray.data.Dataset:
     """A lazy Ray Dataset of decoded rows (``decode.DECODED_SCHEMA``) for the given split name(s).
 
-    Only the chosen partitions' files are read, only the needed columns, and ``labeled_only`` is pushed into
-    the Parquet scan. Decoding (soundfile), downmix and resampling (torchaudio) run in Ray Data tasks.
-    The dataset carries a ``ShardingHint`` (rows per epoch) for ``ExactlyOnceDataConfig``.
+    Only the chosen partitions' files are read, only the needed columns, and ``labeled_only`` is applied as
+    each piece is read. ``shuffle`` (training) reads the parts' pieces of ``read_piece_rows`` rows in an order
+    drawn from ``cfg.seed`` and the epoch (data/pieces.py), so a worker's pool mixes every part; without it
+    (evaluation) pieces come in part order. Decoding (soundfile), downmix and resampling (torchaudio) run in
+    Ray Data tasks. The dataset carries a ``ShardingHint`` (rows per epoch) for ``ExactlyOnceDataConfig``.
     """
+    from .pieces import PieceDatasource, plan_pieces
+
     parts, opts = _parts_and_options(cfg, split)
-    root = locate(cfg.path).path
+    pieces = plan_pieces(parts, cfg.read_piece_rows)
+    source = PieceDatasource(pieces, labeled_only=cfg.labeled_only, seed=cfg.seed if shuffle else None)
     # One read task per part by default: Ray's own default splits a few parts into many small blocks (2x the
     # logical CPUs), which on small machines costs more in per-block overhead than it gains in parallelism.
-    blocks = cfg.read_parallelism or len(parts)
-    ds = read_parts(parts, root, override_num_blocks=blocks).select_columns(READ_COLUMNS)
-    if cfg.labeled_only:
-        ds = ds.filter(expr=col("phones").is_not_null())
+    ds = ray.data.read_datasource(source, override_num_blocks=cfg.read_parallelism or len(parts))
     ds = ds.map_batches(
         decode_table,
         fn_kwargs={"opts": opts},
@@ -208,8 +208,16 @@ class ExactlyOnceDataConfig(ray.train.DataConfig):
     dataset's ``preserve_order``, which Ray Train would otherwise reset to the driver's default.
     """
 
+    def __init__(self, *, start_epoch: Callable[[], int] | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._start_epoch = start_epoch
+
     def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
         output: list[dict[str, Any]] = [{} for _ in range(world_size)]
+        # Ray counts a dataset's executions (one per epoch) and a shuffled read draws its piece order from that
+        # count (data/pieces.py): a worker group that resumes at epoch e starts counting at e, so the restored
+        # epoch is read in its original order and the skipped micro-batches are the ones already trained.
+        first_epoch = self._start_epoch() if self._start_epoch else 0
         to_split = set(datasets) if self._datasets_to_split == "all" else set(self._datasets_to_split)
         hints = worker_node_ids if self._enable_shard_locality else None
         for name, ds in datasets.items():
@@ -221,6 +229,7 @@ class ExactlyOnceDataConfig(ray.train.DataConfig):
             ds.context.execution_options.preserve_order |= preserve
             if name in to_split:
                 ds = cut_for_shards(ds, world_size)
+                ds.context._execution_idx = first_epoch
                 for i, shard in enumerate(ds.streaming_split(world_size, equal=False, locality_hints=hints)):
                     output[i][name] = shard
             else:
@@ -229,6 +238,8 @@ class ExactlyOnceDataConfig(ray.train.DataConfig):
         return output
 
 
-def exactly_once_data_config(**kwargs: Any) -> ExactlyOnceDataConfig:
-    """``TorchTrainer(dataset_config=...)`` for our datasets; kwargs as ``ray.train.DataConfig``."""
-    return ExactlyOnceDataConfig(**kwargs)
+def exactly_once_data_config(*, start_epoch: Callable[[], int] | None = None, **kwargs: Any) -> ExactlyOnceDataConfig:
+    """``TorchTrainer(dataset_config=...)`` for our datasets; kwargs as ``ray.train.DataConfig``. ``start_epoch``
+    (asked each time a worker group starts) is the epoch training resumes in: the training job's
+    ``resumed_epoch`` of its latest checkpoint."""
+    return ExactlyOnceDataConfig(start_epoch=start_epoch, **kwargs)

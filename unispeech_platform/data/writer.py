@@ -1,7 +1,8 @@
 """Streaming, crash-safe Parquet writers for the corpus layout.
 
-Rows are buffered only until a row group is full (``row_group_bytes`` of audio), so memory stays bounded
-however large the corpus. A part is written under a hidden temp name and renamed when complete: readers
+Rows are buffered only until a row group is full (``row_group_rows`` rows or ``row_group_bytes`` of audio), so
+memory stays bounded however large the corpus. Row groups are small so that training can read a corpus in
+shuffled pieces of a few dozen rows (data/pieces.py; Hugging Face writes audio in groups of 100 rows). A part is written under a hidden temp name and renamed when complete: readers
 (and :func:`scan_corpus`) never see a half-written file, and a crash leaves at most a hidden temp file.
 """
 
@@ -22,15 +23,18 @@ from .schema import SCHEMA, SUMMARY_FILE, VOCAB_FILE, partition_dir
 from .summary import CorpusStats, read_summary
 
 DEFAULT_ROW_GROUP_BYTES = 64 << 20
+DEFAULT_ROW_GROUP_ROWS = 64  # = data.read_piece_rows' default: a piece is one row group
 DEFAULT_PART_BYTES = 512 << 20
 
 
 class PartWriter:
     """Writes one ``lang=/split=`` directory as ``part-00000.parquet``, ``part-00001.parquet``, ..."""
 
-    def __init__(self, directory: Path, *, row_group_bytes: int, part_bytes: int):
+    def __init__(self, directory: Path, *, row_group_bytes: int, part_bytes: int,
+                 row_group_rows: int = DEFAULT_ROW_GROUP_ROWS):
         self.directory = directory
         self.row_group_bytes = row_group_bytes
+        self.row_group_rows = row_group_rows
         self.part_bytes = part_bytes
         self._rows: list[dict[str, Any]] = []
         self._buffered = 0
@@ -46,7 +50,7 @@ class PartWriter:
     def write(self, row: dict[str, Any]) -> None:
         self._rows.append(row)
         self._buffered += len(row.get("audio") or b"")
-        if self._buffered >= self.row_group_bytes:
+        if self._buffered >= self.row_group_bytes or len(self._rows) >= self.row_group_rows:
             self._flush()
 
     def _flush(self) -> None:
@@ -97,8 +101,10 @@ class CorpusWriter:
         *,
         row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
         part_bytes: int = DEFAULT_PART_BYTES,
+        row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
     ):
         self.root = Path(root)
+        self.row_group_rows = row_group_rows
         self.root.mkdir(parents=True, exist_ok=True)
         self.row_group_bytes = row_group_bytes
         self.part_bytes = part_bytes
@@ -113,6 +119,7 @@ class CorpusWriter:
                 partition_dir(self.root, lang, split),
                 row_group_bytes=self.row_group_bytes,
                 part_bytes=self.part_bytes,
+                row_group_rows=self.row_group_rows,
             )
         self._writers[key].write(row)
         self.stats.add(lang, split, row)

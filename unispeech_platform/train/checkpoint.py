@@ -148,6 +148,33 @@ def restore(engine, *, say: Callable[[str], None] | None = None) -> TrainState |
     raise CheckpointRestoreError(f"no usable checkpoint in {posixpath.dirname(paths[0])}: " + "; ".join(skipped))
 
 
+def resumed_epoch(run_dir: str) -> int:
+    """The data epoch the run's latest checkpoint was in (0 when it has none): where a restarted worker group or
+    a --resume continues, read before the workers start so the data reader can replay that epoch's order
+    (data/pipeline.py ``ExactlyOnceDataConfig``). Latest = newest lineage, then highest step, as Ray reports
+    them (checkpoint_dir_name). Best effort: an unreadable state means epoch 0 and a warning; the restore itself
+    still verifies everything it loads."""
+    from pyarrow.fs import FileSelector, FileSystem, FileType, LocalFileSystem
+
+    fs, root = FileSystem.from_uri(run_dir) if "://" in run_dir else (LocalFileSystem(), run_dir)
+    try:
+        entries = fs.get_file_info(FileSelector(root, allow_not_found=True))
+    except OSError as e:
+        log.warning("cannot list %s (%s): the data order restarts at epoch 0", run_dir, e)
+        return 0
+    keys = {(k[1], k[0]): e.path for e in entries if e.type == FileType.Directory
+            and (k := RunLayout.parse_checkpoint_dir_name(e.base_name)) is not None}
+    if not keys:
+        return 0
+    path = keys[max(keys)]
+    try:
+        with fs.open_input_stream(posixpath.join(path, STATE_FILE)) as f:
+            return int(TrainState.from_dict(json.loads(f.read())).epoch)
+    except (OSError, ValueError, TypeError) as e:
+        log.warning("cannot read %s of %s (%s): the data order restarts at epoch 0", STATE_FILE, path, e)
+        return 0
+
+
 def _restore_candidates(latest) -> tuple[list[str], int]:
     """Checkpoint paths to try, newest first: Ray's latest, then the run's other checkpoint directories of no
     later step (a later one was never registered: an interrupted upload). Also the next unused lineage."""

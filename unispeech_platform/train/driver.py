@@ -182,8 +182,9 @@ def run_training(
 
     from unispeech_platform.data.pipeline import build_dataset, exactly_once_data_config
     from unispeech_platform.data.schema import CorpusError
+    from unispeech_platform.train.checkpoint import resumed_epoch
 
-    datasets = {"train": build_dataset(job.data, job.data.train_splits)}
+    datasets = {"train": build_dataset(job.data, job.data.train_splits, shuffle=True)}
     try:
         datasets["dev"] = build_dataset(job.data, job.data.eval_splits)
     except CorpusError as e:
@@ -220,7 +221,7 @@ def run_training(
             ),
         ),
         datasets=datasets,
-        dataset_config=exactly_once_data_config(),
+        dataset_config=exactly_once_data_config(start_epoch=lambda: resumed_epoch(layout.run_dir)),
     )
     status = "FAILED"
     try:
