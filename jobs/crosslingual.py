@@ -3,7 +3,7 @@ same updates and batch budget -- supervised transfer (CTC only, labeled rows onl
 only, wav2vec 2.0/XLSR-style) and UniSpeech (joint CTC + contrastive with replace_prob) -- each fine-tuned on the
 low-resource targets and scored per language (test, and test_shifted when the corpus has it).
 
-    python -m jobs.crosslingual --config configs/crosslingual_cpu.yaml            # labeled only, ~95 min, 2-core CPU
+    python -m jobs.crosslingual --config configs/crosslingual_cpu.yaml            # labeled only, ~95 min, 2-core CPU (bf16)
     python -m jobs.crosslingual --config configs/crosslingual_cpu_unlabeled.yaml  # + unlabeled target audio, ~95 min
     python -m jobs.crosslingual --config configs/crosslingual_gpu.yaml      # GPU cluster (RAY_ADDRESS)
 
@@ -13,7 +13,9 @@ and seed, prints the results and writes them into experiment.results_path betwee
 <!-- BEGIN GENERATED: <experiment.name> --> and <!-- END GENERATED: <experiment.name> -->, leaving the rest of the
 file (the hand-written reading) alone. A previous run of the same experiment.name (its checkpoints under
 experiment.storage_path) is replaced only with --overwrite; without it the job stops before any work (exit 3)
-and keeps it.
+and keeps it. A stopped run (Ctrl-C, a lost machine, a failed step) continues with --resume and the same config:
+arms and seeds that finished are kept (<storage_path>/<name>/<arm>-s<seed>-result.json), the first unfinished
+one starts again from pretraining, and the parent MLflow run is reopened (docs/results.md#running-it).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from unispeech_platform.runtime.cli import run_or_exit
 
 
 def main(argv: list[str] | None = None):
-    cfg, command, overwrite = cli.parse("jobs.crosslingual", __doc__, "configs/crosslingual_cpu.yaml", argv)
+    cfg, command, overwrite, resume = cli.parse("jobs.crosslingual", __doc__, "configs/crosslingual_cpu.yaml", argv,
+                                                resumable=True)
     from unispeech_platform.experiments.results_block import check_results_file, write_results_block
 
     if cfg.experiment.results_path:  # broken markers found now, not after hours of training (exit 3)
         run_or_exit(check_results_file, cfg.experiment.results_path, cfg.experiment.name)
-    result = cli.run(cfg, overwrite=overwrite)
+    result = cli.run(cfg, overwrite=overwrite, resume=resume)
     from unispeech_platform.experiments.report import results_markdown
     from unispeech_platform.experiments.runner import machine
 

@@ -12,7 +12,7 @@ from typing import NamedTuple
 from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.experiments.config import ExperimentConfig
 from unispeech_platform.runtime.cli import exit_with, job_parser, load_job_config, run_or_exit
-from unispeech_platform.runtime.errors import EXIT_FAILED
+from unispeech_platform.runtime.errors import EXIT_CONFIG, EXIT_FAILED
 
 
 class Invocation(NamedTuple):
@@ -22,28 +22,40 @@ class Invocation(NamedTuple):
     """The exact command line (for the results file)."""
     overwrite: bool
     """--overwrite: replace a previous run of the experiment."""
+    resume: bool = False
+    """--resume: continue a stopped run of the experiment (jobs that offer it)."""
 
 
-def parse(module: str, doc: str, default_config: str, argv: list[str] | None) -> Invocation:
-    """The validated config (exit 2 on an error) whose storage is free or may be replaced (exit 3 otherwise),
-    with the command line and --overwrite."""
-    parser = job_parser(doc, ExperimentConfig, default_config=default_config, resume=False, overwrite=True)
+def parse(module: str, doc: str, default_config: str, argv: list[str] | None, *,
+          resumable: bool = False) -> Invocation:
+    """The validated config (exit 2 on an error) whose storage is free or may be replaced, or (``resumable``
+    jobs, --resume) holds a run started with the same config (exit 3 otherwise), with the command line and
+    the flags."""
+    parser = job_parser(doc, ExperimentConfig, default_config=default_config, resume=resumable, overwrite=True,
+                        resume_help="continue a stopped run of experiment.name: arms and seeds that finished are "
+                        "kept, the first unfinished one starts again from pretraining (same config required)")
     cfg, ns = load_job_config(parser, ExperimentConfig, argv)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
-    from unispeech_platform.experiments.runner import check_storage, validate
+    from unispeech_platform.experiments.runner import check_resumable, check_storage, validate
 
+    resume = bool(getattr(ns, "resume", False))
+    if resume and ns.overwrite:
+        exit_with("--resume and --overwrite exclude each other: continue the run, or replace it", EXIT_CONFIG)
     run_or_exit(validate, cfg)
-    run_or_exit(check_storage, cfg, overwrite=ns.overwrite)
-    return Invocation(cfg, command, ns.overwrite)
+    if resume:
+        run_or_exit(check_resumable, cfg)
+    else:
+        run_or_exit(check_storage, cfg, overwrite=ns.overwrite)
+    return Invocation(cfg, command, ns.overwrite, resume)
 
 
-def run(cfg: ExperimentConfig, *, overwrite: bool = False):
+def run(cfg: ExperimentConfig, *, overwrite: bool = False, resume: bool = False):
     """Run; setup errors before any step exit 3; a failed step exits 1 with the step named (the traceback of
     the cause is printed above it)."""
     from unispeech_platform.experiments.runner import ExperimentStepError, run_experiment
 
     try:
-        return run_or_exit(run_experiment, cfg, overwrite=overwrite)
+        return run_or_exit(run_experiment, cfg, overwrite=overwrite, resume=resume)
     except ExperimentStepError as e:
         import traceback
 

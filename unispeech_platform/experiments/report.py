@@ -31,6 +31,8 @@ class ArmResult:
     """Name of this arm's runs for this seed (ExperimentSection.run_label); the arm's name when empty."""
     utterances: dict[str, dict[str, UtteranceErrors]] = field(default_factory=dict)
     """split -> lang -> per-utterance edits (what the seed statistics and the bootstrap need), splits sorted."""
+    machine: str = ""
+    """Where it ran (runner.machine()); a --resume may join results of several machines."""
 
     def per(self) -> dict[str, float]:
         """lang -> PER on the first scored split; MACRO -> the average."""
@@ -147,6 +149,16 @@ PAPER = ("Paper (Wang et al. 2021, ICML, Common Voice): UniSpeech reduces PER by
          "self-supervised XLSR-style baseline and by 17.8% vs supervised transfer.")
 
 
+def resumed_lines(kept: dict[str, str]) -> list[str]:
+    """For a --resume: which arms and seeds finished before it, and where (the wall time is this attempt's)."""
+    if not kept:
+        return []
+    where = "; ".join(f"{m or 'machine not recorded'}: {', '.join(k for k, km in kept.items() if km == m)}"
+                      for m in dict.fromkeys(kept.values()))
+    return [f"- resumed (`--resume`): {len(kept)} run(s) finished before it and were kept, the wall time is this "
+            f"attempt's; kept runs by machine: {where}"]
+
+
 def results_markdown(cfg, result, *, command: str, date: str, machine: str) -> str:
     """The results block: what was run, where, the table with its statistics, stage times, and the paper's
     numbers beside it."""
@@ -164,6 +176,7 @@ def results_markdown(cfg, result, *, command: str, date: str, machine: str) -> s
         f"- arms (pretraining overrides): {cfg.experiment.arms}; seeds {cfg.experiment.seeds} (every arm "
         "pretrained, fine-tuned and evaluated once per seed)",
         f"- MLflow: experiment `{cfg.tracking.experiment}`, parent run `{result.run_id}`",
+        *resumed_lines(getattr(result, "kept", {})),
         "",
         "PER % on the test speakers of the targets (greedy CTC decoding):",
         "",

@@ -46,6 +46,8 @@ class ExperimentResult:
     experiment_id: str | None
     aggregates: dict[str, Aggregate] = field(default_factory=dict)
     """split -> mean ± sd over seeds and the reductions with their CIs (what ``table`` shows)."""
+    kept: dict[str, str] = field(default_factory=dict)
+    """--resume: label -> machine of each arm and seed that finished before it (not run again)."""
 
 
 class Progress:
@@ -65,6 +67,11 @@ class Progress:
         if seconds is not None and key:
             seconds[key] = dt
         print(f"<== [{self.done}/{self.total}] {title}: done in {dt:.0f}s", flush=True)
+
+    def skip(self, steps: int, title: str) -> None:
+        """Steps a --resume does not run again (a finished arm and seed): counted, with one line."""
+        self.done += steps
+        print(f"\n==> [{self.done}/{self.total}] {title}", flush=True)
 
 
 def experiment_dir(cfg: ExperimentConfig) -> tuple[Path, Path]:
@@ -101,9 +108,77 @@ def claim_storage(cfg: ExperimentConfig, *, overwrite: bool) -> Path:
         print(f"--overwrite: removing the previous run of this experiment: {root}")
         remove_tree_within(experiment_dir(cfg)[0], root, marker=MARKER)
     root.mkdir(parents=True)
-    (root / MARKER).write_text(json.dumps({"experiment": cfg.experiment.name, "started": time.time()}) + "\n",
-                               encoding="utf-8")
+    write_marker(root, {"experiment": cfg.experiment.name, "started": time.time(), "config": resumable_params(cfg)})
     return root
+
+
+def write_marker(root: Path, record: dict) -> None:
+    tmp = root / f".{MARKER}.tmp"
+    tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    os.replace(tmp, root / MARKER)  # never half-written: --resume and --overwrite both trust it
+
+
+RESUME_FREE = ("ray.", "tracking.")
+"""Keys a --resume may change: where Ray runs and where MLflow is do not change what the runs compute."""
+
+
+def resumable_params(cfg: ExperimentConfig) -> dict:
+    """The resolved config, flat and redacted, without the RESUME_FREE keys: what a --resume must match."""
+    from unispeech_platform.config import loggable_params
+
+    return {k: v for k, v in loggable_params(cfg).items() if not k.startswith(RESUME_FREE)}
+
+
+def check_resumable(cfg: ExperimentConfig) -> tuple[Path, dict]:
+    """The experiment's directory and marker for --resume: it must exist, be this job's (MARKER) and have been
+    started with the same config (JobSetupError, exit 3, otherwise: the message names the differing keys)."""
+    root = experiment_dir(cfg)[1]
+    marker = root / MARKER
+    if not marker.is_file():
+        raise JobSetupError(f"--resume: {root} holds no run of experiment {cfg.experiment.name!r} "
+                            f"(no {MARKER}); start it without --resume")
+    record = json.loads(marker.read_text(encoding="utf-8"))
+    stored, now = record.get("config"), resumable_params(cfg)
+    if stored is None:
+        raise JobSetupError(f"--resume: {marker} was written before runs could be resumed; start again with "
+                            "--overwrite")
+    stored = {k: v for k, v in stored.items() if not k.startswith(RESUME_FREE)}
+    differ = sorted(k for k in stored.keys() | now.keys() if stored.get(k) != now.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: {stored.get(k)!r} then, {now.get(k)!r} now" for k in differ[:5])
+        more = f" (+{len(differ) - 5} more)" if len(differ) > 5 else ""
+        raise JobSetupError(f"--resume: the config differs from the one {root} was started with ({shown}{more}): "
+                            "resume with the same config, or start another experiment.name")
+    return root, record
+
+
+RESULT_SUFFIX = "-result.json"
+"""<root>/<label>-result.json: one finished arm and seed (scores, times, MLflow run), written when it ends."""
+
+
+def save_arm_result(root: Path, result: ArmResult) -> None:
+    import dataclasses
+
+    record = {"name": result.name, "seed": result.seed, "label": result.label, "run_id": result.run_id,
+              "seconds": result.seconds, "scores": [dataclasses.asdict(s) for s in result.scores],
+              "machine": result.machine or machine()}
+    tmp = root / f".{result.label}{RESULT_SUFFIX}.tmp"
+    tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    os.replace(tmp, root / f"{result.label}{RESULT_SUFFIX}")
+
+
+def load_arm_result(root: Path, label: str, predictions: Path) -> ArmResult | None:
+    """A finished arm and seed from its result file and its evaluation's predictions (both written by this job,
+    read as JSON), or None when it did not finish."""
+    from unispeech_platform.evaluate.scoring import Score
+    from unispeech_platform.experiments.statistics import read_utterance_errors
+
+    path = root / f"{label}{RESULT_SUFFIX}"
+    if not path.is_file():
+        return None
+    r = json.loads(path.read_text(encoding="utf-8"))
+    return ArmResult(r["name"], [Score(**s) for s in r["scores"]], r["seconds"], r["run_id"], r["seed"],
+                     r["label"], read_utterance_errors(predictions), r.get("machine", ""))
 
 
 SEEDED_KEYS = ("train.seed", "data.seed")
@@ -211,19 +286,27 @@ def check_stage_data(stages: list[ArmStages]) -> None:
                 check_corpus(data, splits)
 
 
-def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False) -> ExperimentResult:
+def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False, resume: bool = False) -> ExperimentResult:
     """Corpus -> Ray -> for each arm: pretrain, fine-tune, evaluate; the parent MLflow run gets the table.
-    A previous run of the experiment is replaced only with ``overwrite`` (check_storage)."""
+    A previous run of the experiment is replaced only with ``overwrite`` (check_storage); ``resume`` continues it
+    instead (check_resumable): finished arms and seeds are kept (their result files), the first unfinished one
+    starts again from pretraining, and the parent MLflow run is reopened."""
+    from unispeech_platform.evaluate.report import PREDICTIONS
     from unispeech_platform.experiments.corpus import build_corpora
     from unispeech_platform.runtime.ray_session import connect_ray
 
     exp = cfg.experiment
     progress = Progress(2 + 3 * len(exp.arms) * len(exp.seeds))
-    check_storage(cfg, overwrite=overwrite)
+    if resume:
+        root, record = check_resumable(cfg)
+    else:
+        check_storage(cfg, overwrite=overwrite)
     uri = checked_tracking_uri(cfg.tracking)
     # seed-major: a run stopped early still holds a complete comparison of every arm for the first seeds
     stages = [(seed, arm_stages(cfg, arm, uri, seed=seed)) for seed in exp.seeds for arm in exp.arms]
-    claim_storage(cfg, overwrite=overwrite)
+    if not resume:
+        root = claim_storage(cfg, overwrite=overwrite)
+        record = json.loads((root / MARKER).read_text(encoding="utf-8"))
     with progress.step(f"corpus: {cfg.corpus.high_resource} (pretraining) + {cfg.corpus.low_resource} (targets)"):
         build_corpora(cfg.corpus)
     check_stage_data([st for _, st in stages])
@@ -231,18 +314,26 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False) -> Experim
     if uri:
         store = RunStore(uri)
         runs = ExperimentRuns(store, store.experiment_id(cfg.tracking.experiment))
-    parent = runs.create(exp.name, tags={EXPERIMENT_TAG: exp.name, "machine": machine()}) if runs else None
-    if runs:
-        from unispeech_platform.config import loggable_params, to_yaml
-
-        runs.store.log_params(parent, loggable_params(cfg))
-        runs.store.log_text(parent, to_yaml(cfg), "config/experiment.yaml")
+    parent = open_parent(runs, cfg, record.get("parent_run") if resume else None)
+    record["parent_run"] = parent
+    write_marker(root, record)
     with progress.step("Ray: join RAY_ADDRESS or start a local Ray"):
         connect_ray(cfg.ray)
-    results, ok, ref = [], False, exp.reference_arm or list(exp.arms)[-1]
+    results, kept, ok, ref = [], {}, False, exp.reference_arm or list(exp.arms)[-1]
     try:
         for seed, st in stages:
-            results.append(run_arm(st, seed, exp.run_label(st.name, seed), runs, parent, progress))
+            label = exp.run_label(st.name, seed)
+            predictions = Path(st.evaluate.evaluate.output_dir) / PREDICTIONS
+            done = load_arm_result(root, label, predictions) if resume else None
+            if done is not None:
+                progress.skip(3, f"{label}: finished before this --resume, kept ({label}{RESULT_SUFFIX})")
+                results.append(done)
+                kept[label] = done.machine
+                continue
+            if resume:
+                clear_arm(root, label)
+            results.append(run_arm(st, seed, label, runs, parent, progress))
+            save_arm_result(root, results[-1])
         aggs = aggregate_results(results, ref)
         table, seconds = results_tables(aggs), time.perf_counter() - progress.start
         if runs:
@@ -253,4 +344,39 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False) -> Experim
         if runs:
             runs.finish(parent, ok)
     return ExperimentResult(results, table, timing_table(results), seconds, parent, uri,
-                            runs.experiment_id if runs else None, aggs)
+                            runs.experiment_id if runs else None, aggs, kept)
+
+
+def open_parent(runs: ExperimentRuns | None, cfg: ExperimentConfig, previous: str | None) -> str | None:
+    """The experiment's parent MLflow run: the previous attempt's reopened on --resume (its unfinished child runs
+    marked KILLED), else a new one with the config."""
+    if runs is None:
+        return None
+    if previous and runs.store.exists(previous):
+        from unispeech_platform.tracking.store import PARENT_TAG
+
+        stale = [previous]
+        while stale:  # the interrupted arm's run and its pretrain/finetune runs, left RUNNING by a killed process
+            for run in runs.store.find_runs(runs.experiment_id, {PARENT_TAG: stale.pop()}):
+                if run.info.status == "RUNNING":
+                    runs.store.finish(run.info.run_id, "KILLED")
+                    stale.append(run.info.run_id)
+        return runs.store.reopen(previous)
+    from unispeech_platform.config import loggable_params, to_yaml
+
+    parent = runs.create(cfg.experiment.name, tags={EXPERIMENT_TAG: cfg.experiment.name, "machine": machine()})
+    runs.store.log_params(parent, loggable_params(cfg))
+    runs.store.log_text(parent, to_yaml(cfg), "config/experiment.yaml")
+    return parent
+
+
+def clear_arm(root: Path, label: str) -> None:
+    """What an unfinished arm and seed left in the experiment's own directory (its stage runs and evaluation),
+    removed before it starts again: only inside ``root``, which holds MARKER (check_resumable)."""
+    from unispeech_platform.runtime.removal import remove_tree_within
+
+    for stage in ("pretrain", "finetune", "eval"):
+        path = root / f"{label}-{stage}"
+        if os.path.lexists(path):
+            print(f"--resume: removing what the unfinished {label} left: {path}")
+            remove_tree_within(root, path)

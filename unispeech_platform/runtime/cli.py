@@ -44,7 +44,8 @@ def config_keys(config_cls: type[BaseModel]) -> str:
 
 
 def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_config: str | None = None,
-               resume: bool = True, overwrite: bool = False) -> argparse.ArgumentParser:
+               resume: bool = True, overwrite: bool = False,
+               resume_help: str = "continue the run named checkpoint.name") -> argparse.ArgumentParser:
     """The parser of a config-driven job; ``doc`` (the entry point's module docstring) is shown whole, followed
     by the config keys the job takes. ``overwrite``: the job replaces a previous run of the same name only when
     asked (``--overwrite``); without it the job refuses and keeps what is there."""
@@ -60,7 +61,7 @@ def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_c
         help="override one key, e.g. --set train.max_steps=20 (repeatable; value parsed as YAML)",
     )
     if resume:
-        parser.add_argument("--resume", action="store_true", help="continue the run named checkpoint.name")
+        parser.add_argument("--resume", action="store_true", help=resume_help)
     if overwrite:
         parser.add_argument("--overwrite", action="store_true",
                             help="delete and replace the previous run of the same name (without it the job "
