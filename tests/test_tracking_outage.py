@@ -19,6 +19,7 @@ from unispeech_platform.tracking import MLflowTracker, metric_history, open_run,
 
 pytestmark = pytest.mark.slow
 STEPS = 16
+GATE_AT = 8  # the job waits here until the outage is over (the server back, or for good)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,26 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ray_address():
+def gate(tmp_path_factory):
+    """The file the jobs' workers wait for at update GATE_AT (UNISPEECH_TEST_WAIT_AT_UPDATE, set before Ray starts
+    so the workers inherit it): an Outage creates it once the server is back (or, never restarted, killed), so
+    the job is still running when the restarted server can first be reached, however fast the machine."""
+    import os
+
+    from unispeech_platform.train.loop import GATE_ENV
+
+    path = tmp_path_factory.mktemp("gate") / "open"
+    previous = os.environ.get(GATE_ENV)
+    os.environ[GATE_ENV] = f"{GATE_AT}:{path}"
+    yield path
+    if previous is None:
+        os.environ.pop(GATE_ENV, None)
+    else:
+        os.environ[GATE_ENV] = previous
+
+
+@pytest.fixture(scope="module")
+def ray_address(gate):
     with local_ray() as address:
         yield address
 
@@ -36,9 +56,11 @@ class Outage(threading.Thread):
     """Kills the server as soon as the store holds a `loss` metric; with ``restart`` starts it again on the same
     port and store (the way a crashed server comes back)."""
 
-    def __init__(self, proc, db: Path, log: Path, port: int, *, restart: bool):
+    def __init__(self, proc, db: Path, log: Path, port: int, *, restart: bool, gate: Path):
         super().__init__(daemon=True)
         self.proc, self.db, self.log, self.port, self.restart = proc, db, log, port, restart
+        self.gate = gate
+        gate.unlink(missing_ok=True)
         self.killed_after: int | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
@@ -62,6 +84,7 @@ class Outage(threading.Thread):
         except BaseException as e:  # reported by the test
             self.error = e
         finally:
+            self.gate.touch()  # the job goes on past update GATE_AT
             self.done.set()
 
     def stop(self) -> None:
@@ -98,12 +121,12 @@ def test_rank0_tracker_spools_replays_mid_run_and_a_restarted_tracker_skips_spoo
         kill_mlflow(proc)
 
 
-def _job_with_outage(corpus: Path, tmp: Path, *, restart: bool, capsys):
+def _job_with_outage(corpus: Path, tmp: Path, *, restart: bool, capsys, gate: Path):
     from unispeech_platform.train import run_training
 
     db = tmp / "mlflow.db"
     proc, url = serve_mlflow(f"sqlite:///{db}", tmp / "server.log", tmp / "artifacts")
-    outage = Outage(proc, db, tmp / "server.log", int(url.rsplit(":", 1)[1]), restart=restart)
+    outage = Outage(proc, db, tmp / "server.log", int(url.rsplit(":", 1)[1]), restart=restart, gate=gate)
     job = ci_job(corpus, tmp, "outage", f"tracking.uri={url}", f"train.max_steps={STEPS}", "train.num_workers=1",
                  "checkpoint.every_steps=8")
     outage.start()
@@ -117,11 +140,11 @@ def _job_with_outage(corpus: Path, tmp: Path, *, restart: bool, capsys):
     return result, f"sqlite:///{db}", url, outage, console
 
 
-def test_server_killed_and_restarted_every_step_once(corpus, ray_address, tmp_path, capsys):
-    result, store, _, _, console = _job_with_outage(corpus, tmp_path, restart=True, capsys=capsys)
+def test_server_killed_and_restarted_every_step_once(corpus, ray_address, gate, tmp_path, capsys):
+    result, store, _, _, console = _job_with_outage(corpus, tmp_path, restart=True, capsys=capsys, gate=gate)
     spool = spool_path(result.layout)
     assert "unreachable: spooling tracking records to " + spool in console, console[-3000:]
-    assert "MLflow is reachable again: replayed" in console
+    assert "MLflow is reachable again: replayed" in console, console[-3000:]
     assert sorted(s for s, _ in metric_history(store, result.run_id, "loss")) == list(range(1, STEPS + 1))
     assert sorted(s for s, _ in metric_history(store, result.run_id, "lr")) == list(range(1, STEPS + 1))
     everything, pending = read_records(spool)
@@ -133,10 +156,11 @@ def test_server_killed_and_restarted_every_step_once(corpus, ray_address, tmp_pa
     assert run.info.status == "FINISHED" and run.data.params["train.max_steps"] == str(STEPS)
 
 
-def test_server_never_back_the_run_finishes_and_the_spool_holds_the_rest(corpus, ray_address, tmp_path, capsys):
+def test_server_never_back_the_run_finishes_and_the_spool_holds_the_rest(corpus, ray_address, gate, tmp_path,
+                                                                         capsys):
     from unispeech_platform.train import run_training
 
-    result, store, url, outage, console = _job_with_outage(corpus, tmp_path, restart=False, capsys=capsys)
+    result, store, url, outage, console = _job_with_outage(corpus, tmp_path, restart=False, capsys=capsys, gate=gate)
     spool = spool_path(result.layout)
     stored = [s for s, _ in metric_history(store, result.run_id, "loss")]
     _, pending = read_records(spool)

@@ -45,6 +45,7 @@ MAX_CONSECUTIVE_NONFINITE = 50
 MAX_CONSECUTIVE_OOM = 10
 """Out-of-memory micro-batches skipped in a row before the job stops (the model, not a batch, does not fit)."""
 FAULT_ENV = "UNISPEECH_TEST_FAIL_AT_UPDATE"
+GATE_ENV = "UNISPEECH_TEST_WAIT_AT_UPDATE"
 
 
 @dataclass
@@ -154,6 +155,7 @@ def _train(args: WorkerArgs, place: Place) -> None:
     while state.step < train.max_steps:
         place.where = f"update {state.step + 1}"
         _injected_fault(rank, state.step + 1)
+        _test_gate(state.step + 1)
         lr = learning_rate(job.optim, state.step, train.max_steps)
         set_lr(engine, lr)
         scheduled = task.before_update(engine.module, state.step)
@@ -237,6 +239,23 @@ def _injected_fault(rank: int, update: int) -> None:
     at, _, on_rank = spec.partition(":")
     if int(at) == update and int(on_rank or 0) == rank:
         raise RuntimeError(f"injected fault at update {update} on rank {rank} ({FAULT_ENV})")
+
+
+def _test_gate(update: int) -> None:
+    """Tests only: ``UNISPEECH_TEST_WAIT_AT_UPDATE=<update>:<path>`` holds every rank at the start of that update
+    until ``path`` exists (at most 300 s), so a test can line a fault up with training, whatever the machine's
+    speed (the tracking-outage test restarts a server while the job waits)."""
+    spec = os.environ.get(GATE_ENV)
+    if not spec:
+        return
+    at, _, path = spec.partition(":")
+    if int(at) != update:
+        return
+    deadline = time.monotonic() + 300
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{GATE_ENV}: {path} did not appear within 300 s")
+        time.sleep(0.1)
 
 
 def accumulate_update(task: Task, engine, feed: LockstepBatches, state: TrainState, window: Window,
