@@ -15,7 +15,7 @@ from unispeech_platform.experiments import cli
 
 
 def main(argv: list[str] | None = None):
-    cfg, _, overwrite = cli.parse("jobs.quickstart", __doc__, "configs/quickstart.yaml", argv)
+    cfg, _, overwrite, _ = cli.parse("jobs.quickstart", __doc__, "configs/quickstart.yaml", argv)
     result = cli.run(cfg, overwrite=overwrite)
     print("\n" + "=" * 100)
     arm = result.arms[0]
