@@ -120,14 +120,23 @@ is_ours() {  # $1 = pid, $2 = state dir: the pid (from a pid file) is still one 
   fi
 }
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# $1 (default 1) distinct free ports, one per line: the sockets are held open until all are bound, so the OS
+# cannot hand out one port twice (it did: two agents of one node got 60151 and `ray start` refused).
+free_ports() {
+  "$PY" -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))' "${1:-1}"
+}
+free_port() { free_ports 1; }
 
 start_node() {  # $1 = name, rest = ray start args
   local name=$1; shift
   # Each node gets its own agent/metrics ports so several nodes can share one host.
+  local ports; mapfile -t ports < <(free_ports 4)
   nohup "$RAY" start --block --num-cpus "$NODE_CPUS" --disable-usage-stats \
-    --dashboard-agent-listen-port "$(free_port)" --dashboard-agent-grpc-port "$(free_port)" \
-    --runtime-env-agent-port "$(free_port)" --metrics-export-port "$(free_port)" \
+    --dashboard-agent-listen-port "${ports[0]}" --dashboard-agent-grpc-port "${ports[1]}" \
+    --runtime-env-agent-port "${ports[2]}" --metrics-export-port "${ports[3]}" \
     "$@" >"$STATE/$name.log" 2>&1 &
   echo $! >"$STATE/$name.pid"
 }
