@@ -74,9 +74,9 @@ def piece_order(groups: list[int], seed: int | None, epoch: int) -> list[int]:
     if seed is None:
         return list(range(len(groups)))
     rng = np.random.default_rng([seed, epoch])
-    keys = np.empty(len(groups))
-    for part in sorted(set(groups)):
-        members = np.flatnonzero(np.asarray(groups) == part)
+    keys, parts = np.empty(len(groups)), np.asarray(groups)
+    for part in np.unique(parts):
+        members = np.flatnonzero(parts == part)
         slots = (np.arange(len(members)) + rng.random(len(members))) / len(members)
         keys[rng.permutation(members)] = slots
     return np.argsort(keys, kind="stable").tolist()
@@ -98,8 +98,8 @@ class PieceDatasource(Datasource):
 
     ``seed`` None reads in part order (evaluation); an int shuffles the order on every execution of the
     dataset, that is every epoch (Ray counts executions in ``DataContext._execution_idx``, the counter its own
-    file shuffle reseeds from). A resumed training job counts epochs from 0 again, so its piece orders repeat
-    the first epochs' (its batches still differ: the pool's shuffle is seeded by the trained epoch).
+    file shuffle reseeds from). A resumed worker group starts that count at the epoch it resumes in
+    (``pipeline.ExactlyOnceDataConfig``'s ``start_epoch``), so the resumed epoch is read in its original order.
     """
 
     def __init__(self, pieces: list[Piece], *, labeled_only: bool, seed: int | None):

@@ -113,9 +113,10 @@ def claim_storage(cfg: ExperimentConfig, *, overwrite: bool) -> Path:
 
 
 def write_marker(root: Path, record: dict) -> None:
-    tmp = root / f".{MARKER}.tmp"
-    tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
-    os.replace(tmp, root / MARKER)  # never half-written: --resume and --overwrite both trust it
+    """Never half-written: --resume and --overwrite both trust it."""
+    from unispeech_platform.data.summary import atomic_write_text
+
+    atomic_write_text(root / MARKER, json.dumps(record) + "\n")
 
 
 RESUME_FREE = ("ray.", "tracking.")
@@ -162,9 +163,9 @@ def save_arm_result(root: Path, result: ArmResult) -> None:
     record = {"name": result.name, "seed": result.seed, "label": result.label, "run_id": result.run_id,
               "seconds": result.seconds, "scores": [dataclasses.asdict(s) for s in result.scores],
               "machine": result.machine or machine()}
-    tmp = root / f".{result.label}{RESULT_SUFFIX}.tmp"
-    tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
-    os.replace(tmp, root / f"{result.label}{RESULT_SUFFIX}")
+    from unispeech_platform.data.summary import atomic_write_text
+
+    atomic_write_text(root / f"{result.label}{RESULT_SUFFIX}", json.dumps(record) + "\n")
 
 
 def load_arm_result(root: Path, label: str, predictions: Path) -> ArmResult | None:
