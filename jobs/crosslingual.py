@@ -3,8 +3,9 @@ same updates and batch budget -- supervised transfer (CTC only, labeled rows onl
 only, wav2vec 2.0/XLSR-style) and UniSpeech (joint CTC + contrastive with replace_prob) -- each fine-tuned on the
 low-resource targets and scored per language (test, and test_shifted when the corpus has it).
 
-    python -m jobs.crosslingual --config configs/crosslingual_cpu.yaml            # labeled only, ~95 min, 2-core CPU (bf16)
-    python -m jobs.crosslingual --config configs/crosslingual_cpu_unlabeled.yaml  # + unlabeled target audio, ~95 min
+    python -m jobs.crosslingual --config configs/crosslingual_cpu.yaml            # labeled only
+    python -m jobs.crosslingual --config configs/crosslingual_cpu_unlabeled.yaml  # + unlabeled target audio
+    (each ~95 min on a 2-core CPU with native bf16, ~5 h in fp32 without it: docs/performance.md)
     python -m jobs.crosslingual --config configs/crosslingual_gpu.yaml      # GPU cluster (RAY_ADDRESS)
 
 Every arm runs once per seed (experiment.seeds); the table shows mean ± sd over seeds and the reference arm's
