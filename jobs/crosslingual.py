@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None):
         run_or_exit(check_results_file, cfg.experiment.results_path, cfg.experiment.name)
     result = cli.run(cfg, overwrite=overwrite, resume=resume)
     from unispeech_platform.experiments.report import results_markdown
-    from unispeech_platform.experiments.runner import machine
+    from unispeech_platform.runtime.hardware import machine_line
 
-    text = results_markdown(cfg, result, command=command, date=cli.today(), machine=machine())
+    text = results_markdown(cfg, result, command=command, date=cli.today(), machine=machine_line())
     print("\n" + text)
     if cfg.experiment.results_path:
         path = run_or_exit(write_results_block, cfg.experiment.results_path, cfg.experiment.name, text)

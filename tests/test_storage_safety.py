@@ -82,7 +82,7 @@ def test_entrypoints_exit_2_with_one_line_naming_the_key(argv, key):
 
 def _previous_run(base, name: str, *, marker: bool = True):
     """What a finished run of experiment ``name`` leaves: the marker and an arm's checkpoint."""
-    from unispeech_platform.experiments.runner import MARKER
+    from unispeech_platform.experiments.storage import MARKER
 
     root = base / "runs" / name
     ckpt = root / "unispeech-pretrain" / "step_00000004" / "ds" / "mp_rank_00_model_states.pt"
@@ -115,7 +115,7 @@ def test_overwrite_replaces_only_a_directory_the_experiment_made(tmp_path, capsy
     refused and kept; with the marker the previous run is removed and the directory claimed afresh."""
     from jobs import quickstart
     from unispeech_platform.experiments.config import ExperimentConfig
-    from unispeech_platform.experiments.runner import MARKER, claim_storage
+    from unispeech_platform.experiments.storage import MARKER, claim_storage
 
     base = tmp_path / "base"
     root, ckpt = _previous_run(base, "quickstart-tiny", marker=False)

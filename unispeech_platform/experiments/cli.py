@@ -36,7 +36,8 @@ def parse(module: str, doc: str, default_config: str, argv: list[str] | None, *,
                         "kept, the first unfinished one starts again from pretraining (same config required)")
     cfg, ns = load_job_config(parser, ExperimentConfig, argv)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
-    from unispeech_platform.experiments.runner import check_resumable, check_storage, validate
+    from unispeech_platform.experiments.runner import validate
+    from unispeech_platform.experiments.storage import check_resumable, check_storage
 
     resume = bool(getattr(ns, "resume", False))
     if resume and ns.overwrite:

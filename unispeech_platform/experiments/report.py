@@ -32,7 +32,7 @@ class ArmResult:
     utterances: dict[str, dict[str, UtteranceErrors]] = field(default_factory=dict)
     """split -> lang -> per-utterance edits (what the seed statistics and the bootstrap need), splits sorted."""
     machine: str = ""
-    """Where it ran (runner.machine()); a --resume may join results of several machines."""
+    """Where it ran (runtime.hardware.machine_line()); a --resume may join results of several machines."""
 
     def per(self) -> dict[str, float]:
         """lang -> PER on the first scored split; MACRO -> the average."""

@@ -110,6 +110,14 @@ def detect_hardware(cpuinfo_path: str | os.PathLike[str] = "/proc/cpuinfo", *, p
     return HardwareFacts(model, flags, usable_cpus(), capabilities, names)
 
 
+def machine_line() -> str:
+    """One line naming where a result was measured (an experiment's results block, its MLflow tag ``machine``):
+    the facts its speed depends on, i.e. CPU model, usable cores, native-bf16 flags, GPUs, torch and the OS."""
+    import torch
+
+    return f"{detect_hardware().describe()}, torch {torch.__version__}, {platform.system()}"
+
+
 @dataclass(frozen=True)
 class PrecisionChoice:
     """The compute precision of a job and the fact that decided it."""
