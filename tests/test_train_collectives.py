@@ -5,8 +5,8 @@ collectives matched: if one rank takes a different branch (one more micro-batch,
 a metric key the others lack) the job hangs or reports wrong numbers. The end-to-end tests only see that as a hang
 or a slow drift, so these tests pin the exact per-rank results on two local processes in a few seconds.
 
-Each test runs a module-level worker function on ranks 0 and 1 (`_run_two_ranks`): the processes are forked, join a
-gloo group over TCP on 127.0.0.1, and hand back the worker's return value as a pickle file.
+Each test runs a module-level worker function on ranks 0 and 1 (`_run_two_ranks`): the processes start from a
+forkserver, join a gloo group over TCP on 127.0.0.1, and hand back the worker's return value as a pickle file.
 """
 
 from __future__ import annotations
@@ -34,6 +34,12 @@ from unispeech_platform.train.loop import accumulate_update
 from unispeech_platform.train.metrics import Window, all_finite, all_gather_items, all_reduce_sums
 
 WORLD = 2
+# Ranks fork from a clean forkserver, never from pytest itself: by the time this module runs, earlier modules have left
+# threads in the pytest process (Ray, gRPC, MLflow, OpenMP), and a fork taken while one of them holds a malloc lock
+# can crash the child ("double free or corruption", SIGABRT; CI of 2026-12-02). The server imports the heavy packages
+# once (spawn would re-import Ray and DeepSpeed in every rank, ~5 s each); each rank then forks from it.
+FORKSERVER_PRELOAD = ["torch.distributed", "unispeech_platform.train"]
+mp.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
 JOIN_TIMEOUT_S = 60.0  # generous for a loaded 2-core machine; a healthy run takes well under a few seconds
 CPU = torch.device("cpu")
 
@@ -48,7 +54,7 @@ def _free_port() -> int:
 
 
 def _rank_entry(rank: int, fn: Callable[..., Any], port: int, out_dir: str, args: tuple[Any, ...]) -> None:
-    torch.set_num_threads(1)  # forked child: keep OpenMP out of it; the tensors here are tiny anyway
+    torch.set_num_threads(1)  # the tensors here are tiny: a second OpenMP thread only adds waits
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=30)
     )
@@ -65,10 +71,8 @@ def _run_two_ranks(fn: Callable[..., Any], tmp_path: Path, *args: Any) -> list[A
     """Run `fn(rank, *args)` on a two-process gloo group; return each rank's return value, by rank."""
     out_dir = tmp_path / f"ranks-{fn.__name__}"
     out_dir.mkdir()
-    # fork, not spawn: a spawned child would re-import this module and with it unispeech_platform.train, whose
-    # package __init__ pulls in Ray and DeepSpeed (many seconds per process).
     ctx = mp.start_processes(
-        _rank_entry, args=(fn, _free_port(), str(out_dir), args), nprocs=WORLD, join=False, start_method="fork"
+        _rank_entry, args=(fn, _free_port(), str(out_dir), args), nprocs=WORLD, join=False, start_method="forkserver"
     )
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     while not ctx.join(timeout=1.0):  # raises ProcessRaisedException (with the traceback) if a rank failed

@@ -1,7 +1,7 @@
 """Preemption and crash loops (docs/training.md#fault-tolerance).
 
-- gloo, two forked ranks, no Ray (the harness of test_train_collectives.py): an out-of-memory forward pass on one
-  rank is skipped by every rank and counted; too many in a row stop every rank; SIGTERM on one rank (the real
+- gloo, two ranks from a forkserver, no Ray (the harness of test_train_collectives.py): an out-of-memory forward
+  pass on one rank is skipped by every rank and counted; too many in a row stop every rank; SIGTERM on one rank (the real
   handler, a real signal) stops every rank at the same update boundary; a second SIGTERM exits as before.
 - the restart history's verdicts on hand-written event files (no Ray).
 - real jobs (slow): SIGTERM to a training worker mid-run -> checkpoint at that update, restart from it, exactly
