@@ -18,46 +18,45 @@ def test_crosslingual_three_arms_and_a_resume_after_a_stop(tmp_path_factory, cap
     results = base / "results.md"
     base.mkdir(parents=True, exist_ok=True)
     results.write_text("# Hand-written\n\nKeep me.\n")
-    with local_ray():
+    with local_ray():  # one Ray for the run and its resume (a job joins the Ray that is up): one cold start
         result = crosslingual.main([*tiny_args("configs/crosslingual_tiny.yaml", base),
                                     "--set", f"experiment.results_path={results}"])
-    assert [a.name for a in result.arms] == ["supervised", "self_supervised", "unispeech"]
-    text = results.read_text()  # the generated block appended between its markers, the rest kept
-    assert text.startswith("# Hand-written\n\nKeep me.\n\n<!-- BEGIN GENERATED: crosslingual-tiny -->\n")
-    assert text.endswith("<!-- END GENERATED: crosslingual-tiny -->\n") and text.count("BEGIN GENERATED") == 1
-    assert "python -m jobs.crosslingual --config configs/crosslingual_tiny.yaml" in text
-    assert "| arm | pt | avg |" in text and "unispeech vs self_supervised:" in text and "cores" in text
-    client = MlflowClient(tracking_uri=f"sqlite:///{base / 'mlflow.db'}")
-    parent = client.get_run(result.run_id).data.metrics
-    assert {"per/unispeech/avg", "per/supervised/pt", "rel_reduction/vs_self_supervised",
-            "rel_reduction_ci_low/vs_supervised", "rel_reduction_ci_high/vs_supervised"} <= set(parent)
-    arms = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'")
-    assert sorted(r.info.run_name for r in arms) == ["self_supervised", "supervised", "unispeech"]
-    assert all("per/pt" in r.data.metrics for r in arms)
+        assert [a.name for a in result.arms] == ["supervised", "self_supervised", "unispeech"]
+        text = results.read_text()  # the generated block appended between its markers, the rest kept
+        assert text.startswith("# Hand-written\n\nKeep me.\n\n<!-- BEGIN GENERATED: crosslingual-tiny -->\n")
+        assert text.endswith("<!-- END GENERATED: crosslingual-tiny -->\n") and text.count("BEGIN GENERATED") == 1
+        assert "python -m jobs.crosslingual --config configs/crosslingual_tiny.yaml" in text
+        assert "| arm | pt | avg |" in text and "unispeech vs self_supervised:" in text and "cores" in text
+        client = MlflowClient(tracking_uri=f"sqlite:///{base / 'mlflow.db'}")
+        parent = client.get_run(result.run_id).data.metrics
+        assert {"per/unispeech/avg", "per/supervised/pt", "rel_reduction/vs_self_supervised",
+                "rel_reduction_ci_low/vs_supervised", "rel_reduction_ci_high/vs_supervised"} <= set(parent)
+        arms = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'")
+        assert sorted(r.info.run_name for r in arms) == ["self_supervised", "supervised", "unispeech"]
+        assert all("per/pt" in r.data.metrics for r in arms)
 
-    # Stopped during its last arm: a killed process leaves no result file for it and its MLflow run RUNNING.
-    root = base / "runs" / "crosslingual-tiny"
-    (root / "unispeech-result.json").unlink()
-    stale = next(r.info.run_id for r in arms if r.info.run_name == "unispeech")
-    client.update_run(stale, status="RUNNING")
-    kept_file = (root / "supervised-result.json").read_bytes()
-    args = [*tiny_args("configs/crosslingual_tiny.yaml", base), "--set", f"experiment.results_path={results}"]
-    for extra, code, says in ((["--set", "finetune.overrides.train.max_steps=3"], 3, "finetune.overrides.train.max_steps"),
-                              (["--overwrite"], 2, "exclude each other")):
-        with pytest.raises(SystemExit) as stop:
-            crosslingual.main([*args, *extra, "--resume"])
-        assert stop.value.code == code and says in capsys.readouterr().err
-    with local_ray():
+        # Stopped during its last arm: a killed process leaves no result file for it and its MLflow run RUNNING.
+        root = base / "runs" / "crosslingual-tiny"
+        (root / "unispeech-result.json").unlink()
+        stale = next(r.info.run_id for r in arms if r.info.run_name == "unispeech")
+        client.update_run(stale, status="RUNNING")
+        kept_file = (root / "supervised-result.json").read_bytes()
+        args = [*tiny_args("configs/crosslingual_tiny.yaml", base), "--set", f"experiment.results_path={results}"]
+        for extra, code, says in ((["--set", "finetune.overrides.train.max_steps=3"], 3, "finetune.overrides.train.max_steps"),
+                                  (["--overwrite"], 2, "exclude each other")):
+            with pytest.raises(SystemExit) as stop:
+                crosslingual.main([*args, *extra, "--resume"])
+            assert stop.value.code == code and says in capsys.readouterr().err
         resumed = crosslingual.main([*args, "--resume"])
-    assert [a.name for a in resumed.arms] == ["supervised", "self_supervised", "unispeech"]
-    assert list(resumed.kept) == ["supervised", "self_supervised"] and resumed.run_id == result.run_id
-    assert (root / "supervised-result.json").read_bytes() == kept_file  # not run again
-    assert resumed.arms[0].per() == result.arms[0].per()
-    assert client.get_run(stale).info.status == "KILLED" and client.get_run(result.run_id).info.status == "FINISHED"
-    arms = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'")
-    assert sorted(r.info.run_name for r in arms) == ["self_supervised", "supervised", "unispeech", "unispeech"]
-    text = results.read_text()
-    assert text.count("BEGIN GENERATED") == 1 and "resumed (`--resume`): 2 run(s) finished before it" in text
+        assert [a.name for a in resumed.arms] == ["supervised", "self_supervised", "unispeech"]
+        assert list(resumed.kept) == ["supervised", "self_supervised"] and resumed.run_id == result.run_id
+        assert (root / "supervised-result.json").read_bytes() == kept_file  # not run again
+        assert resumed.arms[0].per() == result.arms[0].per()
+        assert client.get_run(stale).info.status == "KILLED" and client.get_run(result.run_id).info.status == "FINISHED"
+        arms = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'")
+        assert sorted(r.info.run_name for r in arms) == ["self_supervised", "supervised", "unispeech", "unispeech"]
+        text = results.read_text()
+        assert text.count("BEGIN GENERATED") == 1 and "resumed (`--resume`): 2 run(s) finished before it" in text
 
 
 @pytest.mark.parametrize("preset", ["crosslingual_tiny", "crosslingual_cpu", "crosslingual_gpu", "quickstart"])

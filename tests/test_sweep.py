@@ -18,6 +18,17 @@ def corpus(tmp_path_factory):
     return two_lang_corpus(tmp_path_factory)
 
 
+@pytest.fixture(scope="module")
+def private_ray():
+    """One private Ray for the module's sweeps, never one left running on this machine (the tests that check
+    that config mistakes fail before Ray run first, without it)."""
+    import ray
+
+    ray.init(address="local", num_cpus=8, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
 def _args(corpus, tmp_path, *extra):
     fixed = {
         "data.path": str(corpus), "train.num_workers": 1, "train.max_steps": 8, "train.eval_every": 2,
@@ -38,20 +49,35 @@ def _args(corpus, tmp_path, *extra):
     return argv + list(extra)
 
 
-@pytest.mark.slow
-def test_three_trial_sweep_nested_runs_asha_and_best_config(corpus, tmp_path):
+def test_bad_sweep_keys_fail_before_ray(tmp_path, capsys):
     import ray
+
+    import jobs.sweep
+
+    argv = _args(tmp_path, tmp_path, "--set", 'sweep.search_space={"model.no_such_knob": {"uniform": [0, 1]}}')
+    with pytest.raises(SystemExit) as exc:
+        jobs.sweep.main(argv)
+    assert exc.value.code == 2 and "no_such_knob" in capsys.readouterr().err
+    argv = _args(tmp_path, tmp_path, "--set", "sweep.pretrain_overrides={train.eval_every: 3, checkpoint.every_steps: 4}")
+    with pytest.raises(SystemExit):
+        jobs.sweep.main(argv)
+    assert "eval_every" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        jobs.sweep.main(_args(tmp_path, tmp_path, "--set", "sweep.grace_period=100"))
+    assert "grace_period" in capsys.readouterr().err
+    assert not ray.is_initialized()
+    assert yaml.safe_load(CONFIG.read_text())["sweep"]["search_space"]  # the preset's default space is non-empty
+
+
+@pytest.mark.slow
+def test_three_trial_sweep_nested_runs_asha_and_best_config(corpus, private_ray, tmp_path):
     from mlflow.tracking import MlflowClient
 
     import jobs.sweep
     from unispeech_platform.config import PretrainJobConfig, load_config
 
-    ray.init(address="local", num_cpus=8, include_dashboard=False)  # a private Ray, never one left running here
-    try:
-        result = jobs.sweep.main(_args(corpus, tmp_path))
-        resumed = jobs.sweep.main(_args(corpus, tmp_path, "--resume"))
-    finally:
-        ray.shutdown()
+    result = jobs.sweep.main(_args(corpus, tmp_path))
+    resumed = jobs.sweep.main(_args(corpus, tmp_path, "--resume"))
 
     assert len(result.rows) == 3
     by_lr = sorted(result.rows, key=lambda r: -r["optim.lr"])
@@ -86,31 +112,10 @@ def test_three_trial_sweep_nested_runs_asha_and_best_config(corpus, tmp_path):
     assert sorted(r["trial"] for r in resumed.rows) == sorted(r["trial"] for r in result.rows)
 
 
-def test_bad_sweep_keys_fail_before_ray(tmp_path, capsys):
-    import ray
-
-    import jobs.sweep
-
-    argv = _args(tmp_path, tmp_path, "--set", 'sweep.search_space={"model.no_such_knob": {"uniform": [0, 1]}}')
-    with pytest.raises(SystemExit) as exc:
-        jobs.sweep.main(argv)
-    assert exc.value.code == 2 and "no_such_knob" in capsys.readouterr().err
-    argv = _args(tmp_path, tmp_path, "--set", "sweep.pretrain_overrides={train.eval_every: 3, checkpoint.every_steps: 4}")
-    with pytest.raises(SystemExit):
-        jobs.sweep.main(argv)
-    assert "eval_every" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        jobs.sweep.main(_args(tmp_path, tmp_path, "--set", "sweep.grace_period=100"))
-    assert "grace_period" in capsys.readouterr().err
-    assert not ray.is_initialized()
-    assert yaml.safe_load(CONFIG.read_text())["sweep"]["search_space"]  # the preset's default space is non-empty
-
-
 @pytest.mark.slow
-def test_sweep_trial_fine_tunes_from_its_pretraining_ctc_head(corpus, tmp_path):
+def test_sweep_trial_fine_tunes_from_its_pretraining_ctc_head(corpus, private_ray, tmp_path):
     """With a fine-tuning stage the trials are ranked by dev PER over pretraining + fine-tuning steps, and
     init_ctc_head starts the fine-tuning head from the trial's own pretraining CTC head (as jobs.crosslingual)."""
-    import ray
     import torch
     from mlflow.tracking import MlflowClient
     from safetensors.torch import load_file
@@ -124,11 +129,7 @@ def test_sweep_trial_fine_tunes_from_its_pretraining_ctc_head(corpus, tmp_path):
              "--set", f"sweep.finetune_overrides={yaml_value(ft)}", "--set", "sweep.init_ctc_head=true",
              "--set", 'sweep.search_space={"model.mask_time_prob": {"grid": [0.3]}}', "--set", "sweep.scheduler=fifo",
              "--set", "sweep.name=ft"]
-    ray.init(address="local", num_cpus=8, include_dashboard=False)  # a private Ray, never one left running here
-    try:
-        result = jobs.sweep.main(_args(corpus, tmp_path, *extra))
-    finally:
-        ray.shutdown()
+    result = jobs.sweep.main(_args(corpus, tmp_path, *extra))
 
     (row,) = result.rows
     assert row["status"] == "COMPLETED" and row["trial_step"] == 8 + 2
