@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from evaluate_helpers import ROOT, two_lang_corpus
+from train_helpers import local_ray
 
 from unispeech_platform.config import yaml_value
 
@@ -22,11 +23,8 @@ def corpus(tmp_path_factory):
 def private_ray():
     """One private Ray for the module's sweeps, never one left running on this machine (the tests that check
     that config mistakes fail before Ray run first, without it)."""
-    import ray
-
-    ray.init(address="local", num_cpus=8, include_dashboard=False)
-    yield
-    ray.shutdown()
+    with local_ray():
+        yield
 
 
 def _args(corpus, tmp_path, *extra):
