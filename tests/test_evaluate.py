@@ -11,6 +11,7 @@ import jiwer
 import pytest
 import torch
 from evaluate_helpers import CI_MODEL, ROOT, tiny_ctc_model, two_lang_corpus
+from train_helpers import local_ray
 
 CONFIG = ROOT / "configs" / "evaluate_tiny.yaml"
 
@@ -41,7 +42,6 @@ def _expected_per(corpus: Path, model_dir: Path, split: str) -> dict[str, jiwer.
 
 @pytest.mark.slow
 def test_per_per_language_matches_jiwer_and_lands_in_the_training_run(corpus, tmp_path, capsys):
-    import ray
     from mlflow.tracking import MlflowClient
 
     import jobs.evaluate
@@ -54,15 +54,12 @@ def test_per_per_language_matches_jiwer_and_lands_in_the_training_run(corpus, tm
     (job_dir / "step_00000003").mkdir()
     (job_dir / "step_00000003" / "train_state.json").write_text(json.dumps({"step": 3, "run_id": train_run}))
 
-    ray.init(address="local", num_cpus=8, include_dashboard=False)  # a private Ray, never one left running here
-    try:
+    with local_ray():  # a private Ray, never one left running here
         result = jobs.evaluate.main([
             "--config", str(CONFIG), "--set", f"evaluate.model_path={job_dir}", "--set", f"data.path={corpus}",
             "--set", "evaluate.splits=[dev, test]", "--set", f"evaluate.output_dir={tmp_path / 'eval'}",
             "--set", f"tracking.uri={uri}", "--set", "evaluate.batch_rows=8",
         ])
-    finally:
-        ray.shutdown()
 
     assert result.run_id == train_run
     for split in ("dev", "test"):
@@ -170,23 +167,18 @@ def test_ray_train_checkpoint_is_converted_and_keeps_its_run_id(tmp_path):
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
 
 
-@pytest.mark.slow
 def _evaluate_untracked(model_dir, data, output_dir):
     """jobs.evaluate on a private local Ray (never one left running here), tracking off."""
-    import ray
-
     import jobs.evaluate
 
-    ray.init(address="local", num_cpus=8, include_dashboard=False)
-    try:
+    with local_ray():
         return jobs.evaluate.main([
             "--config", str(CONFIG), "--set", f"evaluate.model_path={model_dir}", "--set", f"data.path={data}",
             "--set", f"evaluate.output_dir={output_dir}", "--set", "tracking.enabled=false",
         ])
-    finally:
-        ray.shutdown()
 
 
+@pytest.mark.slow
 def test_corpus_without_vocab_is_scored_with_the_models_and_oov_phones_are_counted(corpus, tmp_path):
     """The corpus has no vocab.json and the model lacks two of its phones: evaluation runs with the model's
     vocabulary, keeps every utterance, and counts the phones outside it per language (scored as errors)."""

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from evaluate_helpers import CI_MODEL, ROOT, two_lang_corpus
+from train_helpers import local_ray
 
 CONFIG = ROOT / "configs" / "lid_tiny.yaml"
 STEPS = 200
@@ -25,7 +26,6 @@ def _dev_rows(corpus) -> int:
 
 @pytest.mark.slow
 def test_lid_separates_two_languages_far_above_chance(corpus, tmp_path):
-    import ray
     from mlflow.tracking import MlflowClient
 
     import jobs.lid
@@ -42,11 +42,8 @@ def test_lid_separates_two_languages_far_above_chance(corpus, tmp_path):
     argv = ["--config", str(CONFIG)]
     for k, v in sets.items():
         argv += ["--set", f"{k}={v}"]
-    ray.init(address="local", num_cpus=8, include_dashboard=False)  # a private Ray, never one left running here
-    try:
+    with local_ray():  # a private Ray, never one left running here
         report = jobs.lid.main(argv)
-    finally:
-        ray.shutdown()
 
     assert report.labels == ["es", "ru"]
     n = sum(map(sum, report.confusion))
