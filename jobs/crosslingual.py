@@ -5,8 +5,8 @@ low-resource targets and scored per language (test, and test_shifted when the co
 
     python -m jobs.crosslingual --config configs/crosslingual_cpu.yaml            # labeled only
     python -m jobs.crosslingual --config configs/crosslingual_cpu_unlabeled.yaml  # + unlabeled target audio
-    (2-core CPU with native bf16: ~95 min estimated; measured 142 min for the first, 128 min for the second,
-    on two such machines; ~5 h in fp32 without bf16: docs/performance.md)
+    (2-core CPU with native bf16: 91 min measured for the first; ~3.7 h in fp32 without bf16:
+    docs/performance.md)
     python -m jobs.crosslingual --config configs/crosslingual_gpu.yaml      # GPU cluster (RAY_ADDRESS)
 
 Every arm runs once per seed (experiment.seeds); the table shows mean ± sd over seeds and the reference arm's
