@@ -170,3 +170,26 @@ def test_nested_override_sets_a_key_without_replacing_the_preset_section():
     assert {k: pre.model.overrides()[k] for k in ("hidden_size", "num_hidden_layers", "num_negatives")} == {
         k: tiny[k] for k in ("hidden_size", "num_hidden_layers", "num_negatives")}
     assert ft is not None and ft.data.labeled_only
+
+
+def test_a_data_path_set_on_the_command_line_reaches_the_trials_absolute(tmp_path, monkeypatch):
+    """`--set sweep.pretrain_overrides.data.path=...` arrives nested beside the YAML's dotted `data.path`; trials run
+    in their own directories, so the path they get must be that one, absolute (it used to be the nested relative
+    one, applied last: every trial failed with 'corpus directory does not exist' after Ray had started)."""
+    from unispeech_platform.config import PretrainJobConfig, as_overrides, load_config
+    from unispeech_platform.tune.config import SweepJobConfig
+    from unispeech_platform.tune.search_space import validate_sweep
+    from unispeech_platform.tune.sweep import _abs_paths
+
+    monkeypatch.chdir(ROOT)  # where a user runs jobs.sweep (the config's stage configs are relative to it)
+    cfg = load_config(SweepJobConfig, ROOT / "configs" / "sweep_crosslingual_cpu.yaml",
+                      ["sweep.pretrain_overrides.data.path=other/high", "sweep.pretrain_overrides.data.vocab_path=other/v.json"])
+    assert cfg.sweep.pretrain_overrides["data.path"] == "data/crosslingual-labeled/high"  # both forms are there
+    assert cfg.sweep.pretrain_overrides["data"] == {"path": "other/high", "vocab_path": "other/v.json"}
+    pre, _ = validate_sweep(cfg.sweep)
+    shipped = _abs_paths(pre, cfg.sweep.pretrain_overrides)
+    monkeypatch.chdir(tmp_path)  # a trial actor's own directory
+    trial = load_config(PretrainJobConfig, ROOT / "configs" / "tiny.yaml", as_overrides(shipped))
+    assert str(trial.data.path) == str(ROOT / "other" / "high")
+    assert str(trial.data.vocab_path) == str(ROOT / "other" / "v.json")
+    assert trial.train.max_steps == pre.train.max_steps == 450  # the other fixed overrides still arrive

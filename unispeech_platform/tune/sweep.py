@@ -39,10 +39,13 @@ class SweepResult:
 
 
 def _abs_paths(job, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Trial actors run in their own directories: ship the data paths absolute (URIs unchanged)."""
+    """Trial actors run in their own directories: ship the data paths absolute (URIs unchanged). Flattened first:
+    ``--set sweep.pretrain_overrides.data.path=...`` arrives nested (``{"data": {"path": ...}}``) beside the YAML's
+    dotted ``data.path``, and as_overrides would apply the nested, still relative, one last."""
+    from unispeech_platform.config import flatten
     from unispeech_platform.data.storage import absolute
 
-    out = {**overrides, "data.path": absolute(job.data.path)}
+    out = {**flatten(overrides), "data.path": absolute(job.data.path)}
     if job.data.vocab_path:
         out["data.vocab_path"] = absolute(job.data.vocab_path)
     return out
