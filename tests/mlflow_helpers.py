@@ -23,9 +23,12 @@ def serve_mlflow(uri: str, log: Path, artifacts: Path | None = None, port: int |
     answers. Artifacts go to ``artifacts`` (default: the server's ./mlartifacts)."""
     port = port or _free_port()
     extra = ["--artifacts-destination", str(artifacts)] if artifacts else []
+    # MLflow 3's job execution (GenAI jobs) starts a runner and eight huey consumers with every server: ~35 s of
+    # CPU per start on a 2-core machine, for a feature nothing here uses (docs/cluster.md#tracking-on-clusters).
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1", *extra], stdout=open(log, "a"), stderr=subprocess.STDOUT,
+         "--port", str(port), "--workers", "1", *extra], stdout=open(log, "a"), stderr=subprocess.STDOUT, env=env,
         start_new_session=True)  # its own process group: `mlflow server` runs uvicorn in a child (kill_mlflow)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
