@@ -1,8 +1,8 @@
-"""Builders shared by the data tests: tones in every container, a corpus of bad and odd rows, a local Ray."""
+"""Builders shared by the data tests: tones in every container, a corpus of bad and odd rows (their local Ray is
+train_helpers.local_ray, like every other test's)."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 from pathlib import Path
@@ -132,20 +132,6 @@ def build_messy_corpus(root: Path) -> tuple[dict[str, str], set[str]]:
     write_part(root, "es", "dev", good_rows("es-dev", 4))
     PhoneTokenizer.from_phones([PHONES]).save(root)
     return reasons, {r["id"] for r in es_train + ru_train}
-
-
-@contextlib.contextmanager
-def local_ray(num_cpus: int = 8):
-    """More logical CPUs than cores, or Ray Data starves on 2 cores (docs/architecture.md#ray-train-ray-data-and-ray-tune). Module-scoped in tests,
-    so it never overlaps the training tests' own local Ray."""
-    import ray
-
-    # address="local": a new instance even when another session runs `ray start` on this machine.
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def peak_hz(wave: np.ndarray, rate: int = 16000) -> float:

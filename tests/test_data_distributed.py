@@ -8,7 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from data_helpers import PHONES, build_messy_corpus, good_rows, local_ray, write_part
+from data_helpers import PHONES, build_messy_corpus, good_rows, write_part
+from train_helpers import local_ray
 
 from unispeech_core.tokenizer import PhoneTokenizer
 from unispeech_platform.config.data import DataConfig

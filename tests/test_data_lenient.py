@@ -12,7 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from data_helpers import PHONES, encode, good_rows, local_ray, tone, write_part
+from data_helpers import PHONES, encode, good_rows, tone, write_part
+from train_helpers import local_ray
 
 from jobs import validate_data
 from unispeech_core.tokenizer import PhoneTokenizer

@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from data_helpers import build_messy_corpus, encode, good_rows, local_ray, peak_hz, write_part
+from data_helpers import build_messy_corpus, encode, good_rows, peak_hz, write_part
+from train_helpers import local_ray
 
 from jobs import validate_data
 from unispeech_core.tokenizer import PhoneTokenizer

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from data_helpers import encode, local_ray, tone
+from data_helpers import encode, tone
+from train_helpers import local_ray
 
 from jobs import import_dataset, validate_data
 from unispeech_platform.config.data import DataConfig

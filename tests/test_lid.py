@@ -34,8 +34,8 @@ def test_lid_separates_two_languages_far_above_chance(corpus, tmp_path):
     sets = {
         "model": json.dumps(model), "data.path": str(corpus), "data.max_batch_size": 8, "data.max_batch_seconds": 30,
         "finetune.init_from": "null", "finetune.freeze_feature_encoder": "false", "train.num_workers": 1,
-        "train.max_steps": STEPS, "train.eval_every": 20, "train.log_every": 10, "train.eval_max_batches": 8,
-        "optim.lr": 2e-3, "optim.warmup_steps": 10, "checkpoint.every_steps": 20,
+        "train.max_steps": STEPS, "train.eval_every": 40, "train.log_every": 10, "train.eval_max_batches": 8,
+        "optim.lr": 2e-3, "optim.warmup_steps": 10, "checkpoint.every_steps": 40,
         "checkpoint.storage_path": str(tmp_path / "runs"), "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "ray.data_context": json.dumps({"target_max_block_size": 262144}),
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from experiment_helpers import tiny_quickstart
-from mlflow_helpers import serve_mlflow
+from mlflow_helpers import kill_mlflow, serve_mlflow
 
 from unispeech_platform.tracking import ui_path
 
@@ -72,5 +72,4 @@ def test_mlflow_ui_shows_run_and_per_metrics(tmp_path_factory, tmp_path):
         screenshot_run(url, result.experiment_id, result.run_id, ["quickstart-tiny", "per/pt"], shot)
         assert shot.stat().st_size > 10_000
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        kill_mlflow(proc)  # the server and its uvicorn child

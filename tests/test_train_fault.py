@@ -49,10 +49,11 @@ def test_resume_continues_a_stopped_job_in_the_same_mlflow_run(tmp_path):
 
     corpus = make_tiny_corpus(tmp_path / "corpus")
     with local_ray():
-        first = run_training(ci_job(corpus, tmp_path, "stopped", "train.max_steps=4", "checkpoint.every_steps=2"))
+        one = "train.num_workers=1"  # a resume is per run, not per rank (the SIGKILL test above needs two)
+        first = run_training(ci_job(corpus, tmp_path, "stopped", "train.max_steps=4", "checkpoint.every_steps=2", one))
         with pytest.raises(JobSetupError, match="--resume"):
-            run_training(ci_job(corpus, tmp_path, "stopped", "train.max_steps=6"))
-        second = run_training(ci_job(corpus, tmp_path, "stopped", "train.max_steps=6"), resume=True)
+            run_training(ci_job(corpus, tmp_path, "stopped", "train.max_steps=6", one))
+        second = run_training(ci_job(corpus, tmp_path, "stopped", "train.max_steps=6", one), resume=True)
     assert second.run_id == first.run_id and second.metrics["step"] == 6
     steps = [s for s, _ in metric_history(second.tracking_uri, second.run_id, "loss")]
     assert sorted(steps) == list(range(1, 7)), steps

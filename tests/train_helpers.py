@@ -62,10 +62,14 @@ def pretrain_command(corpus: Path, tmp: Path, name: str, *overrides: str) -> lis
 
 @contextlib.contextmanager
 def local_ray(num_cpus: int = 8):
-    """More logical CPUs than cores, or train workers starve Ray Data's read tasks (docs/architecture.md#ray-train-ray-data-and-ray-tune)."""
+    """A private local Ray (address="local": a new instance even when another session runs `ray start` here), with
+    more logical CPUs than cores, or train workers starve Ray Data's read tasks
+    (docs/architecture.md#ray-train-ray-data-and-ray-tune). Workers' logs stay in Ray's log files, as for a job
+    started from the command line (runtime/ray_session.py): forwarding them costs CPU, and the console under test
+    is what a user sees."""
     import ray
 
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
