@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from train_helpers import free_port
 
 
 def serve_mlflow(uri: str, log: Path, artifacts: Path | None = None, port: int | None = None):
     """`mlflow server` on 127.0.0.1 (``port``, default a free one); returns (process, base url) once /health
     answers. Artifacts go to ``artifacts`` (default: the server's ./mlartifacts)."""
-    port = port or _free_port()
+    port = port or free_port()
     extra = ["--artifacts-destination", str(artifacts)] if artifacts else []
     # MLflow 3's job execution (GenAI jobs) starts a runner and eight huey consumers with every server: ~35 s of
     # CPU per start on a 2-core machine, for a feature nothing here uses (docs/cluster.md#tracking-on-clusters).

@@ -18,16 +18,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from train_helpers import ROOT
+from train_helpers import ROOT, free_port
 
 SCRIPT = ROOT / "cluster" / "local_cluster.sh"
 RUN_ID = "UNISPEECH_TEST_CLUSTER_RUN"  # set only in the script's env: every process of the cluster inherits it
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _script_env(home: Path, **extra: str) -> dict[str, str]:
@@ -35,7 +30,7 @@ def _script_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in {"RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "XDG_STATE_HOME",
                         "RAY_LOCAL_CLUSTER_DIR", "RAY_LOCAL_TEMP_DIR"}}
-    return {**env, "HOME": str(home), "RAY_HEAD_PORT": str(_free_port()), "RAY_DASHBOARD_PORT": str(_free_port()),
+    return {**env, "HOME": str(home), "RAY_HEAD_PORT": str(free_port()), "RAY_DASHBOARD_PORT": str(free_port()),
             **extra}
 
 

@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import pickle
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from train_helpers import free_port
 
 from unispeech_platform.train.batches import LockstepBatches, lockstep
 from unispeech_platform.train.checkpoint import TrainState
@@ -46,11 +46,6 @@ CPU = torch.device("cpu")
 
 # --------------------------------------------------------------------------------------------------- harness
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank_entry(rank: int, fn: Callable[..., Any], port: int, out_dir: str, args: tuple[Any, ...]) -> None:
@@ -72,7 +67,7 @@ def _run_two_ranks(fn: Callable[..., Any], tmp_path: Path, *args: Any) -> list[A
     out_dir = tmp_path / f"ranks-{fn.__name__}"
     out_dir.mkdir()
     ctx = mp.start_processes(
-        _rank_entry, args=(fn, _free_port(), str(out_dir), args), nprocs=WORLD, join=False, start_method="forkserver"
+        _rank_entry, args=(fn, free_port(), str(out_dir), args), nprocs=WORLD, join=False, start_method="forkserver"
     )
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     while not ctx.join(timeout=1.0):  # raises ProcessRaisedException (with the traceback) if a rank failed

@@ -6,22 +6,16 @@ the job's log. One job for both: a submitted job on a real head is the slowest p
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 
 import pytest
 from mlflow_helpers import kill_mlflow, serve_mlflow
-from train_helpers import ROOT, make_tiny_corpus
+from train_helpers import ROOT, free_port, make_tiny_corpus
 
 pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "cluster" / "local_cluster.sh"
 SECRETS = ("hunter2-pw", "s3cr3t-value", "tracking-pw-value")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_ray_job_submit_runs_pretrain_to_succeeded_and_no_secret_reaches_mlflow_or_the_log(tmp_path):
@@ -30,11 +24,11 @@ def test_ray_job_submit_runs_pretrain_to_succeeded_and_no_secret_reaches_mlflow_
 
     corpus = make_tiny_corpus(tmp_path / "corpus")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    dash = _free_port()
+    dash = free_port()
     env = {
         **os.environ,
         "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",  # the job's `python` is the venv's
-        "RAY_HEAD_PORT": str(_free_port()),
+        "RAY_HEAD_PORT": str(free_port()),
         "RAY_DASHBOARD_PORT": str(dash),
         "RAY_NODE_CPUS": "8",
         "RAY_LOCAL_CLUSTER_DIR": str(tmp_path / "cluster"),

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 from evaluate_helpers import tiny_ctc_model
+from train_helpers import local_ray
 
 import jobs.transcribe
 
@@ -130,16 +131,11 @@ def test_corpus_rows_and_unreadable_inputs(model_dir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_ray_actor_pool_gives_the_same_lines(model_dir, audio_dir, tmp_path):
-    import ray
-
     local, pooled = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
     jobs.transcribe.main(["--model", str(model_dir), "--out", str(local), "--ray", "never", str(audio_dir)])
-    ray.init(address="local", num_cpus=8, include_dashboard=False)  # a private Ray, never one left running here
-    try:
+    with local_ray():  # a private Ray, never one left running here
         summary = jobs.transcribe.main(["--model", str(model_dir), "--out", str(pooled), "--ray", "always",
                                         "--batch-size", "2", str(audio_dir)])
-    finally:
-        ray.shutdown()
     assert summary.used_ray and [Path(f.path).name for f in summary.failures] == ["corrupt.wav"]
     expected, got = _lines(local), _lines(pooled)
     assert set(got) == set(expected)

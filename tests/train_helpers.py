@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -58,6 +59,13 @@ def pretrain_command(corpus: Path, tmp: Path, name: str, *overrides: str) -> lis
             f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}", *overrides]
     return [sys.executable, "-m", "jobs.pretrain", "--config", str(CI_CONFIG),
             *(arg for value in sets for arg in ("--set", value))]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server or a Ray head a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
