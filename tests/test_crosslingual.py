@@ -35,6 +35,7 @@ class KillWhenPlanned(threading.Thread):
         deadline = time.monotonic() + 300
         while not self._planned() and time.monotonic() < deadline:
             time.sleep(0.05)
+        time.sleep(0.5)  # the answer to that last call reaches the experiment first
         kill_mlflow(self.proc)
         self.killed = time.monotonic() < deadline
 
