@@ -122,11 +122,11 @@ def run_arm(stages: ArmStages, seed: int, label: str, runs: ExperimentRuns | Non
     try:
         rows = " (labeled rows only)" if stages.pretrain.data.labeled_only else ""  # a ctc_weight-1 arm
         with progress.step(f"{label}: pretraining on {stages.pretrain.data.path}{rows}", secs, "pretrain"):
-            pre = run_training(stages.pretrain, run_id=planned.pretrain if planned else None)
+            pre = run_training(stages.pretrain, run_id=runs.hand_over(planned.pretrain) if runs and planned else None)
             if stages.init_dir != pre.export_dir:
                 copy_ctc_head(pre.export_dir, stages.init_dir)
         with progress.step(f"{label}: CTC fine-tuning on {stages.finetune.data.path}", secs, "finetune"):
-            run_training(stages.finetune, run_id=planned.finetune if planned else None)
+            run_training(stages.finetune, run_id=runs.hand_over(planned.finetune) if runs and planned else None)
         with progress.step(f"{label}: per-language PER", secs, "evaluate"):
             evaluation = run_evaluation(stages.evaluate)
             scores = evaluation.scores
@@ -220,6 +220,7 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False, resume: bo
         ok = True
     finally:
         if runs:
+            runs.cancel_waiting()
             runs.finish(parent, ok)
             if line := runs.pending_line():
                 print(line, flush=True)

@@ -45,6 +45,8 @@ class ExperimentRuns:
         self.uri, self.cfg, self.stage_spools = uri, cfg, stage_spools
         self.store = RunStore(uri)
         self.best = BestEffortStore(uri, Spool(str(root / SPOOL_NAME)))
+        self.waiting: set[str] = set()
+        """Planned runs no stage has started: KILLED if the experiment stops before it reaches them."""
         self.experiment_id = self._at_start("find the MLflow experiment",
                                             lambda: self.store.experiment_id(cfg.tracking.experiment))
 
@@ -79,12 +81,12 @@ class ExperimentRuns:
         return self._at_start("create the parent run", create)
 
     def _kill_waiting(self, parent: str) -> None:
-        stale = [parent]
-        while stale:  # the interrupted arm's run and its stage runs, and the runs planned for arms never started
-            for run in self.store.find_runs(self.experiment_id, {PARENT_TAG: stale.pop()}):
+        tree = [parent]
+        while tree:  # the interrupted arm's run and its stage runs, and the runs planned for arms never started
+            for run in self.store.find_runs(self.experiment_id, {PARENT_TAG: tree.pop()}):
                 if run.info.status in WAITING:
                     self.store.finish(run.info.run_id, "KILLED")
-                    stale.append(run.info.run_id)
+                tree.append(run.info.run_id)
 
     def plan(self, label: str, parent: str, tags: dict[str, str]) -> ArmRuns:
         """The arm's run and its two stage runs, created now and SCHEDULED."""
@@ -94,11 +96,26 @@ class ExperimentRuns:
                       for stage in ("pretrain", "finetune")]
             return ArmRuns(arm, *stages)
 
-        return self._at_start(f"create the runs of {label}", create)
+        planned = self._at_start(f"create the runs of {label}", create)
+        self.waiting.update((planned.arm, planned.pretrain, planned.finetune))
+        return planned
 
     # -- during and after: best effort -----------------------------------------------------------------------
     def start(self, run_id: str) -> None:
+        """An arm's run: RUNNING now."""
+        self.waiting.discard(run_id)
         self.best.reopen(run_id)
+
+    def hand_over(self, run_id: str) -> str:
+        """A stage run given to its training job, which marks it RUNNING (train.driver)."""
+        self.waiting.discard(run_id)
+        return run_id
+
+    def cancel_waiting(self) -> None:
+        """The experiment stops (a failed stage, Ctrl-C): the runs it never reached are KILLED, not left waiting."""
+        for run_id in sorted(self.waiting):
+            self.best.end(run_id, "KILLED")
+        self.waiting.clear()
 
     def finish(self, run_id: str, ok: bool) -> None:
         self.best.end(run_id, "FINISHED" if ok else "FAILED")
