@@ -1,62 +1,125 @@
 """`python -m jobs.crosslingual` on the tiny preset: three arms (supervised, self-supervised, UniSpeech) with the
-same data and steps, the paper-style table with relative reductions, one MLflow child run per arm."""
+same data and steps, the paper-style table with relative reductions, one MLflow child run per arm; a resume after
+a stop, and an MLflow outage through a whole arm (a real `mlflow server` killed and later restarted)."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
 import pytest
 from experiment_helpers import tiny_args
+from mlflow_helpers import kill_mlflow, serve_mlflow
 from train_helpers import local_ray
 
 
+class KillWhenPlanned(threading.Thread):
+    """Kills the server once the experiment has created (SCHEDULED) the runs of the arm it runs next: everything
+    after that (the arm's stages, its scores, the parent's table) happens with MLflow away."""
+
+    def __init__(self, proc, db: Path, run_name: str):
+        super().__init__(daemon=True)
+        self.proc, self.db, self.run_name, self.killed = proc, db, run_name, False
+
+    def _planned(self) -> bool:
+        try:
+            with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=1) as con:
+                return con.execute("select count(*) from runs where name = ? and status = 'SCHEDULED'",
+                                   (self.run_name,)).fetchone()[0] > 0
+        except sqlite3.Error:
+            return False
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 300
+        while not self._planned() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the answer to that last call reaches the experiment first
+        kill_mlflow(self.proc)
+        self.killed = time.monotonic() < deadline
+
+
 @pytest.mark.slow
-def test_crosslingual_three_arms_and_a_resume_after_a_stop(tmp_path_factory, capsys):
+def test_crosslingual_three_arms_a_resume_after_a_stop_and_an_outage(tmp_path_factory, capsys):
     from mlflow.tracking import MlflowClient
 
     from jobs import crosslingual
+    from unispeech_platform.tracking import read_records
 
     base = tmp_path_factory.getbasetemp() / "experiments"
     results = base / "results.md"
     base.mkdir(parents=True, exist_ok=True)
     results.write_text("# Hand-written\n\nKeep me.\n")
-    with local_ray():  # one Ray for the run and its resume (a job joins the Ray that is up): one cold start
-        result = crosslingual.main([*tiny_args("configs/crosslingual_tiny.yaml", base),
-                                    "--set", f"experiment.results_path={results}"])
-        assert [a.name for a in result.arms] == ["supervised", "self_supervised", "unispeech"]
-        text = results.read_text()  # the generated block appended between its markers, the rest kept
-        assert text.startswith("# Hand-written\n\nKeep me.\n\n<!-- BEGIN GENERATED: crosslingual-tiny -->\n")
-        assert text.endswith("<!-- END GENERATED: crosslingual-tiny -->\n") and text.count("BEGIN GENERATED") == 1
-        assert "python -m jobs.crosslingual --config configs/crosslingual_tiny.yaml" in text
-        assert "| arm | pt | avg |" in text and "unispeech vs self_supervised:" in text and "cores" in text
-        client = MlflowClient(tracking_uri=f"sqlite:///{base / 'mlflow.db'}")
-        parent = client.get_run(result.run_id).data.metrics
-        assert {"per/unispeech/avg", "per/supervised/pt", "rel_reduction/vs_self_supervised",
-                "rel_reduction_ci_low/vs_supervised", "rel_reduction_ci_high/vs_supervised"} <= set(parent)
-        arms = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'")
-        assert sorted(r.info.run_name for r in arms) == ["self_supervised", "supervised", "unispeech"]
-        assert all("per/pt" in r.data.metrics for r in arms)
+    db = base / "mlflow.db"
+    proc, url = serve_mlflow(f"sqlite:///{db}", base / "server.log", base / "artifacts")
+    port = int(url.rsplit(":", 1)[1])
+    args = [*tiny_args("configs/crosslingual_tiny.yaml", base), "--set", f"tracking.uri={url}",
+            "--set", f"experiment.results_path={results}"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")  # the server's store, readable while it is away
+    try:
+        with local_ray():  # one Ray for the run and its resumes (a job joins the Ray that is up): one cold start
+            result = crosslingual.main(args)
+            assert [a.name for a in result.arms] == ["supervised", "self_supervised", "unispeech"]
+            text = results.read_text()  # the generated block appended between its markers, the rest kept
+            assert text.startswith("# Hand-written\n\nKeep me.\n\n<!-- BEGIN GENERATED: crosslingual-tiny -->\n")
+            assert text.endswith("<!-- END GENERATED: crosslingual-tiny -->\n") and text.count("BEGIN GENERATED") == 1
+            assert "python -m jobs.crosslingual --config configs/crosslingual_tiny.yaml" in text
+            assert "| arm | pt | avg |" in text and "unispeech vs self_supervised:" in text and "cores" in text
+            parent = client.get_run(result.run_id).data.metrics
+            assert {"per/unispeech/avg", "per/supervised/pt", "rel_reduction/vs_self_supervised",
+                    "rel_reduction_ci_low/vs_supervised", "rel_reduction_ci_high/vs_supervised"} <= set(parent)
+            arms = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'")
+            assert sorted(r.info.run_name for r in arms) == ["self_supervised", "supervised", "unispeech"]
+            assert all("per/pt" in r.data.metrics and r.info.status == "FINISHED" for r in arms)
 
-        # Stopped during its last arm: a killed process leaves no result file for it and its MLflow run RUNNING.
-        root = base / "runs" / "crosslingual-tiny"
-        (root / "unispeech-result.json").unlink()
-        stale = next(r.info.run_id for r in arms if r.info.run_name == "unispeech")
-        client.update_run(stale, status="RUNNING")
-        kept_file = (root / "supervised-result.json").read_bytes()
-        args = [*tiny_args("configs/crosslingual_tiny.yaml", base), "--set", f"experiment.results_path={results}"]
-        for extra, code, says in ((["--set", "finetune.overrides.train.max_steps=3"], 3, "finetune.overrides.train.max_steps"),
-                                  (["--overwrite"], 2, "exclude each other")):
-            with pytest.raises(SystemExit) as stop:
-                crosslingual.main([*args, *extra, "--resume"])
-            assert stop.value.code == code and says in capsys.readouterr().err
-        resumed = crosslingual.main([*args, "--resume"])
-        assert [a.name for a in resumed.arms] == ["supervised", "self_supervised", "unispeech"]
-        assert list(resumed.kept) == ["supervised", "self_supervised"] and resumed.run_id == result.run_id
-        assert (root / "supervised-result.json").read_bytes() == kept_file  # not run again
-        assert resumed.arms[0].per() == result.arms[0].per()
+            # Stopped during its last arm: a killed process leaves no result file for it and its MLflow run RUNNING.
+            root = base / "runs" / "crosslingual-tiny"
+            (root / "unispeech-result.json").unlink()
+            stale = next(r.info.run_id for r in arms if r.info.run_name == "unispeech")
+            client.update_run(stale, status="RUNNING")
+            kept_file = (root / "supervised-result.json").read_bytes()
+            for extra, code, says in ((["--set", "finetune.overrides.train.max_steps=3"], 3,
+                                       "finetune.overrides.train.max_steps"), (["--overwrite"], 2, "exclude each other")):
+                with pytest.raises(SystemExit) as stop:
+                    crosslingual.main([*args, *extra, "--resume"])
+                assert stop.value.code == code and says in capsys.readouterr().err
+
+            # The resume runs the last arm again, and MLflow dies once that arm's runs exist: the arm still trains,
+            # is scored and lands in the table; what MLflow missed is spooled in the experiment's storage.
+            outage = KillWhenPlanned(proc, db, "unispeech/finetune")
+            outage.start()
+            resumed = crosslingual.main([*args, "--resume"])
+            outage.join(timeout=60)
+            assert outage.killed
+            console = capsys.readouterr().out
+            assert "WARNING: MLflow" in console and "replayed when this experiment runs again with --resume" in console
+            assert [a.name for a in resumed.arms] == ["supervised", "self_supervised", "unispeech"]
+            assert list(resumed.kept) == ["supervised", "self_supervised"] and resumed.run_id == result.run_id
+            assert (root / "supervised-result.json").read_bytes() == kept_file  # not run again
+            assert resumed.arms[0].per() == result.arms[0].per()
+            assert results.read_text().count("BEGIN GENERATED") == 1
+            new_arm = resumed.arms[2].run_id
+            assert client.get_run(new_arm).info.status in ("SCHEDULED", "RUNNING")  # MLflow never heard the rest
+
+            # The server back: the next --resume keeps every arm and replays every spool before it goes on.
+            proc, _ = serve_mlflow(f"sqlite:///{db}", base / "server.log", base / "artifacts", port)
+            again = crosslingual.main([*args, "--resume"])
+        assert list(again.kept) == ["supervised", "self_supervised", "unispeech"]
         assert client.get_run(stale).info.status == "KILLED" and client.get_run(result.run_id).info.status == "FINISHED"
+        arm = client.get_run(new_arm)
+        assert arm.info.status == "FINISHED" and {"per/pt", "time/pretrain_s"} <= set(arm.data.metrics)
+        stages = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{new_arm}'")
+        assert sorted(r.info.run_name for r in stages) == ["unispeech/finetune", "unispeech/pretrain"]
+        assert all(r.info.status == "FINISHED" and "loss" in r.data.metrics for r in stages)
+        spools = sorted(root.rglob("mlflow_spool.jsonl"))
+        assert root / "mlflow_spool.jsonl" in spools and all(read_records(str(s))[1] == [] for s in spools)
         arms = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.run_id}'")
         assert sorted(r.info.run_name for r in arms) == ["self_supervised", "supervised", "unispeech", "unispeech"]
         text = results.read_text()
-        assert text.count("BEGIN GENERATED") == 1 and "resumed (`--resume`): 2 run(s) finished before it" in text
+        assert text.count("BEGIN GENERATED") == 1 and "resumed (`--resume`): 3 run(s) finished before it" in text
+    finally:
+        kill_mlflow(proc)
 
 
 @pytest.mark.parametrize("preset", ["crosslingual_tiny", "crosslingual_cpu", "crosslingual_gpu", "quickstart"])

@@ -193,3 +193,55 @@ def test_a_data_path_set_on_the_command_line_reaches_the_trials_absolute(tmp_pat
     assert str(trial.data.path) == str(ROOT / "other" / "high")
     assert str(trial.data.vocab_path) == str(ROOT / "other" / "v.json")
     assert trial.train.max_steps == pre.train.max_steps == 450  # the other fixed overrides still arrive
+
+
+def test_an_mlflow_outage_never_stops_a_sweep_and_resume_replays_its_end(tmp_path, monkeypatch, capsys):
+    """(No Ray) A Tune callback that raises stops every trial of the sweep: closing a trial's runs while MLflow is
+    away only warns. The sweep's end (trial runs closed from its table, report, best metric, status) is spooled in
+    `<name>-trials/` with a trial stage's leftovers, and the replay before a --resume lands all of it."""
+    import socket
+    from types import SimpleNamespace
+
+    from unispeech_platform.tracking import BestEffortStore, RunStore, Spool, read_records, retry
+    from unispeech_platform.tune.mlflow_callback import (
+        CloseTrialRuns,
+        finish_sweep_run,
+        nested_run,
+        replay_sweep_spools,
+    )
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setattr(retry, "PAUSE_S", 0.05)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    live = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = RunStore(live)
+    parent = store.create_run(store.experiment_id("sweeps"), "sweep-s")
+    trials = {t: nested_run(live, parent, t, f"{t}-pretrain", "pretrain") for t in ("t1", "t2")}
+    runs_dir, report = tmp_path / "s-trials", tmp_path / "s-report"
+    report.mkdir()
+    (report / "trials.md").write_text("| trial |\n")
+    stage_spool = runs_dir / "t1-pretrain" / "mlflow_spool.jsonl"
+    BestEffortStore(dead, Spool(str(stage_spool)), warn=lambda line: None).log_metrics(trials["t1"], {"loss": 2.0}, 3)
+
+    CloseTrialRuns(dead, parent, 8)._close(SimpleNamespace(trial_id="t1", last_result={"trial_step": 8}),
+                                           failed=False)  # never raises
+    assert "the runs of trial t1 could not be closed" in capsys.readouterr().out
+    rows = [{"trial": "t1", "trial_step": 8, "status": "COMPLETED", "dev_per_last": 0.4},
+            {"trial": "t2", "trial_step": 4, "status": "EARLY_STOPPED", "dev_per_last": 0.7}]
+    finish_sweep_run(dead, parent, rows, report=report, metric="dev_per", best=rows[0], failed=False, runs_dir=runs_dir)
+    out = capsys.readouterr().out
+    assert "replayed when this sweep runs again with --resume" in out and str(stage_spool) in out
+    assert store.run(parent).info.status == "RUNNING" and store.run(trials["t1"]).info.status == "RUNNING"
+
+    replay_sweep_spools(live, runs_dir)  # the server back: what --resume does before it reopens the sweep's run
+    finish_sweep_run(live, parent, rows, report=report, metric="dev_per", best=rows[0], failed=False,
+                     runs_dir=runs_dir)  # ... and the resumed sweep's own end
+    done = store.run(parent)
+    assert done.info.status == "FINISHED" and done.data.metrics["best/dev_per"] == 0.4
+    assert done.data.tags["unispeech.best_trial"] == "t1"
+    assert [a.path for a in store.client.list_artifacts(parent, "sweep")] == ["sweep/trials.md"]
+    assert store.run(trials["t1"]).info.status == "FINISHED" and store.run(trials["t2"]).info.status == "KILLED"
+    assert store.metric_history(trials["t1"], "loss") == [(3, 2.0)]
+    assert all(read_records(str(p))[1] == [] for p in (stage_spool, runs_dir / "mlflow_spool.jsonl"))

@@ -113,6 +113,34 @@ def test_a_spooled_end_replayed_at_the_next_start_leaves_the_run_running(tmp_pat
     assert run.info.status == "RUNNING" and run.data.params["a"] == "1" and Spool(path).pending == []
 
 
+def test_spools_of_finished_stages_replay_in_one_pass_and_a_scheduled_run_starts(tmp_path, dead_uri):
+    """An experiment's stage runs are created SCHEDULED; the job given one marks it RUNNING (log_job_start with
+    reopen). What its stages spooled is replayed by replay_spools; while the server is away, one warning, and every
+    file still holding records is named."""
+    from unispeech_platform.tracking import RunStore, log_job_start, replay_spools
+
+    sqlite = f"sqlite:///{tmp_path}/mlflow.db"
+    store = RunStore(sqlite)
+    exp = store.experiment_id("t")
+    runs = [store.schedule(store.create_run(exp, name)) for name in ("a/pretrain", "a/finetune")]
+    assert store.run(runs[0]).info.status == "SCHEDULED"
+    log_job_start(sqlite, runs[0], {"a": 1}, {}, "a: 1\n", spool=str(tmp_path / "none.jsonl"), reopen=True)
+    assert store.run(runs[0]).info.status == "RUNNING"
+    paths = [str(tmp_path / stage / "mlflow_spool.jsonl") for stage in ("pre", "ft")]
+    for run_id, path in zip(runs, paths):
+        down = BestEffortStore(dead_uri, Spool(path), warn=lambda line: None)
+        down.log_metrics(run_id, {"loss": 1.0}, 1)
+        down.end(run_id, "FINISHED")
+    lines: list[str] = []
+    missing = str(tmp_path / "never" / "mlflow_spool.jsonl")
+    assert replay_spools(dead_uri, [*paths, missing], warn=lines.append) == paths
+    assert len([line for line in lines if "unreachable" in line]) == 1
+    assert replay_spools(sqlite, [*paths, missing], warn=lines.append) == []
+    assert all(store.run(r).info.status == "FINISHED" and metric_history(sqlite, r, "loss") == [(1, 1.0)]
+               for r in runs)
+    assert all(read_records(p)[1] == [] for p in paths)
+
+
 def test_only_transient_failures_are_retried():
     from mlflow.exceptions import MlflowException
 

@@ -18,6 +18,7 @@ from unispeech_platform.experiments.report import (
     results_tables,
     timing_table,
 )
+from unispeech_platform.experiments.runs import ArmRuns, ExperimentRuns
 from unispeech_platform.experiments.stages import ArmStages, arm_stages
 from unispeech_platform.experiments.statistics import Aggregate
 from unispeech_platform.experiments.storage import (
@@ -31,10 +32,8 @@ from unispeech_platform.experiments.storage import (
     save_arm_result,
     write_marker,
 )
-from unispeech_platform.runtime.hardware import machine_line
-from unispeech_platform.tracking import RunStore, checked_tracking_uri
-
-EXPERIMENT_TAG = "unispeech.experiment"
+from unispeech_platform.runtime.layout import RunLayout
+from unispeech_platform.tracking import checked_tracking_uri, spool_path
 
 
 class ExperimentStepError(RuntimeError):
@@ -104,56 +103,44 @@ def validate(cfg: ExperimentConfig) -> list[ArmStages]:
     return [arm_stages(cfg, arm, uri, seed=seed) for seed in exp.seeds for arm in exp.arms]
 
 
-@dataclass
-class ExperimentRuns:
-    """The experiment's MLflow layout: a parent run, a child run per arm, the arm's pretrain/finetune job runs
-    nested under it (so the UI shows the tree)."""
-
-    store: RunStore
-    experiment_id: str
-
-    def create(self, name: str, parent: str | None = None, tags: dict[str, str] | None = None) -> str:
-        return self.store.create_run(self.experiment_id, name, parent=parent, tags=tags)
-
-    def finish(self, run_id: str, ok: bool) -> None:
-        self.store.finish(run_id, "FINISHED" if ok else "FAILED")
-
-
-def run_arm(stages: ArmStages, seed: int, label: str, runs: ExperimentRuns | None, parent: str | None,
+def run_arm(stages: ArmStages, seed: int, label: str, runs: ExperimentRuns | None, planned: ArmRuns | None,
             progress: Progress) -> ArmResult:
-    """Pretrain, fine-tune and evaluate one arm with one seed; ``label`` names its runs (<arm> or <arm>-s<seed>)."""
+    """Pretrain, fine-tune and evaluate one arm with one seed; ``label`` names its runs (<arm> or <arm>-s<seed>),
+    created ahead (``planned``, experiments.runs) and written best effort."""
     from unispeech_core.checkpoint import copy_ctc_head
     from unispeech_platform.evaluate.job import run_evaluation
     from unispeech_platform.evaluate.report import PREDICTIONS
+    from unispeech_platform.evaluate.tracking import record_evaluation
     from unispeech_platform.experiments.statistics import read_utterance_errors
     from unispeech_platform.train import run_training
 
     secs: dict[str, float] = {}
-    tags = {"unispeech.arm": stages.name, "unispeech.seed": str(seed)}
-    arm_run = runs.create(label, parent, tags) if runs else None
+    arm_run = planned.arm if planned else None
+    if runs and planned:
+        runs.start(planned.arm)
     ok = False
     try:
         rows = " (labeled rows only)" if stages.pretrain.data.labeled_only else ""  # a ctc_weight-1 arm
         with progress.step(f"{label}: pretraining on {stages.pretrain.data.path}{rows}", secs, "pretrain"):
-            pre_run = runs.create(f"{label}/pretrain", arm_run) if runs else None
-            pre = run_training(stages.pretrain, run_id=pre_run)
+            pre = run_training(stages.pretrain, run_id=runs.hand_over(planned.pretrain) if runs and planned else None)
             if stages.init_dir != pre.export_dir:
                 copy_ctc_head(pre.export_dir, stages.init_dir)
         with progress.step(f"{label}: CTC fine-tuning on {stages.finetune.data.path}", secs, "finetune"):
-            ft_run = runs.create(f"{label}/finetune", arm_run) if runs else None
-            run_training(stages.finetune, run_id=ft_run)
+            run_training(stages.finetune, run_id=runs.hand_over(planned.finetune) if runs and planned else None)
         with progress.step(f"{label}: per-language PER", secs, "evaluate"):
-            ev = stages.evaluate.model_copy(deep=True)
-            ev.evaluate.run_id = arm_run
-            evaluation = run_evaluation(ev)
+            evaluation = run_evaluation(stages.evaluate)
             scores = evaluation.scores
             utterances = read_utterance_errors(Path(evaluation.out_dir) / PREDICTIONS)
+            if runs and planned:
+                record_evaluation(runs.best, planned.arm, model_path=stages.evaluate.evaluate.model_path,
+                                  metrics=evaluation.metrics, out_dir=evaluation.out_dir,
+                                  artifact_path="evaluation", job="evaluate")
         ok = True
     finally:
-        if runs:
+        if runs and planned:
             if secs:
-                runs.store.log_metrics(arm_run, {f"time/{k}_s": v for k, v in secs.items()})
-            runs.finish(arm_run, ok)
+                runs.best.log_metrics(planned.arm, {f"time/{k}_s": v for k, v in secs.items()}, 0)
+            runs.finish(planned.arm, ok)
     return ArmResult(stages.name, scores, secs, arm_run, seed, label, utterances)
 
 
@@ -197,61 +184,51 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False, resume: bo
     with progress.step(f"corpus: {cfg.corpus.high_resource} (pretraining) + {cfg.corpus.low_resource} (targets)"):
         build_corpora(cfg.corpus)
     check_stage_data([st for _, st in stages])
-    runs = None
+    labels = [exp.run_label(st.name, seed) for seed, st in stages]
+    done = [load_arm_result(root, label, Path(st.evaluate.evaluate.output_dir) / PREDICTIONS) if resume else None
+            for label, (_, st) in zip(labels, stages)]
+    runs, parent, planned = None, None, {}
+    record["attempt"] = record.get("attempt", -1) + 1  # 0, then 1 for the first --resume, ...
     if uri:
-        store = RunStore(uri)
-        runs = ExperimentRuns(store, store.experiment_id(cfg.tracking.experiment))
-    parent = open_parent(runs, cfg, record.get("parent_run") if resume else None)
+        runs = ExperimentRuns(uri, cfg, root, stage_spools(st for _, st in stages))
+        parent = runs.open_parent(record.get("parent_run") if resume else None)
+        planned = {label: runs.plan(label, parent, {"unispeech.arm": st.name, "unispeech.seed": str(seed)})
+                   for label, (seed, st), d in zip(labels, stages, done) if d is None}
     record["parent_run"] = parent
     write_marker(root, record)
     with progress.step("Ray: join RAY_ADDRESS or start a local Ray"):
         connect_ray(cfg.ray)
     results, kept, ok, ref = [], {}, False, exp.reference_arm or list(exp.arms)[-1]
     try:
-        for seed, st in stages:
-            label = exp.run_label(st.name, seed)
-            predictions = Path(st.evaluate.evaluate.output_dir) / PREDICTIONS
-            done = load_arm_result(root, label, predictions) if resume else None
-            if done is not None:
+        for label, (seed, st), finished in zip(labels, stages, done):
+            if finished is not None:
                 progress.skip(3, f"{label}: finished before this --resume, kept ({label}{RESULT_SUFFIX})")
-                results.append(done)
-                kept[label] = done.machine
+                results.append(finished)
+                kept[label] = finished.machine
                 continue
             if resume:
                 clear_arm(root, label)
-            results.append(run_arm(st, seed, label, runs, parent, progress))
+            results.append(run_arm(st, seed, label, runs, planned.get(label), progress))
             save_arm_result(root, results[-1])
+            if runs:
+                runs.replay()  # what an outage left spooled, as soon as the server answers again
         aggs = aggregate_results(results, ref)
         table, seconds = results_tables(aggs), time.perf_counter() - progress.start
-        if runs:
-            runs.store.log_metrics(parent, {**parent_metrics(aggs), "time/total_s": seconds})
-            runs.store.log_text(parent, f"{table}\n{method_note(aggs)}\n{timing_table(results)}", "results.md")
+        if runs:  # at the attempt's step: a --resume that ran an arm again changes the aggregates
+            runs.best.log_metrics(parent, {**parent_metrics(aggs), "time/total_s": seconds}, record["attempt"])
+            runs.best.log_text(parent, f"{table}\n{method_note(aggs)}\n{timing_table(results)}", "results.md")
         ok = True
     finally:
         if runs:
+            runs.cancel_waiting()
             runs.finish(parent, ok)
+            if line := runs.pending_line():
+                print(line, flush=True)
     return ExperimentResult(results, table, timing_table(results), seconds, parent, uri,
                             runs.experiment_id if runs else None, aggs, kept)
 
 
-def open_parent(runs: ExperimentRuns | None, cfg: ExperimentConfig, previous: str | None) -> str | None:
-    """The experiment's parent MLflow run: the previous attempt's reopened on --resume (its unfinished child runs
-    marked KILLED), else a new one with the config."""
-    if runs is None:
-        return None
-    if previous and runs.store.exists(previous):
-        from unispeech_platform.tracking.store import PARENT_TAG
-
-        stale = [previous]
-        while stale:  # the interrupted arm's run and its pretrain/finetune runs, left RUNNING by a killed process
-            for run in runs.store.find_runs(runs.experiment_id, {PARENT_TAG: stale.pop()}):
-                if run.info.status == "RUNNING":
-                    runs.store.finish(run.info.run_id, "KILLED")
-                    stale.append(run.info.run_id)
-        return runs.store.reopen(previous)
-    from unispeech_platform.config import loggable_params, to_yaml
-
-    parent = runs.create(cfg.experiment.name, tags={EXPERIMENT_TAG: cfg.experiment.name, "machine": machine_line()})
-    runs.store.log_params(parent, loggable_params(cfg))
-    runs.store.log_text(parent, to_yaml(cfg), "config/experiment.yaml")
-    return parent
+def stage_spools(stages) -> list[str]:
+    """The spool files of every training stage: their records are replayed by the experiment, since a finished
+    stage's job never starts again to replay them itself."""
+    return [spool_path(RunLayout.of(job.checkpoint)) for st in stages for job in (st.pretrain, st.finetune)]

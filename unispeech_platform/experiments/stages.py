@@ -55,7 +55,8 @@ def arm_stages(cfg: ExperimentConfig, arm: str, uri: str | None, root: Path | No
         "data.path": str(corpus / "low"), "data.vocab_path": vocab,
         "evaluate.model_path": os.path.join(str(root), f"{label}-finetune"),
         "evaluate.output_dir": str(root / f"{label}-eval"),
-        "tracking.enabled": uri is not None, "tracking.uri": uri, "tracking.experiment": cfg.tracking.experiment,
+        # the experiment records the scores into the arm's run itself, best effort (experiments.runs)
+        "tracking.enabled": False,
     }))
     check_fair(cfg, arm)
     return ArmStages(arm, labeled_only_if_supervised(pre), ft, with_shifted_split(cfg, ev), init_dir)

@@ -2,7 +2,7 @@
 the rank-0 Tracker of the train loop, a job run's start/end records, tracking-URI resolution, and the spool that
 keeps tracking best effort through a server outage (docs/training.md#tracking-outages)."""
 
-from unispeech_platform.tracking.best_effort import BestEffortStore
+from unispeech_platform.tracking.best_effort import BestEffortStore, replay_spools
 from unispeech_platform.tracking.job_run import log_job_end, log_job_start, metric_history, open_run
 from unispeech_platform.tracking.spool import Spool, read_records, spool_path
 from unispeech_platform.tracking.store import JOB_TAG, PARENT_TAG, RunStore, run_line, ui_path
@@ -16,6 +16,7 @@ from unispeech_platform.tracking.uri import (
 
 __all__ = [
     "BestEffortStore",
+    "replay_spools",
     "Spool",
     "read_records",
     "spool_path",

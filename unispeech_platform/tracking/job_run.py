@@ -41,11 +41,12 @@ def open_run(uri: str, section: TrackingSection, job_name: str, *, resume: bool,
 
 
 def log_job_start(uri: str, run_id: str, params: dict[str, Any], tags: dict[str, str], config_yaml: str, *,
-                  spool: str | None = None, warn: Warn = None) -> None:
-    """Full resolved config as params (flattened) and as an artifact, plus environment tags."""
+                  spool: str | None = None, warn: Warn = None, reopen: bool = False) -> None:
+    """Full resolved config as params (flattened) and as an artifact, plus environment tags. ``reopen``: mark the
+    run RUNNING first (a run its caller created ahead of the job, e.g. an experiment's SCHEDULED stage run)."""
     store = BestEffortStore(uri, Spool(spool), warn=warn)
     store.flush(force=True)
-    if run_id in store.replayed_ends:  # an earlier start's end, replayed only now (e.g. a resumed sweep trial)
+    if reopen or run_id in store.replayed_ends:  # or an earlier start's end, replayed only now (a resumed trial)
         store.reopen(run_id)
     store.log_params(run_id, params)
     store.set_tags(run_id, tags)

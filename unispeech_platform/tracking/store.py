@@ -71,6 +71,11 @@ class RunStore:
         self.client.update_run(run_id, status="RUNNING")
         return run_id
 
+    def schedule(self, run_id: str) -> str:
+        """Mark a run created ahead of its work SCHEDULED (its job marks it RUNNING when it starts)."""
+        self.client.update_run(run_id, status="SCHEDULED")
+        return run_id
+
     def open_job_run(self, experiment: str, job_name: str, run_name: str | None, *, resume: bool) -> str:
         """A job's run: with ``resume`` the newest run of this job name reopened (same id), else a new one."""
         exp_id = self.experiment_id(experiment)

@@ -30,6 +30,7 @@ from unispeech_platform.tracking import (
     log_job_end,
     log_job_start,
     open_run,
+    resolve_tracking_uri,
     run_line,
     spool_path,
 )
@@ -113,11 +114,15 @@ def model_overrides(job: PretrainJobConfig, vocab: str | None) -> dict[str, Any]
     return overrides
 
 
-def preflight(job: PretrainJobConfig, *, resume: bool) -> tuple[str | None, RunLayout]:
+def preflight(job: PretrainJobConfig, *, resume: bool, run_given: bool = False) -> tuple[str | None, RunLayout]:
     """Checks that need no Ray, each failing with one line (exit 3): the corpus (paths, splits, schema, a sample
     of data pages, vocabulary), the initial weights and their config.json (typed like the model section), the
     export directory, tracking reachable, run directory state matches --resume. Returns (tracking_uri or None,
-    the run's layout)."""
+    the run's layout).
+
+    ``run_given``: the caller already holds the job's MLflow run (an experiment's stage, a sweep's trial), so the
+    server is not checked: from here on tracking is best effort, and an outage between two stages of a long
+    experiment spools records instead of failing the stage (docs/training.md#tracking-outages)."""
     from unispeech_platform.data.batch_order import blocked_order_warning
     from unispeech_platform.data.validate import check_corpus
     from unispeech_platform.train.preflight import check_export_dirs, check_init_model
@@ -128,7 +133,10 @@ def preflight(job: PretrainJobConfig, *, resume: bool) -> tuple[str | None, RunL
         log.warning(blocked)
     if isinstance(job, FinetuneJobConfig) and job.finetune.init_from:
         check_init_model(job.finetune.init_from)
-    uri = checked_tracking_uri(job.tracking)  # None when tracking is off
+    if run_given:
+        uri = resolve_tracking_uri(job.tracking) if job.tracking.enabled else None
+    else:
+        uri = checked_tracking_uri(job.tracking)  # None when tracking is off
     layout = RunLayout.of(job.checkpoint)
     check_export_dirs(layout)
     if layout.is_local:
@@ -168,7 +176,7 @@ def run_training(
 
     ``run_id``: log into this existing MLflow run instead of opening one (e.g. a sweep's nested trial run);
     ``callbacks``: extra Ray Train callbacks (e.g. Tune's TuneReportCallback when run as a Tune trial)."""
-    uri, layout = preflight(job, resume=resume)
+    uri, layout = preflight(job, resume=resume, run_given=run_id is not None)
     vocab = vocab_path(job)
     overrides = model_overrides(job, vocab)
     export_dir = layout.export_dir
@@ -192,8 +200,10 @@ def run_training(
 
     spool = spool_path(layout)  # tracking records that could not reach MLflow (docs/training.md#tracking-outages)
     if uri is not None:
+        given = run_id is not None  # created ahead by the caller (possibly SCHEDULED): marked RUNNING now
         run_id = run_id or open_run(uri, job.tracking, job.checkpoint.name, resume=resume, spool=spool)
-        log_job_start(uri, run_id, loggable_params(job), _version_tags(job), to_yaml(job), spool=spool)
+        log_job_start(uri, run_id, loggable_params(job), _version_tags(job), to_yaml(job), spool=spool,
+                      reopen=given)
 
     console = ConsoleLines()
     fit_id = new_fit_id()

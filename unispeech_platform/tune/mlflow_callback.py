@@ -3,14 +3,23 @@ a Tune callback that closes the runs of trials Tune ends itself.
 
 ASHA stops a trial by killing its actor, so the trial's own code never marks its MLflow run finished: without
 ``CloseTrialRuns`` those runs stay RUNNING forever. Early-stopped runs end as KILLED with a tag saying so.
+
+A Tune callback that raises stops the whole sweep, so closing a trial's runs never raises: while MLflow is away
+it warns, and the sweep closes every trial's runs again from its trials table when it ends (``close_trial_runs``),
+on --resume too (docs/training.md#tracking-outages).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from ray.tune import Callback
 
+from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.config.sections import TrackingSection
-from unispeech_platform.tracking import RunStore
+from unispeech_platform.tracking import BestEffortStore, RunStore, Spool, TrackingError, replay_spools
+from unispeech_platform.tracking.spool import SPOOL_NAME
 
 SWEEP_TAG = "unispeech.sweep"
 TRIAL_TAG = "unispeech.trial_id"
@@ -45,6 +54,19 @@ def trial_runs(uri: str, parent_id: str, trial_id: str) -> list:
     return store.find_runs(store.run(parent_id).info.experiment_id, {TRIAL_TAG: trial_id})
 
 
+def close_trial_runs(uri: str, parent_id: str, trial_id: str, *, failed: bool, early: bool, reached: int) -> None:
+    """End a trial's RUNNING runs: FAILED, KILLED (early-stopped) or FINISHED, tagged with how far it got."""
+    from unispeech_platform.tracking.retry import with_retries
+
+    store = RunStore(uri)
+    for run in with_retries(lambda: trial_runs(uri, parent_id, trial_id)):
+        with_retries(lambda run=run: store.set_tags(
+            run.info.run_id, {EARLY_TAG: str(early).lower(), "unispeech.trial_step_reached": reached}))
+        if run.info.status == "RUNNING":
+            with_retries(lambda run=run: store.finish(
+                run.info.run_id, "FAILED" if failed else "KILLED" if early else "FINISHED"))
+
+
 class CloseTrialRuns(Callback):
     """Ends the MLflow runs of each trial when Tune ends the trial: FINISHED, KILLED (early-stopped) or FAILED."""
 
@@ -62,8 +84,46 @@ class CloseTrialRuns(Callback):
     def _close(self, trial, *, failed: bool) -> None:
         reached = int((trial.last_result or {}).get("trial_step", 0))
         early = not failed and reached < self.total_steps
-        store = RunStore(self.uri)
-        for run in trial_runs(self.uri, self.parent_id, trial.trial_id):
-            store.set_tags(run.info.run_id, {EARLY_TAG: str(early).lower(), "unispeech.trial_step_reached": reached})
-            if run.info.status == "RUNNING":
-                store.finish(run.info.run_id, "FAILED" if failed else "KILLED" if early else "FINISHED")
+        try:
+            close_trial_runs(self.uri, self.parent_id, trial.trial_id, failed=failed, early=early, reached=reached)
+        except Exception as e:  # raising here would stop every other trial of the sweep
+            print(f"WARNING: MLflow: the runs of trial {trial.trial_id} could not be closed "
+                  f"({redact_uri(str(e).splitlines()[0] if str(e) else type(e).__name__)[:200]}); "
+                  "the sweep closes them when it ends", flush=True)
+
+
+def sweep_spools(runs_dir: Path) -> list[str]:
+    """The sweep's own spool (its parent run's end records) and its trial stages' (under ``<name>-trials``)."""
+    return [str(runs_dir / SPOOL_NAME), *(str(p) for p in sorted(runs_dir.glob(f"*/{SPOOL_NAME}")))]
+
+
+def replay_sweep_spools(uri: str, runs_dir: Path) -> None:
+    """Before a --resume reopens the sweep's run: what an earlier attempt spooled (TrackingError, exit 3, when the
+    server stops answering during the replay)."""
+    if replay_spools(uri, sweep_spools(runs_dir)):
+        raise TrackingError(f"MLflow {redact_uri(uri)}: records an earlier attempt of the sweep spooled cannot be "
+                            "replayed; the server stopped answering (start it and run again)")
+
+
+def finish_sweep_run(uri: str, parent: str, rows: list[dict[str, Any]], *, report: Path, metric: str,
+                     best: dict[str, Any] | None, failed: bool, runs_dir: Path) -> None:
+    """The sweep's end in MLflow, best effort (an outage after hours of trials costs no result: the report is on
+    disk and the records wait in ``<name>-trials/mlflow_spool.jsonl`` for --resume): every trial's runs closed
+    from the trials table, the report as artifacts, the best metric, the parent's status."""
+    for row in rows:
+        try:
+            close_trial_runs(uri, parent, row["trial"], failed=row["status"] == "ERROR",
+                             early=row["status"] == "EARLY_STOPPED", reached=row["trial_step"])
+        except Exception:
+            print("WARNING: MLflow unreachable: trial runs it has not closed yet are closed by --resume", flush=True)
+            break
+    store = BestEffortStore(uri, Spool(str(runs_dir / SPOOL_NAME)))
+    store.log_artifacts(parent, str(report), "sweep")
+    if best:  # at the updates the sweep has trained: a --resume that trains more may change the best
+        store.log_metrics(parent, {f"best/{metric}": best[f"{metric}_last"]}, sum(r["trial_step"] for r in rows))
+        store.set_tags(parent, {"unispeech.best_trial": best["trial"]})
+    store.end(parent, "FAILED" if failed else "FINISHED")
+    left = ([store.spool.where] if store.spool.pending else []) + replay_spools(uri, sweep_spools(runs_dir)[1:])
+    if left:
+        print(f"WARNING: MLflow {redact_uri(uri)} unreachable: tracking records are kept in {', '.join(left)}; they "
+              "are replayed when this sweep runs again with --resume", flush=True)

@@ -112,15 +112,23 @@ def run_sweep(cfg: SweepJobConfig, *, resume: bool = False) -> SweepResult:
     from ray.tune.search import BasicVariantGenerator
 
     from unispeech_platform.tune.driver import TrialSetup, run_trial
-    from unispeech_platform.tune.mlflow_callback import CloseTrialRuns, open_parent_run
+    from unispeech_platform.tune.mlflow_callback import (
+        CloseTrialRuns,
+        finish_sweep_run,
+        open_parent_run,
+        replay_sweep_spools,
+    )
     from unispeech_platform.tune.report import best_row, knob_plot, trials_table, write_table
 
+    runs_dir = Path(storage, f"{sw.name}-trials")
+    if uri and resume:
+        replay_sweep_spools(uri, runs_dir)
     parent = open_parent_run(uri, cfg.tracking, sw.name, resume=resume) if uri else None
     fixed_pre = _abs_paths(pre, sw.pretrain_overrides)
     fixed_ft = _abs_paths(ft, sw.finetune_overrides) if ft else {}
     setup = TrialSetup(
         os.path.abspath(sw.pretrain_config), os.path.abspath(sw.finetune_config) if sw.finetune_config else None,
-        fixed_pre, fixed_ft, metric, sw.init_ctc_head, f"{storage}/{sw.name}-trials", uri, cfg.tracking.experiment, parent,
+        fixed_pre, fixed_ft, metric, sw.init_ctc_head, str(runs_dir), uri, cfg.tracking.experiment, parent,
     )
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup.as_dict()), {"CPU": 0.01})
     if resume:
@@ -159,10 +167,6 @@ def run_sweep(cfg: SweepJobConfig, *, resume: bool = False) -> SweepResult:
         write_table(rows, report)
         knob_plot(rows, keys, metric, report / "metric_vs_knobs.png")
     if uri:
-        store = RunStore(uri)
-        store.log_artifacts(parent, str(report), "sweep")
-        if best:
-            store.log_metrics(parent, {f"best/{metric}": best[f"{metric}_last"]})
-            store.set_tags(parent, {"unispeech.best_trial": best["trial"]})
-        store.finish(parent, "FINISHED" if not results.errors else "FAILED")
+        finish_sweep_run(uri, parent, rows, report=report, metric=metric, best=best, failed=bool(results.errors),
+                         runs_dir=runs_dir)
     return SweepResult(rows, best, best_yaml, str(report), str(exp_dir), parent, uri)

@@ -1,0 +1,136 @@
+"""The experiment's MLflow runs: a parent run, a child run per arm and seed, and that arm's pretrain/finetune job
+runs nested under it (the UI shows the tree).
+
+Every run is created when the experiment starts, while the server is known to answer, and waits SCHEDULED until
+its stage starts. After that nothing the experiment records needs the server: records go through
+tracking.best_effort, so an outage during an experiment of hours spools them (to ``<storage>/mlflow_spool.jsonl``
+and each stage's run directory) and never fails a stage. They are replayed when the server answers again: at the
+next arm, at the end, or by a later ``--resume`` (docs/training.md#tracking-outages)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from unispeech_platform.config.redact import redact_uri
+from unispeech_platform.experiments.config import ExperimentConfig
+from unispeech_platform.runtime.hardware import machine_line
+from unispeech_platform.tracking import (
+    PARENT_TAG,
+    BestEffortStore,
+    RunStore,
+    Spool,
+    TrackingError,
+    replay_spools,
+)
+from unispeech_platform.tracking.retry import with_retries
+from unispeech_platform.tracking.spool import SPOOL_NAME
+
+EXPERIMENT_TAG = "unispeech.experiment"
+WAITING = ("RUNNING", "SCHEDULED")
+"""Statuses of runs an earlier, interrupted attempt left open: marked KILLED by a --resume."""
+
+
+@dataclass(frozen=True)
+class ArmRuns:
+    """The runs of one arm and seed: its own (table scores, stage times) and its two training jobs'."""
+
+    arm: str
+    pretrain: str
+    finetune: str
+
+
+class ExperimentRuns:
+    def __init__(self, uri: str, cfg: ExperimentConfig, root: Path, stage_spools: list[str]):
+        self.uri, self.cfg, self.stage_spools = uri, cfg, stage_spools
+        self.store = RunStore(uri)
+        self.best = BestEffortStore(uri, Spool(str(root / SPOOL_NAME)))
+        self.waiting: set[str] = set()
+        """Planned runs no stage has started: KILLED if the experiment stops before it reaches them."""
+        self.experiment_id = self._at_start("find the MLflow experiment",
+                                            lambda: self.store.experiment_id(cfg.tracking.experiment))
+
+    def _at_start(self, what: str, call):
+        """A call made before any stage runs: an unusable server fails the experiment here (exit 3), before hours
+        of work whose runs could not be opened."""
+        try:
+            return with_retries(call)
+        except Exception as e:
+            raise TrackingError(f"cannot {what} in {redact_uri(self.uri)}: {redact_uri(str(e))[:300]}") from None
+
+    # -- at the start ----------------------------------------------------------------------------------------
+    def open_parent(self, previous: str | None) -> str:
+        """The parent run: the previous attempt's reopened on --resume (after replaying what that attempt left
+        spooled; its unfinished runs marked KILLED), else a new one with the config."""
+        if previous and self._at_start("look up the parent run", lambda: self.store.exists(previous)):
+            if self.replay():
+                raise TrackingError(f"MLflow {redact_uri(self.uri)}: records an earlier attempt spooled cannot be "
+                                    "replayed; the server stopped answering (start it and run again)")
+            self._at_start("mark the interrupted runs KILLED", lambda: self._kill_waiting(previous))
+            return self._at_start("reopen the parent run", lambda: self.store.reopen(previous))
+        from unispeech_platform.config import loggable_params, to_yaml
+
+        def create() -> str:
+            name = self.cfg.experiment.name
+            parent = self.store.create_run(self.experiment_id, name,
+                                           tags={EXPERIMENT_TAG: name, "machine": machine_line()})
+            self.store.log_params(parent, loggable_params(self.cfg))
+            self.store.log_text(parent, to_yaml(self.cfg), "config/experiment.yaml")
+            return parent
+
+        return self._at_start("create the parent run", create)
+
+    def _kill_waiting(self, parent: str) -> None:
+        tree = [parent]
+        while tree:  # the interrupted arm's run and its stage runs, and the runs planned for arms never started
+            for run in self.store.find_runs(self.experiment_id, {PARENT_TAG: tree.pop()}):
+                if run.info.status in WAITING:
+                    self.store.finish(run.info.run_id, "KILLED")
+                tree.append(run.info.run_id)
+
+    def plan(self, label: str, parent: str, tags: dict[str, str]) -> ArmRuns:
+        """The arm's run and its two stage runs, created now and SCHEDULED."""
+        def create() -> ArmRuns:
+            arm = self.store.schedule(self.store.create_run(self.experiment_id, label, parent=parent, tags=tags))
+            stages = [self.store.schedule(self.store.create_run(self.experiment_id, f"{label}/{stage}", parent=arm))
+                      for stage in ("pretrain", "finetune")]
+            return ArmRuns(arm, *stages)
+
+        planned = self._at_start(f"create the runs of {label}", create)
+        self.waiting.update((planned.arm, planned.pretrain, planned.finetune))
+        return planned
+
+    # -- during and after: best effort -----------------------------------------------------------------------
+    def start(self, run_id: str) -> None:
+        """An arm's run: RUNNING now."""
+        self.waiting.discard(run_id)
+        self.best.reopen(run_id)
+
+    def hand_over(self, run_id: str) -> str:
+        """A stage run given to its training job, which marks it RUNNING (train.driver)."""
+        self.waiting.discard(run_id)
+        return run_id
+
+    def cancel_waiting(self) -> None:
+        """The experiment stops (a failed stage, Ctrl-C): the runs it never reached are KILLED, not left waiting."""
+        for run_id in sorted(self.waiting):
+            self.best.end(run_id, "KILLED")
+        self.waiting.clear()
+
+    def finish(self, run_id: str, ok: bool) -> None:
+        self.best.end(run_id, "FINISHED" if ok else "FAILED")
+
+    def replay(self) -> list[str]:
+        """Replay what the experiment and its finished stages spooled, if the server answers; returns the spool
+        files still holding records."""
+        if not self.best.flush(force=True):
+            return [self.best.spool.where, *(p for p in self.stage_spools if Path(p).is_file() and Spool(p).pending)]
+        return replay_spools(self.uri, self.stage_spools)
+
+    def pending_line(self) -> str | None:
+        """A warning naming the spool files still holding records (the server away at the end), else None."""
+        left = self.replay()
+        if not left:
+            return None
+        return (f"WARNING: MLflow {redact_uri(self.uri)} unreachable: tracking records are kept in {', '.join(left)}; "
+                "they are replayed when this experiment runs again with --resume")
