@@ -45,3 +45,20 @@ def process_group():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture
+def dead_uri(monkeypatch):
+    """An MLflow server URI nobody listens on (with a login, which no warning may show), MLflow's own retries off
+    and our pause shortened, so a refused call is quick: the tracking-outage tests that need no server."""
+    import socket
+
+    from unispeech_platform.tracking import retry
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setattr(retry, "PAUSE_S", 0.05)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://u:pw@127.0.0.1:{port}"
+

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -159,26 +158,21 @@ def test_no_registry_version_without_a_registered_name(export_dir, tmp_path):
         log_phone_model(uri, run_id, str(tmp_path))
 
 
-def test_mlflow_model_is_spooled_while_the_server_is_away_and_logged_on_replay(export_dir, tmp_path, monkeypatch):
+def test_mlflow_model_is_spooled_while_the_server_is_away_and_logged_on_replay(export_dir, tmp_path, dead_uri):
     """A fine-tuning job ending during an outage: the MLflow Model waits in the spool (before the end) and is
     logged, and registered, when the next start replays it."""
     import mlflow
     import pandas as pd
     from mlflow import MlflowClient
 
-    from unispeech_platform.tracking import BestEffortStore, Spool, log_job_end, retry
+    from unispeech_platform.tracking import BestEffortStore, Spool, log_job_end
     from unispeech_platform.tracking.store import RunStore
 
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setattr(retry, "PAUSE_S", 0.05)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     sqlite = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = RunStore(sqlite)
     run_id = store.create_run(store.experiment_id("export-test"), "outage")
     spool, lines = str(tmp_path / "spool.jsonl"), []
-    log_job_end(dead, run_id, status="FINISHED", artifact_dirs={}, spool=spool, warn=lines.append,
+    log_job_end(dead_uri, run_id, status="FINISHED", artifact_dirs={}, spool=spool, warn=lines.append,
                 phone_model=export_dir, registered_model="outage-phones")
     assert [r["kind"] for r in Spool(spool).pending] == ["model", "end"], lines
 

@@ -195,14 +195,13 @@ def test_a_data_path_set_on_the_command_line_reaches_the_trials_absolute(tmp_pat
     assert trial.train.max_steps == pre.train.max_steps == 450  # the other fixed overrides still arrive
 
 
-def test_an_mlflow_outage_never_stops_a_sweep_and_resume_replays_its_end(tmp_path, monkeypatch, capsys):
+def test_an_mlflow_outage_never_stops_a_sweep_and_resume_replays_its_end(tmp_path, dead_uri, capsys):
     """(No Ray) A Tune callback that raises stops every trial of the sweep: closing a trial's runs while MLflow is
     away only warns. The sweep's end (trial runs closed from its table, report, best metric, status) is spooled in
     `<name>-trials/` with a trial stage's leftovers, and the replay before a --resume lands all of it."""
-    import socket
     from types import SimpleNamespace
 
-    from unispeech_platform.tracking import BestEffortStore, RunStore, Spool, read_records, retry
+    from unispeech_platform.tracking import BestEffortStore, RunStore, Spool, read_records
     from unispeech_platform.tune.mlflow_callback import (
         CloseTrialRuns,
         finish_sweep_run,
@@ -210,11 +209,7 @@ def test_an_mlflow_outage_never_stops_a_sweep_and_resume_replays_its_end(tmp_pat
         replay_sweep_spools,
     )
 
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setattr(retry, "PAUSE_S", 0.05)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    dead = dead_uri
     live = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = RunStore(live)
     parent = store.create_run(store.experiment_id("sweeps"), "sweep-s")
@@ -233,6 +228,7 @@ def test_an_mlflow_outage_never_stops_a_sweep_and_resume_replays_its_end(tmp_pat
     finish_sweep_run(dead, parent, rows, report=report, metric="dev_per", best=rows[0], failed=False, runs_dir=runs_dir)
     out = capsys.readouterr().out
     assert "replayed when this sweep runs again with --resume" in out and str(stage_spool) in out
+    assert ":pw@" not in out  # the login in the URI never reaches a warning
     assert store.run(parent).info.status == "RUNNING" and store.run(trials["t1"]).info.status == "RUNNING"
 
     replay_sweep_spools(live, runs_dir)  # the server back: what --resume does before it reopens the sweep's run

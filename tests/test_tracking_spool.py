@@ -5,7 +5,6 @@ once, even when the replay itself is repeated."""
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
@@ -21,17 +20,6 @@ from unispeech_platform.tracking import (
     retry,
     spool_path,
 )
-
-
-@pytest.fixture
-def dead_uri(monkeypatch):
-    """An MLflow server URI nobody listens on, with MLflow's own retries off so a refused call is quick."""
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setattr(retry, "PAUSE_S", 0.05)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://u:pw@127.0.0.1:{port}"
 
 
 def test_spool_is_append_only_and_remembers_what_was_replayed(tmp_path):
