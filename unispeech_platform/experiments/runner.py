@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,7 +229,7 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False, resume: bo
                             runs.experiment_id if runs else None, aggs, kept)
 
 
-def stage_spools(stages) -> list[str]:
+def stage_spools(stages: Iterable[ArmStages]) -> list[str]:
     """The spool files of every training stage: their records are replayed by the experiment, since a finished
     stage's job never starts again to replay them itself."""
     return [spool_path(RunLayout.of(job.checkpoint)) for st in stages for job in (st.pretrain, st.finetune)]

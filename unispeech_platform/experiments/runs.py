@@ -23,6 +23,7 @@ from unispeech_platform.tracking import (
     TrackingError,
     replay_spools,
 )
+from unispeech_platform.tracking.best_effort import held_spools
 from unispeech_platform.tracking.retry import with_retries
 from unispeech_platform.tracking.spool import SPOOL_NAME
 
@@ -124,7 +125,7 @@ class ExperimentRuns:
         """Replay what the experiment and its finished stages spooled, if the server answers; returns the spool
         files still holding records."""
         if not self.best.flush(force=True):
-            return [self.best.spool.where, *(p for p in self.stage_spools if Path(p).is_file() and Spool(p).pending)]
+            return [self.best.spool.where, *(spool.where for spool in held_spools(self.stage_spools))]
         return replay_spools(self.uri, self.stage_spools)
 
     def pending_line(self) -> str | None:

@@ -282,10 +282,15 @@ class BestEffortStore:
         with_retries(lambda: self.store.finish(run_id, status))
 
 
+def held_spools(paths: list[str]) -> list[Spool]:
+    """The spool files among ``paths`` that exist and still hold records not replayed."""
+    return [spool for spool in (Spool(p) for p in paths if os.path.isfile(p)) if spool.pending]
+
+
 def replay_spools(uri: str, paths: list[str], *, warn: Callable[[str], None] | None = None) -> list[str]:
     """Replay what other processes left spooled in ``paths`` (e.g. the finished stages of an experiment, whose
     jobs never start again to replay their own); returns the paths that still hold records (server away)."""
-    held = [spool for spool in (Spool(p) for p in paths if os.path.isfile(p)) if spool.pending]
+    held = held_spools(paths)
     for i, spool in enumerate(held):
         if not BestEffortStore(uri, spool, warn=warn).flush(force=True):
             return [s.where for s in held[i:]]  # the server is away: the rest would only repeat the warning

@@ -19,6 +19,7 @@ from ray.tune import Callback
 from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.config.sections import TrackingSection
 from unispeech_platform.tracking import BestEffortStore, RunStore, Spool, TrackingError, replay_spools
+from unispeech_platform.tracking.retry import with_retries
 from unispeech_platform.tracking.spool import SPOOL_NAME
 
 SWEEP_TAG = "unispeech.sweep"
@@ -56,8 +57,6 @@ def trial_runs(uri: str, parent_id: str, trial_id: str) -> list:
 
 def close_trial_runs(uri: str, parent_id: str, trial_id: str, *, failed: bool, early: bool, reached: int) -> None:
     """End a trial's RUNNING runs: FAILED, KILLED (early-stopped) or FINISHED, tagged with how far it got."""
-    from unispeech_platform.tracking.retry import with_retries
-
     store = RunStore(uri)
     for run in with_retries(lambda: trial_runs(uri, parent_id, trial_id)):
         with_retries(lambda run=run: store.set_tags(
