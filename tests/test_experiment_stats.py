@@ -173,21 +173,55 @@ def test_mean_sd_and_reduction_equal_a_hand_computation():
     assert agg.utterances == {"fr": 4, "pt": 3}
 
 
+SPEAKERS = {"fr": ("a", "a", "b", "c"), "pt": ("d", "e", "d")}
+
+
+def _speaker_runs(edits=EDITS) -> dict:
+    return {key: {lang: UtteranceErrors(tuple(f"{lang}{i}" for i in range(len(e))), np.array(e),
+                                        np.array(REFS[lang]), SPEAKERS[lang])
+                  for lang, e in langs.items()} for key, langs in edits.items()}
+
+
+def test_hierarchical_draws_keep_speakers_whole():
+    """Every resample draws K speakers with replacement and, per drawn speaker, exactly as many of its own
+    utterances as it has: an utterance is drawn only with its speaker."""
+    from unispeech_platform.experiments.statistics import hierarchical_counts
+
+    groups = np.array([0, 0, 1, 2, 2, 2])
+    counts = hierarchical_counts(np.random.default_rng(3), groups, 500)
+    sizes = np.bincount(groups)
+    per_speaker = np.stack([counts[:, groups == g].sum(axis=1) for g in range(3)], axis=1)  # (resamples, K)
+    assert np.all(per_speaker % sizes == 0)  # whole multiples of the speaker's size
+    assert np.all((per_speaker // sizes).sum(axis=1) == 3)  # K speakers drawn per resample
+    assert np.all(counts >= 0) and counts[:, 3:].sum() > 0 and (counts[:, :2].sum(axis=1) == 0).any()
+    one_each = hierarchical_counts(np.random.default_rng(3), np.arange(5), 200)
+    assert np.all(one_each.sum(axis=1) == 5)  # one utterance per speaker: the plain utterance bootstrap
+
+
 def test_bootstrap_ci_equals_a_hand_rolled_loop():
-    """The documented protocol, one resample at a time in plain Python: per language (sorted) draw n indices
-    with replacement for each resample from default_rng(seed); pool edits / ref phones per (arm, seed) over the
-    drawn utterances, average over seeds, macro-average over languages; reduction per resample; percentiles."""
+    """The documented protocol, one resample at a time in plain Python over the same draws: seeds drawn with
+    replacement, then per language (sorted) speakers and their utterances; pool edits / ref phones per drawn seed
+    over the drawn utterances (with multiplicity), average over the drawn seeds, macro-average over languages;
+    reduction per resample; percentiles."""
+    from unispeech_platform.experiments.statistics import hierarchical_counts, seed_weights
+
     resamples, rng_seed = 200, 7
-    agg = aggregate(_runs(), ["base", "ref"], [0, 1], "ref", resamples=resamples, rng_seed=rng_seed)
+    agg = aggregate(_speaker_runs(), ["base", "ref"], [0, 1], "ref", resamples=resamples, rng_seed=rng_seed)
     rng = np.random.default_rng(rng_seed)
-    draws = {lang: rng.integers(0, len(REFS[lang]), size=(resamples, len(REFS[lang]))) for lang in ("fr", "pt")}
+    weights = seed_weights(rng, 2, resamples)
+    draws = {lang: hierarchical_counts(rng, _speaker_runs()[("base", 0)][lang].speaker_groups(), resamples)
+             for lang in ("fr", "pt")}
     per_lang = {lang: [] for lang in ("fr", "pt")}
     average = []
     for b in range(resamples):
+        seeds = [s for s in (0, 1) for _ in range(round(weights[b, s] * 2))]  # the drawn seeds, with repeats
+        assert len(seeds) == 2
         by_arm = {}
         for arm in ("base", "ref"):
-            by_arm[arm] = {lang: statistics.mean(_hand_per(arm, s, lang, draws[lang][b]) for s in (0, 1))
-                           for lang in ("fr", "pt")}
+            by_arm[arm] = {}
+            for lang in ("fr", "pt"):
+                pick = [i for i, c in enumerate(draws[lang][b]) for _ in range(c)]
+                by_arm[arm][lang] = statistics.mean(_hand_per(arm, s, lang, pick) for s in seeds)
         for lang in ("fr", "pt"):
             per_lang[lang].append((by_arm["base"][lang] - by_arm["ref"][lang]) / by_arm["base"][lang])
         base, ref = (statistics.mean(by_arm[a].values()) for a in ("base", "ref"))
@@ -197,6 +231,52 @@ def test_bootstrap_ci_equals_a_hand_rolled_loop():
         low, high = np.percentile(values, [2.5, 97.5])
         assert (red.low[lang], red.high[lang]) == (pytest.approx(low), pytest.approx(high)), lang
     assert red.low[AVERAGE] <= red.value[AVERAGE] <= red.high[AVERAGE]
+    assert agg.speakers == {"fr": 3, "pt": 2}
+    assert agg.resampled() == "seeds, then test speakers, then utterances within a speaker"
+
+
+def test_seed_spread_widens_the_interval_and_withholds_the_verdict():
+    """The reference arm wins clearly in two seeds and loses badly in the third: over test utterances of these
+    fixed models it is "better", over seeds it is not (the case the old utterance-only bootstrap got wrong)."""
+    n = 40
+    refs = {"fr": [10] * n}
+    wins = {"fr": [2] * n}
+    edits = {("base", 0): {"fr": [5] * n}, ("base", 1): {"fr": [5] * n}, ("base", 2): {"fr": [5] * n},
+             ("ref", 0): wins, ("ref", 1): wins, ("ref", 2): {"fr": [9] * n}}
+    runs = {k: {"fr": UtteranceErrors(tuple(f"u{i}" for i in range(n)), np.array(v["fr"]) + np.arange(n) % 2,
+                                      np.array(refs["fr"]))} for k, v in edits.items()}
+    fixed = aggregate(runs, ["base", "ref"], [0, 1, 2], "ref", resamples=400, resample_seeds=False)
+    nested = aggregate(runs, ["base", "ref"], [0, 1, 2], "ref", resamples=400)
+    (f,), (h,) = fixed.reductions, nested.reductions
+    assert f.value[AVERAGE] == pytest.approx(h.value[AVERAGE]) and f.value[AVERAGE] > 0
+    assert f.verdict() == "better" and h.verdict().startswith("within noise")
+    assert h.high[AVERAGE] - h.low[AVERAGE] > 5 * (f.high[AVERAGE] - f.low[AVERAGE])
+    assert fixed.resampled() == "test utterances" and nested.resampled() == "seeds, then test utterances"
+    assert nested.per_seed("ref") == pytest.approx([0.25, 0.25, 0.95])
+
+
+def test_a_scored_utterance_without_a_speaker_is_refused():
+    rows = [{"id": "u1", "lang": "fr", "split": "test", "ref": "a b", "hyp": "a", "error": None},
+            {"id": "u2", "lang": "fr", "split": "test", "ref": "a", "hyp": "a", "error": None}]
+    got = utterance_errors(rows, "test", {("fr", "u1"): "s1", ("fr", "u2"): "s1"})
+    assert got["fr"].speakers == ("s1", "s1") and got["fr"].speaker_groups().tolist() == [0, 0]
+    with pytest.raises(ValueError, match="no speaker for 1 scored 'fr' utterance"):
+        utterance_errors(rows, "test", {("fr", "u1"): "s1"})
+
+
+def test_corpus_speakers_reads_the_split_of_every_language(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from unispeech_platform.data.speakers import corpus_speakers
+
+    for lang, split, ids, speakers in [("fr", "test", ["f1", "f2"], ["x", None]), ("pt", "test", ["p1"], ["y"]),
+                                       ("fr", "train", ["t1"], ["z"])]:
+        d = tmp_path / f"lang={lang}" / f"split={split}"
+        d.mkdir(parents=True)
+        pq.write_table(pa.table({"id": ids, "speaker": pa.array(speakers, pa.string())}), d / "part-00000.parquet")
+    assert corpus_speakers(str(tmp_path), ["test"]) == {("fr", "f1"): "x", ("fr", "f2"): "utterance:f2",
+                                                        ("pt", "p1"): "y"}
 
 
 def test_bootstrap_known_values():
@@ -239,10 +319,12 @@ def test_table_metrics_and_single_seed():
     assert "| arm | fr | pt | avg |" in table
     cell = f"{100 * agg.mean('ref', 'fr'):.1f} ± {100 * agg.sd('ref', 'fr'):.1f}"
     assert f"| ref | {cell} |" in table
+    seeds = " / ".join(f"{100 * v:.1f}" for v in agg.per_seed("ref"))
+    assert "| avg per seed 0 / 1 |" in table and table.splitlines()[3].endswith(f"| {seeds} |")
     red = agg.reductions[0]
     assert (f"- ref vs base: {100 * red.value[AVERAGE]:+.1f}% relative PER reduction on the average (95% CI "
-            f"{100 * red.low[AVERAGE]:+.1f}% … {100 * red.high[AVERAGE]:+.1f}%, bootstrap over 7 test utterances "
-            "× 2 seeds;") in table
+            f"{100 * red.low[AVERAGE]:+.1f}% … {100 * red.high[AVERAGE]:+.1f}%, hierarchical bootstrap over 7 test "
+            "utterances × 2 seeds, resampling seeds, then test utterances;") in table
     both = results_tables(aggs)
     assert both.startswith(table) and "PER % on the `test_shifted` split" in both
     metrics = parent_metrics(aggs)

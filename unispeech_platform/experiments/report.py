@@ -1,6 +1,7 @@
 """The experiment's result table (the paper's layout): PER per target language and arm as mean ± sd over seeds,
-the macro average, and the relative PER reduction of the reference arm (UniSpeech) vs every other arm with its
-bootstrap confidence interval over test utterances (experiments/statistics.py says how and why)."""
+the macro average and each seed's average beside it, and the relative PER reduction of the reference arm
+(UniSpeech) vs every other arm with its hierarchical bootstrap confidence interval over seeds, test speakers and
+utterances (experiments/statistics.py says how and why)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,14 @@ class ArmResult:
         return {s.lang: s.per for s in self.scores if s.split == split and s.lang != WEIGHTED}
 
 
+def evaluation_speakers(evaluation) -> dict[tuple[str, str], str]:
+    """(lang, id) -> speaker of the utterances an evaluation job config scores (its corpus and splits): what the
+    hierarchical bootstrap groups them by."""
+    from unispeech_platform.data.speakers import corpus_speakers
+
+    return corpus_speakers(evaluation.data.path, list(evaluation.evaluate.splits))
+
+
 def aggregate_results(results: list[ArmResult], reference: str | None) -> dict[str, Aggregate]:
     """split -> every (arm, seed) result of that split pooled into mean ± sd and reductions with CIs (arms and
     seeds in run order; the first split, ``test``, is the headline)."""
@@ -66,25 +75,34 @@ def _signed(v: float) -> str:
     return f"{100 * v:+.1f}%"
 
 
+def _test_set(agg: Aggregate) -> str:
+    """E.g. "54 test utterances of 9 speakers × 3 seeds"."""
+    total = sum(agg.utterances.values())
+    known = [n for n in agg.speakers.values() if n is not None]
+    speakers = f" of {sum(known)} speakers" if len(known) == len(agg.speakers) else ""
+    seeds = f" × {len(agg.seeds)} seeds" if len(agg.seeds) > 1 else " (1 seed)"
+    return f"{total} test utterances{speakers}{seeds}"
+
+
 def results_table(agg: Aggregate) -> str:
-    """Markdown: PER % per arm (rows) and language plus the average (columns) as mean ± sd over seeds; then the
-    reference arm's relative reduction vs each other arm on the average with its CI, and per language."""
-    langs, n_seeds = agg.langs, len(agg.seeds)
-    head = ["arm", *langs, AVERAGE]
+    """Markdown: PER % per arm (rows) and language plus the average (columns) as mean ± sd over seeds, each seed's
+    average beside it; then the reference arm's relative reduction vs each other arm on the average with its
+    hierarchical CI (naming what was resampled), and per language."""
+    langs, several = agg.langs, len(agg.seeds) > 1
+    head = ["arm", *langs, AVERAGE, *(["avg per seed " + " / ".join(str(s) for s in agg.seeds)] if several else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for arm in agg.arms:
         cells = [_mean_sd(agg, arm, x) for x in langs]
-        lines.append("| " + " | ".join([arm, *cells, f"**{_mean_sd(agg, arm, AVERAGE)}**"]) + " |")
+        seeds = [" / ".join(_pct(v) for v in agg.per_seed(arm))] if several else []
+        lines.append("| " + " | ".join([arm, *cells, f"**{_mean_sd(agg, arm, AVERAGE)}**", *seeds]) + " |")
     text = "\n".join(lines) + "\n"
     if not agg.reductions:
         return text
-    total = sum(agg.utterances.values())
-    seeds = f" × {n_seeds} seeds" if n_seeds > 1 else " (1 seed)"
     ci = f"{100 * CONFIDENCE:.0f}% CI"
     text += "\n" + "\n".join(
         f"- {r.reference} vs {r.baseline}: {_signed(r.value[AVERAGE])} relative PER reduction on the average "
-        f"({ci} {_signed(r.low[AVERAGE])} … {_signed(r.high[AVERAGE])}, bootstrap over {total} test utterances"
-        f"{seeds}; {r.verdict()})" for r in agg.reductions) + "\n"
+        f"({ci} {_signed(r.low[AVERAGE])} … {_signed(r.high[AVERAGE])}, hierarchical bootstrap over "
+        f"{_test_set(agg)}, resampling {agg.resampled()}; {r.verdict()})" for r in agg.reductions) + "\n"
     head = ["relative PER reduction", *langs, AVERAGE]
     rows = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in agg.reductions:
@@ -112,9 +130,10 @@ def method_note(aggs: dict[str, Aggregate]) -> str:
               else f"one seed ({agg.seeds[0]}): no standard deviation")
     return (f"PER: {spread}; the average is the macro average over languages. Test utterances per language "
             f"({sizes}). Reductions: (PER_baseline − PER_reference) / PER_baseline of the seed means; "
-            f"{100 * CONFIDENCE:.0f}% CI: percentiles of {agg.resamples} bootstrap resamples of the test utterances "
-            "(within each language, the same resample for every arm and seed; per resample PER = edits / reference "
-            "phones pooled per language, averaged over seeds, then macro-averaged).\n")
+            f"{100 * CONFIDENCE:.0f}% CI: percentiles of {agg.resamples} hierarchical bootstrap resamples "
+            f"({agg.resampled()}, each with replacement; the same draw for every arm; per resample PER = edits / "
+            "reference phones pooled per language and drawn seed, averaged over the drawn seeds, then "
+            "macro-averaged). A verdict (better/worse) is given only where the interval excludes 0.\n")
 
 
 def timing_table(results: list[ArmResult]) -> str:

@@ -14,6 +14,7 @@ from unispeech_platform.experiments.config import ExperimentConfig
 from unispeech_platform.experiments.report import (
     ArmResult,
     aggregate_results,
+    evaluation_speakers,
     method_note,
     parent_metrics,
     results_tables,
@@ -131,7 +132,8 @@ def run_arm(stages: ArmStages, seed: int, label: str, runs: ExperimentRuns | Non
         with progress.step(f"{label}: per-language PER", secs, "evaluate"):
             evaluation = run_evaluation(stages.evaluate)
             scores = evaluation.scores
-            utterances = read_utterance_errors(Path(evaluation.out_dir) / PREDICTIONS)
+            utterances = read_utterance_errors(Path(evaluation.out_dir) / PREDICTIONS,
+                                               evaluation_speakers(stages.evaluate))
             if runs and planned:
                 record_evaluation(runs.best, planned.arm, model_path=stages.evaluate.evaluate.model_path,
                                   metrics=evaluation.metrics, out_dir=evaluation.out_dir,
@@ -186,7 +188,8 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False, resume: bo
         build_corpora(cfg.corpus)
     check_stage_data([st for _, st in stages])
     labels = [exp.run_label(st.name, seed) for seed, st in stages]
-    done = [load_arm_result(root, label, Path(st.evaluate.evaluate.output_dir) / PREDICTIONS) if resume else None
+    done = [load_arm_result(root, label, Path(st.evaluate.evaluate.output_dir) / PREDICTIONS,
+                            evaluation_speakers(st.evaluate)) if resume else None
             for label, (_, st) in zip(labels, stages)]
     runs, parent, planned = None, None, {}
     record["attempt"] = record.get("attempt", -1) + 1  # 0, then 1 for the first --resume, ...

@@ -112,7 +112,8 @@ def save_arm_result(root: Path, result: ArmResult) -> None:
     atomic_write_text(root / f"{result.label}{RESULT_SUFFIX}", json.dumps(record) + "\n")
 
 
-def load_arm_result(root: Path, label: str, predictions: Path) -> ArmResult | None:
+def load_arm_result(root: Path, label: str, predictions: Path,
+                    speakers: dict[tuple[str, str], str] | None = None) -> ArmResult | None:
     """A finished arm and seed from its result file and its evaluation's predictions (both written by this job,
     read as JSON), or None when it did not finish."""
     from unispeech_platform.evaluate.scoring import Score
@@ -123,7 +124,7 @@ def load_arm_result(root: Path, label: str, predictions: Path) -> ArmResult | No
         return None
     r = json.loads(path.read_text(encoding="utf-8"))
     return ArmResult(r["name"], [Score(**s) for s in r["scores"]], r["seconds"], r["run_id"], r["seed"],
-                     r["label"], read_utterance_errors(predictions), r.get("machine", ""))
+                     r["label"], read_utterance_errors(predictions, speakers), r.get("machine", ""))
 
 
 def clear_arm(root: Path, label: str) -> None:
