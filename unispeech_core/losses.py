@@ -6,6 +6,8 @@ Following the authors' criterion, every term is summed and then divided by the n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +24,31 @@ def contrastive_loss(
     predicted, quantized: [B, T, H]; mask: bool [B, T]; negative_indices: [B, T, K] into the flat B·T frames.
     Only masked frames are gathered, so memory is O(N_masked · K · H) rather than O(B · T · K · H).
     """
+    return contrastive_sum(contrastive_candidates(predicted, quantized, mask, negative_indices, temperature))
+
+
+@dataclass
+class ContrastiveCandidates:
+    """The masked frames' predictions, positives, negatives and logits (what the loss and the telemetry read)."""
+
+    predicted: torch.Tensor
+    """[N, H] c_t of the masked frames."""
+    positives: torch.Tensor
+    """[N, H] ŷ_t."""
+    negatives: torch.Tensor
+    """[N, K, H] the distractors."""
+    logits: torch.Tensor
+    """[N, K+1] cos / κ, positive first; a distractor identical to the positive is −inf."""
+
+
+def contrastive_candidates(
+    predicted: torch.Tensor,
+    quantized: torch.Tensor,
+    mask: torch.Tensor,
+    negative_indices: torch.Tensor,
+    temperature: float,
+) -> ContrastiveCandidates:
+    """Gather the masked frames and score each prediction against its positive and negatives."""
     b, t, h = quantized.shape
     c = predicted[mask]  # [N, H]
     pos = quantized[mask]  # [N, H]
@@ -30,6 +57,12 @@ def contrastive_loss(
     logits = F.cosine_similarity(c[:, None].float(), targets.float(), dim=-1) / temperature
     same = (neg == pos[:, None]).all(dim=-1)  # a distractor identical to the positive is no distractor
     logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(same, float("-inf"))], dim=1)
+    return ContrastiveCandidates(c, pos, neg, logits)
+
+
+def contrastive_sum(candidates: ContrastiveCandidates) -> torch.Tensor:
+    """Cross-entropy with the positive as target, summed over masked frames."""
+    logits = candidates.logits
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, target, reduction="sum")
 

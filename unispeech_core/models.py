@@ -12,10 +12,11 @@ from .checkpoint import PreTrainedMixin
 from .config import UniSpeechConfig
 from .encoder import Encoder, PositionalConvEmbedding
 from .feature_encoder import FeatureEncoder, FeatureProjection, conv_output_lengths, frame_mask
-from .losses import contrastive_loss, ctc_loss, diversity_loss, unispeech_loss
+from .losses import contrastive_candidates, contrastive_sum, ctc_loss, diversity_loss, unispeech_loss
 from .masking import compute_mask_indices, sample_negative_indices
 from .outputs import BaseModelOutput, CTCOutput, PreTrainingOutput, SequenceClassifierOutput
 from .quantizer import GumbelVectorQuantizer
+from .telemetry import code_perplexity, code_randomness, contrastive_accuracy, target_cosines
 
 
 def _check_input(input_values: torch.Tensor, attention_mask: torch.Tensor | None, config: UniSpeechConfig) -> None:
@@ -175,10 +176,11 @@ class UniSpeechModel(UniSpeechPreTrainedModel):
             valid = torch.ones(feats.shape[:2], dtype=torch.bool, device=feats.device)
         hidden, extract_features = self.feature_projection(feats)
         hidden, mask_time_indices = self._mask_hidden_states(hidden, mask_time_indices, valid)
+        encoder_input = hidden
         hidden, all_hidden, attns = self.encoder(
             hidden, valid if attention_mask is not None else None, output_hidden_states, output_attentions
         )
-        return BaseModelOutput(hidden, extract_features, all_hidden, attns, valid, mask_time_indices)
+        return BaseModelOutput(hidden, extract_features, all_hidden, attns, valid, mask_time_indices, encoder_input)
 
 
 class UniSpeechForPreTraining(UniSpeechPreTrainedModel):
@@ -217,8 +219,9 @@ class UniSpeechForPreTraining(UniSpeechPreTrainedModel):
             mask = mask & valid
         quant_in = self.dropout_features(out.extract_features)
         ppl_frames = mask if mask is not None and bool(mask.any()) else valid
-        quantized, perplexity = self.quantizer(quant_in, ppl_frames)
-        quantized = self.project_hid(self.project_q(quantized.to(self.project_q.weight.dtype)))
+        codes = self.quantizer.quantize(quant_in, ppl_frames)
+        perplexity = codes.perplexity
+        quantized = self.project_hid(self.project_q(codes.vectors.to(self.project_q.weight.dtype)))
 
         z = states
         if self.training and c.replace_prob > 0:
@@ -229,15 +232,18 @@ class UniSpeechForPreTraining(UniSpeechPreTrainedModel):
         result = PreTrainingOutput(
             projected_states=states, projected_quantized_states=quantized, codevector_perplexity=perplexity,
             ctc_logits=ctc_logits, mask_time_indices=mask, hidden_states=out.hidden_states,
-            attentions=out.attentions,
+            attentions=out.attentions, encoder_input=out.encoder_input,
         )
         if mask is None or not bool(mask.any()):
             return result
         num_masked = mask.sum()
         if sampled_negative_indices is None:
             sampled_negative_indices = sample_negative_indices(mask, c.num_negatives)
-        con = contrastive_loss(states, quantized, mask, sampled_negative_indices, c.contrastive_logits_temperature)
+        candidates = contrastive_candidates(states, quantized, mask, sampled_negative_indices,
+                                            c.contrastive_logits_temperature)
+        con = contrastive_sum(candidates)
         div = diversity_loss(perplexity, c.num_codevector_groups, c.num_codevectors_per_group)
+        result.telemetry = pretraining_telemetry(candidates, codes, num_masked, states.shape[0], c)
         ctc_sum = None
         if labels is not None and c.ctc_weight > 0:
             ctc_sum = self._ctc_sum(ctc_logits, valid.sum(-1), labels, labeled)
@@ -343,3 +349,19 @@ class UniSpeechForSequenceClassification(UniSpeechPreTrainedModel):
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, self.config.num_labels), labels.view(-1))
         return SequenceClassifierOutput(loss, logits, out.hidden_states if output_hidden_states else None, out.attentions)
+
+
+@torch.no_grad()
+def pretraining_telemetry(candidates, codes, num_masked: torch.Tensor, rows: int,
+                          config: UniSpeechConfig) -> dict[str, torch.Tensor]:
+    """The health statistics of one forward pass (unispeech_core/telemetry.py says what each one shows)."""
+    pos_neg, pos_pred = target_cosines(candidates.predicted, candidates.positives, candidates.negatives)
+    return {
+        "code_perplexity": code_perplexity(codes.argmax_codes, config.num_codevectors_per_group),
+        "prob_perplexity": codes.perplexity.detach().float(),
+        "code_randomness": code_randomness(codes.sampled_codes, codes.argmax_codes),
+        "contrastive_accuracy": contrastive_accuracy(candidates.logits),
+        "cos_pos_neg": pos_neg,
+        "cos_pos_pred": pos_pred,
+        "masked_frames_per_utt": num_masked.float() / max(rows, 1),
+    }

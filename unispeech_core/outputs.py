@@ -21,6 +21,8 @@ class BaseModelOutput:
     """Bool [B, T]: valid (non-padded) frames."""
     mask_time_indices: torch.Tensor | None = None
     """Bool [B, T]: frames replaced by masked_spec_embed."""
+    encoder_input: torch.Tensor | None = None
+    """[B, T, hidden] what enters the transformer (after masking): where each loss term's gradient is measured."""
 
 
 @dataclass
@@ -47,6 +49,10 @@ class PreTrainingOutput:
     """Number of masked frames (the loss normaliser)."""
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+    telemetry: dict[str, torch.Tensor] | None = None
+    """Health statistics of the self-supervised terms (unispeech_core/telemetry.py); None when nothing is masked."""
+    encoder_input: torch.Tensor | None = None
+    """[B, T, hidden] the transformer's input (for measuring each term's gradient there)."""
 
 
 @dataclass

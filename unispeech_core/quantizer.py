@@ -6,6 +6,8 @@ padding or unmasked frames — as transformers does — inflates it and hides co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,6 +45,11 @@ class GumbelVectorQuantizer(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, T, C] → (codevectors [B, T, D], perplexity over ``mask`` frames, or all frames if None)."""
+        out = self.quantize(x, mask)
+        return out.vectors, out.perplexity
+
+    def quantize(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
+        """forward, plus the hard codes of the ``mask`` frames (what the telemetry reads: unispeech_core/telemetry.py)."""
         b, t, _ = x.shape
         logits = self.weight_proj(x).view(b * t, self.num_groups, self.num_vars)
         flat_mask = mask.reshape(-1) if mask is not None else None
@@ -57,4 +64,20 @@ class GumbelVectorQuantizer(nn.Module):
         # [B·T, G, V] @ per-group codebooks [G, V, D/G] → [B·T, G, D/G]
         books = self.codevectors.view(self.num_groups, self.num_vars, -1)
         vectors = torch.einsum("ngv,gvd->ngd", one_hot, books.to(one_hot.dtype))
-        return vectors.reshape(b, t, -1), ppl
+        with torch.no_grad():
+            chosen = one_hot[flat_mask] if flat_mask is not None else one_hot
+            scored = logits[flat_mask] if flat_mask is not None else logits
+            sampled, argmax = chosen.argmax(dim=-1), scored.argmax(dim=-1)
+        return QuantizerOutput(vectors.reshape(b, t, -1), ppl, sampled, argmax)
+
+
+@dataclass
+class QuantizerOutput:
+    vectors: torch.Tensor
+    """[B, T, D] the chosen codevectors (hard Gumbel samples in training, argmax codes in eval)."""
+    perplexity: torch.Tensor
+    """Soft perplexity (Σ_g over groups) over the mask frames: fairseq's prob_perplexity, the diversity term's input."""
+    sampled_codes: torch.Tensor
+    """[N, G] the code each mask frame got (a Gumbel sample in training)."""
+    argmax_codes: torch.Tensor
+    """[N, G] the most probable code of each mask frame."""
