@@ -60,6 +60,14 @@ class DataConfig(BaseModel):
         description="Training only: language-balanced sampling p_l ~ (n_l/N)^alpha over hours (XLSR uses 0.5; "
         "0 = uniform over languages, None or 1 = natural). Rows are repeated or skipped per epoch.",
     )
+    labeled_share: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        description="Training only: every batch holds this share of labeled rows (within one row), whatever the "
+        "corpus holds: the scarcer kind's rows are reused within a shuffle pool (docs/data.md#labeled-share). "
+        "None = the rows' own mix.",
+    )
     seed: int = Field(
         default=0, description="Seeds shuffling, cropping and language sampling (with the epoch)."
     )

@@ -12,6 +12,7 @@ must fix its steps per epoch or all-reduce a "done" flag. :attr:`BatchStream.sta
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +119,9 @@ class BatchStream:
         self.train = train
         self.stats: dict[str, float] = dict.fromkeys(STAT_KEYS, 0)
         """Fixed keys in a fixed order on every rank: ``torch.tensor(list(stats.values()))`` all-reduces."""
+        self.recent: dict[bool, list[Utterance]] = {True: [], False: []}
+        """The last pool's labeled (True) and unlabeled rows: what a pool without one kind borrows to hold
+        ``data.labeled_share``."""
 
     @property
     def dropped(self) -> dict[str, int]:
@@ -191,13 +195,16 @@ class BatchStream:
 
     def _batches_of(self, pool: list[Utterance], pool_index: int) -> Iterator[dict[str, Any]]:
         cfg = self.cfg
-        lengths = [len(u.wave) for u in pool]
-        keys = None
         rng = row_rng("pool", cfg.seed, self.epoch, pool_index)
+        keys = None
         if self.train:  # ~±10 % jitter: batches still tight, but not the same neighbours every epoch
             keys = [
-                n * float(np.exp(j)) for n, j in zip(lengths, rng.uniform(-0.1, 0.1, len(pool)), strict=True)
+                len(u.wave) * float(np.exp(j)) for u, j in zip(pool, rng.uniform(-0.1, 0.1, len(pool)), strict=True)
             ]
+            if cfg.labeled_share is not None:
+                pool = self._hold_labeled_share(pool, keys, cfg.labeled_share)
+                keys = [float(i) for i in range(len(pool))]  # that order is the bucketing order
+        lengths = [len(u.wave) for u in pool]
         buckets = make_buckets(
             lengths, int(cfg.max_batch_seconds * TARGET_SAMPLE_RATE), cfg.max_batch_size, keys
         )
@@ -211,6 +218,34 @@ class BatchStream:
             self.stats["audio_seconds"] += sum(len(u.wave) for u in items) / TARGET_SAMPLE_RATE
             self.stats["padded_seconds"] += batch["input_values"].numel() / TARGET_SAMPLE_RATE
             yield batch
+
+    def _hold_labeled_share(self, pool: list[Utterance], keys: list[float], share: float) -> list[Utterance]:
+        """The pool's rows reordered so that every run of consecutive rows holds ``share`` labeled rows within
+        one row (labeled row k of a prefix of n rows is placed where round(share·n) reaches k): the plentiful
+        kind is used once, the scarce kind cycled in length order (rows reused within the pool), and a pool with
+        none of one kind borrows the previous pool's. Each kind stays sorted by its jittered length, so length
+        buckets cut from this order stay tight when both kinds have similar lengths."""
+        kinds = {flag: sorted((i for i, u in enumerate(pool) if (u.labels is not None) == flag), key=lambda i: keys[i])
+                 for flag in (True, False)}
+        rows = {flag: [pool[i] for i in idx] for flag, idx in kinds.items()}
+        for flag in (True, False):
+            rows[flag] = rows[flag] or list(self.recent[flag])
+            if pool and any((u.labels is not None) == flag for u in pool):
+                self.recent[flag] = [pool[i] for i in kinds[flag]]
+        labeled, unlabeled = rows[True], rows[False]
+        if not labeled or not unlabeled:
+            return [pool[i] for i in sorted(range(len(pool)), key=lambda i: keys[i])]
+        total = max(math.ceil(len(labeled) / share), math.ceil(len(unlabeled) / (1 - share)))
+        out: list[Utterance] = []
+        taken = 0  # labeled rows placed so far
+        for n in range(1, total + 1):
+            want = math.floor(share * n + 0.5)  # labeled rows in the first n
+            if taken < want:
+                out.append(labeled[taken % len(labeled)])
+                taken += 1
+            else:
+                out.append(unlabeled[(n - 1 - taken) % len(unlabeled)])
+        return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         pool: list[Utterance] = []

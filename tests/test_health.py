@@ -1,0 +1,58 @@
+"""(No Ray) Each failure-state detector fires on a constructed state, names it once, stays silent on healthy
+statistics, and stop_on ends the run at the state (unispeech_platform/train/health.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from unispeech_platform.train.health import HEALTH_STATES, HealthMonitor, Objective, diagnose, health_line
+
+OBJECTIVE = Objective(num_groups=2, num_negatives=20, ctc_weight=0.5)
+CHANCE = math.log(21)
+HEALTHY = {"code_perplexity": 40.0, "prob_perplexity": 150.0, "code_randomness": 0.3, "contrastive_accuracy": 0.4,
+           "cos_pos_neg": 0.6, "cos_pos_pred": 0.5, "contrastive_loss": 2.1, "temperature": 1.2,
+           "grad_share/ctc": 0.6, "grad_share/contrastive": 0.4, "dev_blank_share": 0.7}
+
+STATES = {
+    "codebook_collapse": {"code_perplexity": 4.0},  # 2 per group
+    "collinear_targets": {"cos_pos_neg": 0.995, "contrastive_loss": CHANCE},
+    "random_codes": {"code_randomness": 0.88},
+    "starved_contrastive": {"grad_share/ctc": 0.95, "grad_share/contrastive": 0.05},  # 19x
+    "ctc_blank_plateau": {"dev_blank_share": 0.97},
+}
+
+
+def test_healthy_statistics_name_no_state():
+    assert diagnose(HEALTHY, OBJECTIVE) == []
+
+
+@pytest.mark.parametrize("state", HEALTH_STATES)
+def test_each_state_is_named_on_its_constructed_metrics(state):
+    found = diagnose({**HEALTHY, **STATES[state]}, OBJECTIVE)
+    assert [f.state for f in found] == [state]
+    message = found[0].message
+    assert "\n" not in message and ("model." in message or "data." in message)
+
+
+def test_the_boundaries_are_where_the_docs_put_them():
+    assert diagnose({**HEALTHY, "code_perplexity": 4.2}, OBJECTIVE) == []  # 2.1 per group
+    near_chance = {**HEALTHY, "cos_pos_neg": 0.995, "contrastive_loss": 0.97 * CHANCE}
+    assert diagnose(near_chance, OBJECTIVE) == []  # collinear but the loss already left chance
+    assert diagnose({**HEALTHY, "grad_share/ctc": 0.9, "grad_share/contrastive": 0.1}, OBJECTIVE) == []  # 9x
+    pure_ssl = Objective(num_groups=2, num_negatives=20, ctc_weight=0.0)
+    assert diagnose({**HEALTHY, **STATES["starved_contrastive"], **STATES["ctc_blank_plateau"]}, pure_ssl) == []
+
+
+def test_a_state_is_reported_once_and_stop_on_stops_every_time_it_is_present():
+    monitor = HealthMonitor(OBJECTIVE, stop_on=("codebook_collapse",), after_steps=10)
+    collapsed = {**HEALTHY, **STATES["codebook_collapse"]}
+    assert monitor.check(collapsed, 5) == ([], None)  # too early
+    new, stop = monitor.check(collapsed, 10)
+    assert [f.state for f in new] == ["codebook_collapse"] and stop == "codebook_collapse"
+    assert monitor.check(collapsed, 20) == ([], "codebook_collapse")
+    new, stop = monitor.check({**HEALTHY, **STATES["random_codes"]}, 30)
+    assert [f.state for f in new] == ["random_codes"] and stop is None
+    (line,) = health_line(30, new)
+    assert line.startswith("HEALTH random_codes at update 30: random codes: 88% of hard Gumbel samples")

@@ -1,0 +1,153 @@
+"""Failure-state detectors: name a known bad state of the objective the moment the logged statistics show it.
+
+A run whose loss looks fine can be learning nothing: the contrastive loss parked at ln(K+1) (collinear targets),
+at 0 over a collapsed codebook, over random Gumbel codes, starved by the CTC gradient, or a CTC head that predicts
+only blanks. Each state here is a predicate over one log interval's metrics (already averaged over ranks, so every
+rank reaches the same verdict), reported once per run with one console line and an MLflow tag ``health/<state>``;
+``train.stop_on`` lists the states that end the run at that update (every rank stops together).
+docs/training.md#health says how each state shows in the MLflow charts and which knob moves it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+HEALTH_STATES = ("codebook_collapse", "collinear_targets", "random_codes", "starved_contrastive",
+                 "ctc_blank_plateau")
+"""Every state a detector can name (train.stop_on accepts these)."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where each state starts (defaults: docs/training.md#health)."""
+
+    collapse_per_group: float = 2.0
+    """codebook_collapse: hard code perplexity per codebook group at or below this."""
+    collinear_cosine: float = 0.99
+    """collinear_targets: mean cosine between positive and negatives at or above this ..."""
+    chance_share: float = 0.98
+    """... while the contrastive loss is at least this share of ln(K+1) (chance)."""
+    random_codes: float = 0.8
+    """random_codes: share of hard Gumbel samples that differ from the argmax code at or above this."""
+    starved_ratio: float = 10.0
+    """starved_contrastive: CTC sends at least this many times the contrastive term's gradient norm into the
+    transformer input."""
+    blank_share: float = 0.95
+    """ctc_blank_plateau: share of blank frames in the dev predictions at or above this."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    state: str
+    message: str
+    """One line: what was measured, what it means, which knob moves it."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the detectors need to know about the model's objective."""
+
+    num_groups: int
+    num_negatives: int
+    ctc_weight: float
+
+
+def diagnose(metrics: dict[str, float], objective: Objective, limits: Thresholds = Thresholds()) -> list[Finding]:
+    """Every state the metrics of one log interval (or one dev evaluation) are in, in HEALTH_STATES order."""
+    found = []
+    for state, check in _CHECKS.items():
+        message = check(metrics, objective, limits)
+        if message:
+            found.append(Finding(state, message))
+    return found
+
+
+def _collapse(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
+    ppl = m.get("code_perplexity")
+    if ppl is None or ppl / o.num_groups > t.collapse_per_group:
+        return None
+    return (f"code perplexity {ppl / o.num_groups:.2f} per group (≤ {t.collapse_per_group:g}): every target is one "
+            "of a few codes and the contrastive loss can fall to 0 without learning; raise "
+            "model.diversity_loss_weight, lower the learning rate or the Gumbel temperature decay")
+
+
+def _collinear(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
+    cos, loss = m.get("cos_pos_neg"), m.get("contrastive_loss")
+    chance = math.log(o.num_negatives + 1)
+    if cos is None or loss is None or cos < t.collinear_cosine or loss < t.chance_share * chance:
+        return None
+    return (f"targets collinear: cos(positive, negatives) {cos:.3f}, contrastive loss {loss:.3f} ≈ ln(K+1) = "
+            f"{chance:.3f}: every candidate gets the same logit and the contrastive gradient is ~0; raise "
+            "model.mask_time_prob, lower model.ctc_weight, or lower the learning rate")
+
+
+def _random(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
+    share = m.get("code_randomness")
+    if share is None or share < t.random_codes:
+        return None
+    tau = m.get("temperature")
+    at = f" at Gumbel temperature {tau:.2f}" if tau is not None else ""
+    return (f"random codes: {100 * share:.0f}% of hard Gumbel samples differ from the argmax code{at}: the targets "
+            "are noise (soft prob_perplexity still looks healthy); lower model.max_gumbel_temperature or decay it "
+            "faster (model.gumbel_temperature_decay)")
+
+
+def _starved(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
+    ctc, con = m.get("grad_share/ctc"), m.get("grad_share/contrastive")
+    if ctc is None or con is None or not 0 < o.ctc_weight < 1:
+        return None
+    if con > 0 and ctc / con < t.starved_ratio:
+        return None
+    ratio = "∞" if con <= 0 else f"{ctc / con:.1f}"
+    return (f"contrastive starved: CTC sends {ratio}× the contrastive term's gradient into the transformer input "
+            f"(≥ {t.starved_ratio:g}×): the run is supervised CTC in effect; lower model.ctc_weight or raise "
+            "model.mask_time_prob (more masked frames)")
+
+
+def _blank(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
+    share = m.get("dev_blank_share")
+    if share is None or share < t.blank_share or o.ctc_weight <= 0:
+        return None
+    return (f"CTC blank plateau: {100 * share:.1f}% of dev frames predicted blank (≥ {100 * t.blank_share:g}%): the "
+            "CTC head emits nothing yet; more updates, a higher learning rate or more labeled rows per update "
+            "(data.labeled_share)")
+
+
+_CHECKS: dict[str, Callable[[dict[str, float], Objective, Thresholds], str | None]] = {
+    "codebook_collapse": _collapse,
+    "collinear_targets": _collinear,
+    "random_codes": _random,
+    "starved_contrastive": _starved,
+    "ctc_blank_plateau": _blank,
+}
+
+
+@dataclass
+class HealthMonitor:
+    """Reports each state once per run (named the first time it shows) and says when ``stop_on`` ends the run.
+    ``seen`` is kept in the checkpointed train state so that a restore does not report a state again."""
+
+    objective: Objective
+    limits: Thresholds = field(default_factory=Thresholds)
+    stop_on: tuple[str, ...] = ()
+    after_steps: int = 0
+    """No verdict before this update (the statistics of the first updates are noise)."""
+    seen: set[str] = field(default_factory=set)
+
+    def check(self, metrics: dict[str, float], step: int) -> tuple[list[Finding], str | None]:
+        """(the states first seen now, the state that stops the run or None). Every state present is checked
+        against stop_on, not only new ones: a restored run in a stop state stops again."""
+        if step < self.after_steps:
+            return [], None
+        present = diagnose(metrics, self.objective, self.limits)
+        new = [f for f in present if f.state not in self.seen]
+        self.seen.update(f.state for f in new)
+        stop = next((f.state for f in present if f.state in self.stop_on), None)
+        return new, stop
+
+
+def health_line(step: int, findings: Iterable[Finding]) -> list[str]:
+    """The console lines of newly seen states."""
+    return [f"HEALTH {f.state} at update {step}: {f.message}" for f in findings]
