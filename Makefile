@@ -20,10 +20,12 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# ruff, then the architecture: import-linter's contracts in pyproject.toml (docs/architecture.md#layers).
+# ruff, then the architecture: import-linter's contracts in pyproject.toml (docs/architecture.md#layers), then
+# the structure rules: no function in unispeech_platform/ over 80 lines, no import cycle (tools/lint_structure.py).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/python tools/lint_structure.py
 
 # Headless Chromium for the MLflow UI test only: `make demo` does not wait for it.
 browser:

@@ -30,7 +30,7 @@ from .audio import encode_flac, to_mono_16k
 from .espeak import G2PError, check_voice, require_espeak, synthesize
 from .parallel import parallel_map
 from .schema import TARGET_SAMPLE_RATE
-from .summary import print_table, write_summary
+from .summary import CorpusStats, print_table, write_summary
 from .writer import CorpusWriter, prepare_output
 
 CLEAN_LANGS = ("en-us", "es", "fr", "de", "it", "nl", "sv", "pl", "pt", "ru", "tr")
@@ -281,54 +281,82 @@ def plan_jobs(args: dict[str, Any]) -> list[Job]:
     return jobs
 
 
-def synthesis_args(
-    langs: Sequence[str],
-    per_lang: int,
-    *,
-    speakers: int = 6,
-    dev_speakers: int = 1,
-    test_speakers: int = 1,
-    unlabeled_fraction: float = 0.0,
-    unlabeled_langs: Sequence[str] = (),
-    unlabeled_per_lang: int = 0,
-    unlabeled_held_out_speakers: int = 2,
-    shifted: ShiftedCondition | None = None,
-    seed: int = 0,
-    min_words: int = 4,
-    max_words: int = 10,
-) -> dict[str, Any]:
-    """The arguments a corpus is recorded (and reused) by, checked; see make_corpus.
+@dataclass(frozen=True)
+class SynthesisSpec:
+    """What a synthetic corpus is made of, declared once: make_corpus, synthesis_args and jobs.make_corpus all
+    take these fields. Its args() are what the corpus is recorded (and reused) by in summary.json."""
 
-    The unlabeled extra and the shifted split enter only when used, so corpora made without them keep the
-    arguments (and the summary.json) they always had and are reused unchanged."""
-    if not 0.0 <= unlabeled_fraction < 1.0:
-        raise ValueError(f"unlabeled_fraction must be in [0, 1), got {unlabeled_fraction}")
-    if not 1 <= min_words <= max_words:
-        raise ValueError(f"need 1 <= min_words <= max_words, got {min_words}, {max_words}")
-    args = {
-        "generator": f"espeak-ng/wordfreq v{GENERATOR_VERSION}",
-        "langs": list(langs),
-        "per_lang": per_lang,
-        "speakers": speakers,
-        "dev_speakers": dev_speakers,
-        "test_speakers": test_speakers,
-        "unlabeled_fraction": unlabeled_fraction,
-        "seed": seed,
-        "min_words": min_words,
-        "max_words": max_words,
-    }
-    if unlabeled_per_lang < 0 or (unlabeled_per_lang and not unlabeled_langs):
-        raise ValueError(f"unlabeled_per_lang={unlabeled_per_lang} needs unlabeled_langs and must be >= 0")
-    if unlabeled_per_lang:
-        if not 0 <= unlabeled_held_out_speakers < len(VARIANTS):
-            raise ValueError(f"unlabeled_held_out_speakers must be in [0, {len(VARIANTS)}), "
-                             f"got {unlabeled_held_out_speakers}")
-        args["unlabeled"] = {"langs": list(unlabeled_langs), "per_lang": unlabeled_per_lang,
-                             "held_out_speakers": unlabeled_held_out_speakers}
-    if shifted is not None:
-        shifted.check()
-        args["shifted"] = shifted.args()
-    return args
+    langs: Sequence[str]
+    """espeak-ng voices (CLEAN_LANGS have clean IPA); each gets its own speakers."""
+    per_lang: int
+    """Utterances per language, all splits together."""
+    speakers: int = 6
+    """Voices per language (espeak variants, at most len(VARIANTS))."""
+    dev_speakers: int = 1
+    """Speakers per language held out for dev."""
+    test_speakers: int = 1
+    """Speakers per language held out for test."""
+    unlabeled_fraction: float = 0.0
+    """Share of train rows stored without phones, in [0, 1)."""
+    unlabeled_langs: Sequence[str] = ()
+    """Languages (in ``langs`` or not) of the unlabeled extra; used only when ``unlabeled_per_lang`` > 0."""
+    unlabeled_per_lang: int = 0
+    """> 0 adds that many unlabeled train rows (phones null) of each of ``unlabeled_langs``."""
+    unlabeled_held_out_speakers: int = 2
+    """The extra is spoken by every voice of its language except the first this many of its voice order: pass
+    another corpus' dev + test speaker count (same seed) to keep its evaluation voices out."""
+    shifted: ShiftedCondition | None = None
+    """Adds its split: every test row re-spoken under that condition (ids end in ``-shifted``)."""
+    seed: int = 0
+    min_words: int = 4
+    """Shortest text in words (2-4 words give ~1-2 s clips)."""
+    max_words: int = 10
+    """Longest text in words."""
+
+    @property
+    def all_langs(self) -> list[str]:
+        """Every language the corpus speaks, labeled ones first."""
+        return list(dict.fromkeys([*self.langs, *self.unlabeled_langs]))
+
+    def args(self) -> dict[str, Any]:
+        """The recorded arguments, checked (ValueError names the field). The unlabeled extra and the
+        shifted split enter only when used, so corpora made without them keep the arguments (and the
+        summary.json) they always had and are reused unchanged."""
+        if not 0.0 <= self.unlabeled_fraction < 1.0:
+            raise ValueError(f"unlabeled_fraction must be in [0, 1), got {self.unlabeled_fraction}")
+        if not 1 <= self.min_words <= self.max_words:
+            raise ValueError(f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
+        args: dict[str, Any] = {
+            "generator": f"espeak-ng/wordfreq v{GENERATOR_VERSION}",
+            "langs": list(self.langs),
+            "per_lang": self.per_lang,
+            "speakers": self.speakers,
+            "dev_speakers": self.dev_speakers,
+            "test_speakers": self.test_speakers,
+            "unlabeled_fraction": self.unlabeled_fraction,
+            "seed": self.seed,
+            "min_words": self.min_words,
+            "max_words": self.max_words,
+        }
+        if self.unlabeled_per_lang < 0 or (self.unlabeled_per_lang and not self.unlabeled_langs):
+            raise ValueError(
+                f"unlabeled_per_lang={self.unlabeled_per_lang} needs unlabeled_langs and must be >= 0"
+            )
+        if self.unlabeled_per_lang:
+            if not 0 <= self.unlabeled_held_out_speakers < len(VARIANTS):
+                raise ValueError(f"unlabeled_held_out_speakers must be in [0, {len(VARIANTS)}), "
+                                 f"got {self.unlabeled_held_out_speakers}")
+            args["unlabeled"] = {"langs": list(self.unlabeled_langs), "per_lang": self.unlabeled_per_lang,
+                                 "held_out_speakers": self.unlabeled_held_out_speakers}
+        if self.shifted is not None:
+            self.shifted.check()
+            args["shifted"] = self.shifted.args()
+        return args
+
+
+def synthesis_args(langs: Sequence[str], per_lang: int, **fields: Any) -> dict[str, Any]:
+    """The arguments a corpus is recorded (and reused) by, checked; ``fields`` are SynthesisSpec's."""
+    return SynthesisSpec(langs, per_lang, **fields).args()
 
 
 def make_corpus(
@@ -336,84 +364,83 @@ def make_corpus(
     langs: Sequence[str],
     per_lang: int,
     *,
-    speakers: int = 6,
-    dev_speakers: int = 1,
-    test_speakers: int = 1,
-    unlabeled_fraction: float = 0.0,
-    unlabeled_langs: Sequence[str] = (),
-    unlabeled_per_lang: int = 0,
-    unlabeled_held_out_speakers: int = 2,
-    shifted: ShiftedCondition | None = None,
-    seed: int = 0,
-    min_words: int = 4,
-    max_words: int = 10,
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
     row_group_bytes: int = 64 << 20,
+    **fields: Any,
 ) -> dict[str, Any]:
     """Build (or reuse) a synthetic corpus under ``out``; returns the summary dict (also in summary.json).
+    ``langs``, ``per_lang`` and ``fields`` are SynthesisSpec's fields (a TypeError names an unknown one).
 
     A complete corpus made with the same arguments is reused as is. One made with other arguments raises
     unless ``overwrite``; an incomplete one (no summary.json, e.g. after a crash) is rebuilt.
-
-    ``unlabeled_per_lang`` > 0 adds that many unlabeled train rows (phones null) of each of ``unlabeled_langs``
-    (in ``langs`` or not), spoken by every voice of the language except the first ``unlabeled_held_out_speakers``
-    of its voice order: pass another corpus' dev + test speaker count (same seed) to keep its evaluation voices
-    out. ``shifted`` adds its split: every test row re-spoken under that condition (ids end in ``-shifted``).
     """
-    args = synthesis_args(
-        langs, per_lang, speakers=speakers, dev_speakers=dev_speakers, test_speakers=test_speakers,
-        unlabeled_fraction=unlabeled_fraction, unlabeled_langs=unlabeled_langs, unlabeled_per_lang=unlabeled_per_lang,
-        unlabeled_held_out_speakers=unlabeled_held_out_speakers, shifted=shifted, seed=seed, min_words=min_words,
-        max_words=max_words,
-    )
+    spec = SynthesisSpec(langs, per_lang, **fields)
+    args = spec.args()
     out = Path(out)
     existing = prepare_output(out, args, overwrite=overwrite)
     if existing is not None:
         print(f"corpus {out} is complete for these arguments: reusing it")
         return existing
-    require_espeak()
-    for lang in dict.fromkeys([*langs, *unlabeled_langs]):
-        wordfreq_code(lang)
-        check_voice(lang)
-    if shifted is not None:
-        missing = sorted(set(shifted.voices) - espeak_variants())
-        if missing:
-            raise ValueError(f"shifted.voices {missing}: espeak-ng has no such variant (espeak-ng --voices=variant)")
-
+    check_tools(spec)
     jobs = plan_jobs(args)
-    workers = workers or os.cpu_count() or 1
-    workers = max(
-        1, min(workers, len(jobs) // 16)
-    )  # a pool costs ~2 s to start: not worth it for tiny corpora
-    rejected: dict[str, Counter] = {lang: Counter() for lang in dict.fromkeys([*langs, *unlabeled_langs])}
-    with CorpusWriter(out, row_group_bytes=row_group_bytes) as writer:
-        results = parallel_map(synth_one, jobs, workers or os.cpu_count() or 1)
-        for job, row, rej in tqdm(
-            results, total=len(jobs), desc="synthesising", unit="utt", disable=not progress
-        ):
-            rejected[job.speaker.lang].update(rej)
-            if row is not None:
-                writer.write(job.speaker.lang, job.speaker.split, row)
-    spk: dict[str, list[dict[str, Any]]] = {
-        lang: [asdict(s) for s in make_speakers(lang, speakers, dev_speakers, test_speakers, seed)]
-        for lang in langs
-    }
-    for lang in langs if shifted is not None else ():
-        spk[lang] += [asdict(s) for s in shifted_speakers(lang, shifted, seed)]
-    spoken = {(j.speaker.lang, j.speaker.id) for j in jobs if not j.labeled}
-    for lang in unlabeled_langs if unlabeled_per_lang else ():
-        known = {d["id"] for d in spk.get(lang, [])}
-        spk.setdefault(lang, []).extend(
-            {**asdict(s), "labeled": False} for s in unlabeled_speakers(lang, 0, seed)
-            if (lang, s.id) in spoken and s.id not in known
-        )
-    summary = write_summary(
-        out, writer.stats, args=args, speakers=spk, rejected={k: dict(v) for k, v in rejected.items()}
-    )
-    print_table(writer.stats.table(f"synthetic corpus {out}"))
+    stats, rejected = synthesise(out, jobs, spec.all_langs, workers, progress, row_group_bytes)
+    summary = write_summary(out, stats, args=args, speakers=speaker_table(spec, jobs),
+                            rejected={k: dict(v) for k, v in rejected.items()})
+    print_table(stats.table(f"synthetic corpus {out}"))
     gave_up = {k: v["gave_up"] for k, v in rejected.items() if v.get("gave_up")}
     if gave_up:
         print(f"WARNING: utterances given up after {MAX_ATTEMPTS} rejected texts: {gave_up}")
     return summary
+
+
+def check_tools(spec: SynthesisSpec) -> None:
+    """Fail before any work if espeak-ng, a word list, a voice or a shifted variant is missing."""
+    require_espeak()
+    for lang in spec.all_langs:
+        wordfreq_code(lang)
+        check_voice(lang)
+    if spec.shifted is not None:
+        missing = sorted(set(spec.shifted.voices) - espeak_variants())
+        if missing:
+            raise ValueError(f"shifted.voices {missing}: espeak-ng has no such variant (espeak-ng --voices=variant)")
+
+
+def synthesise(
+    out: Path, jobs: list[Job], langs: list[str], workers: int | None, progress: bool, row_group_bytes: int
+) -> tuple[CorpusStats, dict[str, Counter]]:
+    """Speak every job (in worker processes) and stream the rows into ``out``; returns the writer's stats and
+    the rejected texts per language and reason."""
+    # a pool costs ~2 s to start: not worth it for tiny corpora
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) // 16))
+    rejected: dict[str, Counter] = {lang: Counter() for lang in langs}
+    with CorpusWriter(out, row_group_bytes=row_group_bytes) as writer:
+        results = parallel_map(synth_one, jobs, workers)
+        for job, row, rej in tqdm(results, total=len(jobs), desc="synthesising", unit="utt",
+                                  disable=not progress):
+            rejected[job.speaker.lang].update(rej)
+            if row is not None:
+                writer.write(job.speaker.lang, job.speaker.split, row)
+    return writer.stats, rejected
+
+
+def speaker_table(spec: SynthesisSpec, jobs: list[Job]) -> dict[str, list[dict[str, Any]]]:
+    """Every voice per language as summary.json lists it: the corpus speakers, the shifted voices, and the
+    unlabeled extra's voices that spoke at least one row (``labeled: false``)."""
+    spk: dict[str, list[dict[str, Any]]] = {
+        lang: [asdict(s) for s in make_speakers(lang, spec.speakers, spec.dev_speakers, spec.test_speakers,
+                                                spec.seed)]
+        for lang in spec.langs
+    }
+    if spec.shifted is not None:
+        for lang in spec.langs:
+            spk[lang] += [asdict(s) for s in shifted_speakers(lang, spec.shifted, spec.seed)]
+    spoken = {(j.speaker.lang, j.speaker.id) for j in jobs if not j.labeled}
+    for lang in spec.unlabeled_langs if spec.unlabeled_per_lang else ():
+        known = {d["id"] for d in spk.get(lang, [])}
+        spk.setdefault(lang, []).extend(
+            {**asdict(s), "labeled": False} for s in unlabeled_speakers(lang, 0, spec.seed)
+            if (lang, s.id) in spoken and s.id not in known
+        )
+    return spk

@@ -19,8 +19,9 @@ class Corpora:
 
 
 def corpus_args(spec: CorpusSpec) -> tuple[dict[str, Any], dict[str, Any]]:
-    """make_corpus keyword arguments of (high/, low/). The extras appear only when configured, so a spec
-    without them gives exactly the arguments of before (and an existing corpus is reused unchanged)."""
+    """make_corpus keyword arguments (SynthesisSpec's fields) of (high/, low/). The extras appear only when
+    configured, so a spec without them gives exactly the arguments of before (and an existing corpus is
+    reused unchanged)."""
     common: dict[str, Any] = dict(speakers=spec.speakers, min_words=spec.min_words, max_words=spec.max_words,
                                   seed=spec.seed)
     high = {**common, "langs": spec.high_resource, "per_lang": spec.high_per_lang}
@@ -43,8 +44,8 @@ def build_corpora(spec: CorpusSpec, *, progress: bool = True) -> Corpora:
 
     root = Path(spec.root)
     high, low = corpus_args(spec)
-    make_corpus(root / "high", high.pop("langs"), high.pop("per_lang"), progress=progress, **high)
-    make_corpus(root / "low", low.pop("langs"), low.pop("per_lang"), progress=progress, **low)
+    make_corpus(root / "high", progress=progress, **high)
+    make_corpus(root / "low", progress=progress, **low)
     phones: set[str] = set()
     for part in ("high", "low"):
         phones |= set(PhoneTokenizer.from_file(root / part / "vocab.json").phones)
