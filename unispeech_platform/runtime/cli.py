@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from unispeech_platform.config import ConfigError, load_config
+from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.runtime.console import set_verbose, verbose
 from unispeech_platform.runtime.errors import (
     EXIT_CONFIG,
@@ -72,8 +73,9 @@ def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_c
 
 
 def exit_with(message: str, code: int) -> None:
-    """One clear line on stderr, then the exit code."""
-    print(message, file=sys.stderr)
+    """One clear line on stderr (redacted: a library's message may quote a URI with credentials), then the exit
+    code."""
+    print(redact_uri(message), file=sys.stderr)
     raise SystemExit(code)
 
 
