@@ -10,7 +10,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 setup: $(STAMP)
 
 # Re-run the install when the dependency list changes.
-$(STAMP): pyproject.toml requirements-dev.txt
+$(STAMP): pyproject.toml requirements-dev.txt tools/build_deepspeed_ops.py
 	@command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng) \
 		|| echo "WARNING: espeak-ng missing and could not be installed; corpus synthesis will fail"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps torchaudio==2.11.0
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python tools/build_deepspeed_ops.py  # once here, not inside the first job
 	touch $(STAMP)
 
 # ruff, then the architecture: import-linter's contracts in pyproject.toml (docs/architecture.md#layers), then
