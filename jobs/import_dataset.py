@@ -17,33 +17,15 @@ imported ends the run. Exit status: 0 all rows imported, 1 some rows failed (the
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
-from unispeech_platform.config.redact import redact_uri
-from unispeech_platform.config.sections import RaySection
-from unispeech_platform.data.importers import READERS, hf
-from unispeech_platform.data.importers.common import TARGETS, Options, run_import
-from unispeech_platform.data.schema import SUMMARY_FILE, VOCAB_FILE
-from unispeech_platform.data.storage import is_empty, is_remote, locate, publish
+from unispeech_platform.data.importers.common import TARGETS
+from unispeech_platform.data.importers.executors import EXECUTORS
+from unispeech_platform.data.importers.sources import COLUMNS, READERS, import_source
 from unispeech_platform.runtime.cli import run_or_exit
-from unispeech_platform.runtime.errors import JobSetupError
-from unispeech_platform.runtime.ray_session import connect_ray
-
-EXECUTORS = ("auto", "processes", "ray")
 
 
-def resolve_executor(requested: str) -> str:
-    """``auto``: the Ray cluster when one is named (RAY_ADDRESS), else a local process pool (no Ray start for
-    a laptop import)."""
-    if requested != "auto":
-        return requested
-    return "ray" if os.environ.get("RAY_ADDRESS") else "processes"
-
-
-def _pairs(text: str) -> dict[str, str]:
+def voice_pairs(text: str) -> dict[str, str]:
+    """``--voice``/``--voices``: ``lang=voice[,lang=voice...]``."""
     pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
     if any(len(p) != 2 for p in pairs):
         raise argparse.ArgumentTypeError(f"expected lang=voice[,lang=voice...], got {text!r}")
@@ -62,9 +44,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", choices=TARGETS, default=None,
                    help="labels to derive from the text where the source has no phones (default: none; "
                         "rows without phones stay unlabeled, for pretraining)")
-    p.add_argument("--voice", type=_pairs, default={},
+    p.add_argument("--voice", type=voice_pairs, default={},
                    help="espeak-ng voice per language for --targets phones, e.g. en=en-gb,pt=pt-br")
-    for col in ("audio", "text", "speaker", "id", "lang", "phones"):
+    for col in COLUMNS:
         p.add_argument(f"--{col}-column", default=None, help=f"the source's {col} column (default: guessed)")
     p.add_argument("--keep-original", action="store_true",
                    help="store the source's encoded bytes instead of 16 kHz mono FLAC (not with segments)")
@@ -85,57 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         parser().error("--workers must be at least 1")
     if a.split is not None and not a.split.strip():
         parser().error("--split must not be empty")
-    overrides = {col: getattr(a, f"{col}_column") for col in ("audio", "text", "speaker", "id", "lang", "phones")}
-    if a.lang is not None:
-        overrides["lang"] = None
-    read = READERS[a.format]
-    source = Path(a.input)
-    if not source.exists():
-        parser().exit(3, f"setup error: --input {source}: no such file or directory\n")
-    args = {"format": a.format, "input": str(source.resolve()), "lang": a.lang, "split": a.split,
-            "targets": a.targets, "voices": a.voice, "columns": overrides, "keep_original": a.keep_original}
-    langs = [a.lang] if a.lang else []
-
-    def records():
-        return read(source, lang=a.lang, split=a.split, overrides=overrides)
-
-    info = run_or_exit(hf.describe, source) if a.format == "hf" else None
-    # The readers raise their input errors lazily: pull the first record here so they exit 3 before any work.
-    run_or_exit(lambda: next(iter(records()), None))
-    remote = run_or_exit(_remote_destination, a.out, a.overwrite)
-    executor = resolve_executor(a.executor)
-    if executor == "ray":
-        run_or_exit(connect_ray, RaySection())
-    out = tempfile.mkdtemp(prefix="unispeech-import-") if remote else str(locate(a.out).path)
-    try:
-        _, failures = run_or_exit(
-            run_import, a.format, records, out, args=args,
-            opts=Options(a.targets, a.voice, a.keep_original), langs_for_voices=langs, workers=a.workers,
-            executor=executor,            overwrite=a.overwrite, progress=not a.no_progress, source_info=info,
-        )
-        if remote:
-            n = run_or_exit(publish, Path(out), a.out, (VOCAB_FILE, SUMMARY_FILE))
-            print(f"uploaded {n} files to {redact_uri(a.out)}")
-    finally:
-        if remote:
-            shutil.rmtree(out, ignore_errors=True)  # our own staging directory
+    _, failures = run_or_exit(
+        import_source, a.format, a.input, a.out, lang=a.lang, split=a.split,
+        columns={col: getattr(a, f"{col}_column") for col in COLUMNS}, targets=a.targets, voices=a.voice,
+        keep_original=a.keep_original, executor=a.executor, workers=a.workers, overwrite=a.overwrite,
+        progress=not a.no_progress,
+    )
     return 1 if failures else 0
-
-
-def _remote_destination(out: str, overwrite: bool) -> bool:
-    """Whether --out is on object storage (the corpus is then built in a local staging directory and uploaded,
-    its vocab.json and summary.json last). A non-empty remote prefix is refused: stale parts would mix in, and
-    the importer deletes nothing on a store it does not own."""
-    if not is_remote(out):
-        return False
-    try:
-        empty = is_empty(out)
-    except (OSError, ValueError) as e:
-        raise JobSetupError(f"--out {redact_uri(out)}: cannot list it ({e})") from None
-    if not empty:
-        hint = " (--overwrite does not delete on object storage)" if overwrite else ""
-        raise JobSetupError(f"--out {redact_uri(out)} already holds files: choose an empty prefix{hint}")
-    return True
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None):
     )
     summary = run_or_exit(transcribe, opts)
     for f in summary.failures:
-        print(f"failed: {f.path}: {f.reason}", file=sys.stderr)
+        print(f"failed: {f.where}: {f.message()}", file=sys.stderr)
     print(f"transcribed {summary.transcribed} utterances into {a.out}"
           f"{f'; {len(summary.failures)} inputs failed (listed above)' if summary.failures else ''}")
     return summary

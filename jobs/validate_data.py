@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 
 from unispeech_platform.data.schema import CorpusError, scan_corpus
 from unispeech_platform.data.summary import print_table
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(
                 {
                     "stats": report.stats.to_dict(),
-                    "bad": [b.__dict__ for b in report.bad],
+                    "bad": [asdict(b) for b in report.bad],
                     "reasons": dict(report.reasons()),
                 },
                 f,

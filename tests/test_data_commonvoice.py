@@ -13,8 +13,9 @@ from jobs import import_commonvoice as import_job
 from unispeech_core.tokenizer import PhoneTokenizer
 from unispeech_platform.config.data import DataConfig
 from unispeech_platform.data.audio import TOO_FEW_SAMPLES, UNDECODABLE
-from unispeech_platform.data.commonvoice import EMPTY_SENTENCE, MISSING_CLIP, REPORT_FILE, import_commonvoice
 from unispeech_platform.data.espeak import LANGUAGE_SWITCH
+from unispeech_platform.data.importers.common import REPORT_FILE
+from unispeech_platform.data.importers.commonvoice import EMPTY_SENTENCE, MISSING_CLIP, import_commonvoice
 from unispeech_platform.data.pipeline import iter_local_batches
 from unispeech_platform.data.schema import scan_corpus
 
@@ -99,7 +100,7 @@ def _rows(root: Path) -> dict[str, dict]:
 
 def test_failures_reported_with_reasons(imported, capsys):
     _, out, summary, failures = imported
-    assert {f.path: f.reason for f in failures} == EXPECTED_FAILURES
+    assert {f.where: f.reason for f in failures} == EXPECTED_FAILURES
     report = (out / REPORT_FILE).read_text(encoding="utf-8").splitlines()
     assert report[0].startswith("lang\tsplit\tpath\treason")
     assert {line.split("\t")[2]: line.split("\t")[3] for line in report[1:]} == EXPECTED_FAILURES

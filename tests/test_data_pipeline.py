@@ -64,7 +64,7 @@ def test_validate_names_every_bad_row(ray_local, messy):
     root, reasons, valid = messy
     report = validate_corpus(root)
     assert {b.id: b.reason for b in report.bad} == reasons
-    assert all(b.path.endswith(".parquet") and b.detail for b in report.bad)
+    assert all(b.where.endswith(".parquet") and b.detail for b in report.bad)
     stats = report.stats.partitions
     assert stats[("es", "train")].utterances + stats[("ru", "train")].utterances == len(valid)
     assert stats[("es", "train")].labeled == stats[("es", "train")].utterances - 1  # odd-unlabeled is valid
@@ -343,3 +343,54 @@ def test_piece_order_spreads_every_part_over_the_epoch_and_repeats_per_seed():
                 assert set(parts[start:start + 12]) == {0, 1, 2, 3}, (seed, epoch, parts)
     firsts = {tuple(i for i in piece_order(groups, s, 0) if groups[i] == 0) for s in range(5)}
     assert len(firsts) > 1  # a part's own pieces are shuffled too
+
+
+def _decoded_block(labeled: list[bool], lengths: list[int]):
+    import pyarrow as pa
+
+    from unispeech_platform.data.decode import DECODED_SCHEMA
+
+    n = len(labeled)
+    cols = {"id": [f"u{i:03d}" for i in range(n)], "lang": ["es"] * n,
+            "wave": [np.zeros(k, "<f4").tobytes() for k in lengths], "num_samples": lengths,
+            "labels": [[1, 2, 3] if flag else None for flag in labeled], "rate": [1.0] * n}
+    return pa.table({k: cols.get(k, [None] * n) for k in DECODED_SCHEMA.names}, schema=DECODED_SCHEMA)
+
+
+@pytest.mark.parametrize("corpus_share", [0.2, 0.43, 0.8])
+def test_labeled_share_holds_within_one_row_per_batch_whatever_the_corpus_holds(corpus_share):
+    from unispeech_platform.config.data import DataConfig
+    from unispeech_platform.data.batching import BatchStream
+
+    rng = np.random.default_rng(1)
+    n = 200
+    labeled = list(rng.random(n) < corpus_share)
+    lengths = [int(v) for v in rng.integers(16000, 48000, n)]
+    cfg = DataConfig(path="unused", labeled_share=0.5, max_batch_seconds=12.0, max_duration_s=4.0,
+                     shuffle_buffer_rows=80)
+    batches = list(BatchStream([_decoded_block(labeled, lengths)], cfg, epoch=0, train=True))
+    assert len(batches) > 5
+    for b in batches:
+        rows, hits = len(b["id"]), int(b["labeled"].sum())
+        assert abs(hits - 0.5 * rows) <= 1, (rows, hits)
+        assert b["input_values"].shape[0] * b["input_values"].shape[1] <= 12.0 * 16000  # the budget still holds
+    ids = {i for b in batches for i in b["id"]}
+    assert ids == {f"u{i:03d}" for i in range(n)}  # every row used; the scarce kind's rows repeat
+    plain = DataConfig(path="unused", max_batch_seconds=12.0, max_duration_s=4.0, shuffle_buffer_rows=80)
+    mixed = [int(b["labeled"].sum()) / len(b["id"]) for b in BatchStream([_decoded_block(labeled, lengths)], plain,
+                                                                          epoch=0, train=True)]
+    assert max(abs(m - 0.5) for m in mixed) > 0.15  # without it the share follows the corpus
+
+
+def test_a_pool_of_one_kind_borrows_the_last_pool_of_the_other():
+    from unispeech_platform.config.data import DataConfig
+    from unispeech_platform.data.batching import BatchStream
+
+    labeled = [True, False] * 20 + [True] * 40  # the second pool holds no unlabeled row
+    cfg = DataConfig(path="unused", labeled_share=0.25, max_batch_seconds=8.0, max_duration_s=4.0,
+                     shuffle_buffer_rows=40)
+    batches = list(BatchStream([_decoded_block(labeled, [16000] * 80)], cfg, epoch=0, train=True))
+    for b in batches:
+        assert abs(int(b["labeled"].sum()) - 0.25 * len(b["id"])) <= 1
+    evaluated = list(BatchStream([_decoded_block(labeled, [16000] * 80)], cfg, epoch=0, train=False))
+    assert sum(len(b["id"]) for b in evaluated) == 80  # evaluation reads every row once, as it comes

@@ -73,7 +73,7 @@ def test_directory_with_mixed_formats_and_a_corrupt_file(model_dir, audio_dir, t
         assert row["duration"] == pytest.approx(seconds, abs=1e-3)  # resampled to 16 kHz, length kept
         _check_times(row, seconds)
     assert summary.transcribed == 3 and not summary.used_ray
-    assert [Path(f.path).name for f in summary.failures] == ["corrupt.wav"]
+    assert [Path(f.where).name for f in summary.failures] == ["corrupt.wav"]
     captured = capsys.readouterr()
     assert "failed: " in captured.err and "corrupt.wav" in captured.err and "notes.txt" not in captured.err
     assert "3 utterances" in captured.out
@@ -118,7 +118,7 @@ def test_corpus_rows_and_unreadable_inputs(model_dir, tmp_path, capsys):
     rows = _lines(out)
     assert set(rows) == {"part-00000.parquet#u1", "part-00000.parquet#u3"}
     _check_times(rows["part-00000.parquet#u3"], 1.4)
-    assert [f.path.endswith("#u2") for f in summary.failures] == [True]
+    assert [f.where.endswith("#u2") for f in summary.failures] == [True]
 
     (tmp_path / "bad.flac").write_bytes(b"fLaC" + bytes(64))
     with pytest.raises(SystemExit) as exc:  # nothing readable at all: a setup error, one line
@@ -136,7 +136,7 @@ def test_ray_actor_pool_gives_the_same_lines(model_dir, audio_dir, tmp_path):
     with local_ray():  # a private Ray, never one left running here
         summary = jobs.transcribe.main(["--model", str(model_dir), "--out", str(pooled), "--ray", "always",
                                         "--batch-size", "2", str(audio_dir)])
-    assert summary.used_ray and [Path(f.path).name for f in summary.failures] == ["corrupt.wav"]
+    assert summary.used_ray and [Path(f.where).name for f in summary.failures] == ["corrupt.wav"]
     expected, got = _lines(local), _lines(pooled)
     assert set(got) == set(expected)
     for name, row in expected.items():

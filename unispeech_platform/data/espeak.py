@@ -1,4 +1,5 @@
-"""espeak-ng as a speech synthesiser and a G2P, with its IPA output cleaned into phone tokens.
+"""espeak-ng as a speech synthesiser (the program, for the synthetic corpus), and the cleaning of its IPA into
+phone tokens that every G2P path shares (the importers' in-process libespeak-ng G2P is ``importers/g2p.py``).
 
 ``--ipa=1`` joins a word's phones with ``_`` and words with spaces (``--ipa=3`` would add zero-width
 joiners instead, so we never use it). What we clean (docs/architecture.md#offline-corpus-espeak-ng): stress marks, the French link ``-``,
@@ -90,11 +91,6 @@ def check_voice(voice: str) -> None:
         _run(["-q", "-v", voice], "")
     except G2PError as e:
         raise ValueError(f"espeak-ng has no voice {voice!r}: {e.detail}") from None
-
-
-def phonemize(text: str, voice: str) -> list[str]:
-    """G2P only: ``espeak-ng -q --ipa=1 -v <voice>`` (text on stdin, so quotes and dashes are safe)."""
-    return clean_ipa(_run(["-q", "--ipa=1", "-v", voice], text))
 
 
 def synthesize(

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from unispeech_platform.config.data import DataConfig, join_path
+from unispeech_platform.runtime.failures import Failure
 
 from .audio import decode_audio
 from .decode import check_phones, read_part, vocab_from
@@ -44,20 +45,13 @@ CHECKED_SCHEMA = pa.schema(
 
 
 @dataclass
-class BadRow:
-    id: str
-    path: str
-    reason: str
-    detail: str
-
-
-@dataclass
 class ValidationReport:
-    """What :func:`validate_corpus` found: stats of the valid rows and every bad row with its reason."""
+    """What :func:`validate_corpus` found: stats of the valid rows and every bad row with its reason (``where``:
+    its Parquet part)."""
 
     root: str
     stats: CorpusStats
-    bad: list[BadRow] = field(default_factory=list)
+    bad: list[Failure] = field(default_factory=list)
     bad_by_partition: Counter = field(default_factory=Counter)
     vocab_checked: bool = True
 
@@ -167,7 +161,8 @@ def validate_corpus(
             if row["id"] is not None:
                 seen.add(row["id"])
             if error is not None:
-                report.bad.append(BadRow(row["id"] or "<null>", row["path"], error, detail))
+                report.bad.append(Failure(where=row["path"], id=row["id"] or "<null>", lang=row["lang"],
+                                          split=row["split"], reason=error, detail=detail))
                 report.bad_by_partition[(row["lang"], row["split"])] += 1
                 continue
             report.stats.add_utterance(
@@ -177,7 +172,7 @@ def validate_corpus(
                 phones=row["phones"],
                 speaker=row["speaker"],
             )
-    report.bad.sort(key=lambda b: (b.path, b.id))
+    report.bad.sort(key=lambda b: (b.where, b.id))
     return report
 
 
@@ -195,7 +190,7 @@ def report_lines(report: ValidationReport) -> list[str]:
     for (lang, split), n in sorted(report.bad_by_partition.items()):
         lines.append(f"bad rows in lang={lang}/split={split}: {n}")
     for b in report.bad:
-        lines.append(f"BAD {b.id}\t{b.reason}\t{b.detail}\t{b.path}")
+        lines.append(f"BAD {b.id}\t{b.reason}\t{b.detail}\t{b.where}")
     if report.bad:
         summary = ", ".join(f"{r}={n}" for r, n in sorted(report.reasons().items()))
         lines.append(f"{len(report.bad)} bad rows ({summary})")

@@ -18,15 +18,20 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from unispeech_platform.runtime.errors import JobSetupError
+from unispeech_platform.runtime.failures import Failure
 
 PARQUET = ".parquet"
+# Reasons an input is not transcribed (besides the audio reasons of data/audio.py).
+NO_INPUT = "no_input"
+UNREADABLE = "unreadable"
+NO_AUDIO_COLUMN = "no_audio_column"
 
 
 @dataclass(frozen=True)
@@ -48,12 +53,6 @@ class TranscribeOptions:
     num_actors: int = 1
     use_gpu: bool | None = None
     progress: bool = True
-
-
-@dataclass
-class Failure:
-    path: str
-    reason: str
 
 
 @dataclass
@@ -92,7 +91,7 @@ def collect_inputs(inputs: list[str]) -> tuple[list[str], list[Failure]]:
         else:
             hits = sorted(f for f in glob.glob(item, recursive=True) if os.path.isfile(f))
         if not hits:
-            failures.append(Failure(item, "no such file, or no audio files in it"))
+            failures.append(Failure(where=item, reason=NO_INPUT, detail="no such file, or no audio files in it"))
         found += hits
     return list(dict.fromkeys(found)), failures
 
@@ -104,14 +103,14 @@ def read_utterances(path: str) -> Iterator[Utterance | Failure]:
     def decoded(audio: bytes | None, rate: int | None, where: str, rid: str | None) -> Utterance | Failure:
         d = decode_audio(audio, rate, None)
         if d.error:
-            return Failure(where, f"{d.error}: {d.detail}")
+            return Failure(where=where, id=rid or "", reason=d.error, detail=d.detail)
         return Utterance(path, to_mono_16k(d.wave, d.sample_rate), rid)
 
     if not path.endswith(PARQUET):
         try:
             data = Path(path).read_bytes()
         except OSError as e:
-            yield Failure(path, f"unreadable: {e.strerror or e}")
+            yield Failure(where=path, reason=UNREADABLE, detail=str(e.strerror or e))
             return
         yield decoded(data, None, path, None)
         return
@@ -121,7 +120,7 @@ def read_utterances(path: str) -> Iterator[Utterance | Failure]:
         pf = pq.ParquetFile(path)
         names = set(pf.schema_arrow.names)
         if "audio" not in names:
-            yield Failure(path, "Parquet part without an 'audio' column")
+            yield Failure(where=path, reason=NO_AUDIO_COLUMN, detail="Parquet part without an 'audio' column")
             return
         cols = [c for c in ("id", "audio", "sample_rate") if c in names]
         for batch in pf.iter_batches(batch_size=64, columns=cols):
@@ -132,7 +131,7 @@ def read_utterances(path: str) -> Iterator[Utterance | Failure]:
                 rate = row.get("sample_rate")
                 yield decoded(audio, int(rate) if rate else None, f"{path}#{rid}", rid)
     except Exception as e:  # a broken part: report it, go on with the other inputs
-        yield Failure(path, f"unreadable Parquet: {e}")
+        yield Failure(where=path, reason=UNREADABLE, detail=f"Parquet: {e}")
 
 
 class Transcriber:
@@ -238,7 +237,7 @@ class TranscribeActor:
         lines, failed = [], []
         for utts, fails in _batches(list(batch["path"]), self.opts.batch_size):
             lines += [json.dumps(r, ensure_ascii=False) for r in (self.transcriber(utts) if utts else [])]
-            failed += [json.dumps(f.__dict__, ensure_ascii=False) for f in fails]
+            failed += [json.dumps(asdict(f), ensure_ascii=False) for f in fails]
         return {"line": lines + [None] * len(failed), "failure": [None] * len(lines) + failed}
 
 
@@ -276,7 +275,7 @@ def _run_ray(paths: list[str], opts: TranscribeOptions, model_dir: str, out, bar
             out.write(row["line"] + "\n")
             done += 1
         else:
-            failures.append(Failure(**json.loads(row["failure"])))
+            failures.append(Failure.from_dict(json.loads(row["failure"])))
         bar.update(1)
     return done, failures
 
@@ -298,7 +297,7 @@ def transcribe(opts: TranscribeOptions) -> Summary:
         raise JobSetupError(f"{model.model_dir}: a {model.architecture}; transcription needs a UniSpeechForCTC model")
     paths, failures = collect_inputs(opts.inputs)
     if not paths:
-        raise JobSetupError("no input audio found: " + "; ".join(f"{f.path}: {f.reason}" for f in failures))
+        raise JobSetupError("no input audio found: " + "; ".join(f"{f.where}: {f.message()}" for f in failures))
     use_ray = opts.ray == "always" or (opts.ray == "auto" and len(paths) >= opts.ray_min_inputs)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(out_path.name + ".partial")  # renamed when complete: no half file on failure
@@ -316,6 +315,6 @@ def transcribe(opts: TranscribeOptions) -> Summary:
     if done == 0:
         partial.unlink(missing_ok=True)
         raise JobSetupError(f"nothing transcribed; {len(failures)} inputs failed, e.g. "
-                            f"{failures[0].path}: {failures[0].reason}" if failures else "nothing transcribed")
+                            f"{failures[0].where}: {failures[0].message()}" if failures else "nothing transcribed")
     os.replace(partial, out_path)
     return Summary(done, failures, use_ray)

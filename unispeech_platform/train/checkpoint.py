@@ -33,6 +33,7 @@ from unispeech_core.checkpoint import swap_dir
 from unispeech_core.config import CONFIG_NAME
 from unispeech_core.model_card import ModelCard, write_model_card
 from unispeech_core.processor_files import save_processor_files
+from unispeech_platform.runtime.errors import first_line
 from unispeech_platform.runtime.layout import CHECKPOINT_PREFIX, RunLayout, model_dir_candidates
 from unispeech_platform.train.manifest import verify_checkpoint, write_manifest
 from unispeech_platform.train.metrics import all_gather_items
@@ -133,7 +134,7 @@ def restore(engine, *, say: Callable[[str], None] | None = None) -> TrainState |
                 d = stack.enter_context(ckpt.as_directory())
                 local = _check(d)
             except Exception as e:  # e.g. deleted meanwhile, a download that failed
-                d, local = "", (f"cannot read it ({type(e).__name__}: {_first_line(e)})", None)
+                d, local = "", (f"cannot read it ({first_line(e, 300)})", None)
             problem, state = _agreed(*local)
             if problem is None:
                 problem, _ = _agreed(_load(engine, d))
@@ -197,17 +198,12 @@ def _restore_candidates(latest) -> tuple[list[str], int]:
     return [latest_path, *(posixpath.join(parent, n) for _, n in older)], next_lineage
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else ""
-
-
 def _check(directory: str) -> tuple[str | None, TrainState | None]:
     """This rank's verdict on a checkpoint directory: (why not, None) or (None, its TrainState)."""
     try:
         problem = verify_checkpoint(directory)
     except OSError as e:  # unreadable file or directory: a verdict, not a crash between collectives
-        return f"cannot read it ({type(e).__name__}: {_first_line(e)})", None
+        return f"cannot read it ({first_line(e, 300)})", None
     if problem is not None:
         return problem, None
     try:
@@ -221,7 +217,7 @@ def _load(engine, directory: str) -> str | None:
     try:
         path, _ = engine.load_checkpoint(directory, tag=TAG, load_lr_scheduler_states=False)
     except Exception as e:  # any failure makes the checkpoint unusable; the next one is tried
-        return f"DeepSpeed could not load it ({type(e).__name__}: {_first_line(e)})"
+        return f"DeepSpeed could not load it ({first_line(e, 300)})"
     return None if path is not None else f"DeepSpeed found no loadable checkpoint under tag {TAG!r}"
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from unispeech_platform.runtime.errors import first_line
+
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate")
 """How allocation failures read when they surface as a plain RuntimeError (CPU allocator, NCCL, cuDNN)."""
 DATA_MARKERS = ("parquet", "arrow", "thrift", "corrupt", "sndfile", "decode", "magic bytes", "data part")
@@ -34,13 +36,6 @@ def is_out_of_memory(error: BaseException) -> bool:
         if isinstance(e, RuntimeError) and any(m in str(e).lower() for m in OOM_MARKERS):
             return True
     return False
-
-
-def first_line(error: BaseException, limit: int = 200) -> str:
-    """`Type: first line of the message`, cut to ``limit`` characters: fits in a one-line report."""
-    text = str(error).strip().splitlines()
-    line = f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def likely_cause(error: BaseException) -> str:

@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+from unispeech_platform.runtime.errors import first_line
 from unispeech_platform.train.safe_load import UnsafeCheckpointError, safe_torch_load
 
 MANIFEST_PREFIX = "manifest.rank"
@@ -95,5 +96,5 @@ def verify_checkpoint(directory: str | Path) -> str | None:
             except UnsafeCheckpointError as e:
                 return str(e).replace(str(directory / rel), rel)
             except Exception as e:  # a truncated zip, a bad storage: whatever torch says, in one line
-                return f"{rel}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+                return f"{rel}: unreadable ({first_line(e)})"
     return None

@@ -1,36 +1,28 @@
-"""What every source importer shares: the source-neutral record, split names, labels, the bounded parallel
-conversion, the failure report and the summary.
+"""What every source importer shares: the source-neutral record, split names, labels, the reasons a row is not
+imported, and ``convert`` (one record -> one corpus row or its failure).
 
-A source module (hf, manifest, fairseq, kaldi) only turns its files into :class:`Record` objects, lazily; this
-module decodes, checks, labels and transcodes them on a process pool with a bounded window of chunks in flight
-(memory stays bounded however large the source), and streams the results into the corpus writer in order.
+A source module (hf, manifest, fairseq, kaldi, commonvoice) only turns its files into :class:`Record` objects,
+lazily; ``executors`` runs ``convert`` over them (a local process pool or Ray tasks) and ``run`` streams the
+results into the corpus writer, the report and the summary.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import re
 import unicodedata
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from unispeech_platform.runtime.errors import JobSetupError
+from unispeech_platform.runtime.failures import Failure
 
 from ..audio import TOO_FEW_SAMPLES, decode_audio, encode_flac, to_mono_16k
-from ..commonvoice import voice_for  # one language -> espeak-ng voice table for every importer
 from ..espeak import G2PError
 from ..schema import MIN_SAMPLES, TARGET_SAMPLE_RATE
-from ..summary import atomic_write_text, print_table, write_summary
-from ..writer import CorpusWriter, prepare_output
-from .g2p import check_voice_lib, foreign_words, phonemize_lib
+from .g2p import foreign_words, phonemize_lib, voice_for
 
 REPORT_FILE = "import_report.tsv"
 TARGETS = ("phones", "chars")
@@ -86,6 +78,16 @@ def char_tokens(text: str) -> list[str]:
     return out
 
 
+def pick_column(names: list[str], given: str | None, defaults: tuple[str, ...], what: str, path: Path) -> str | None:
+    """The source's ``what`` column: the one the user named (``--<what>-column``; ImportInputError naming the file
+    and its columns if it is not there), else the first of ``defaults`` present, else None."""
+    if given:
+        if given not in names:
+            raise ImportInputError(f"{path}: no {what} column {given!r} (columns: {', '.join(names)})")
+        return given
+    return next((c for c in defaults if c in names), None)
+
+
 @dataclass(frozen=True)
 class Record:
     """One utterance of a source, before decoding. ``audio`` (encoded bytes) or ``path`` (a file to read);
@@ -116,21 +118,6 @@ def not_letter_words(text: str) -> list[str]:
     return out
 
 
-@dataclass
-class Failure:
-    where: str
-    id: str
-    lang: str
-    split: str
-    reason: str
-    detail: str
-
-    def line(self) -> str:
-        return "\t".join(
-            (self.where, self.id, self.lang, self.split, self.reason, " ".join(self.detail.split()))
-        )
-
-
 @dataclass(frozen=True)
 class Options:
     targets: str | None  # None: keep existing phones, otherwise unlabeled
@@ -139,7 +126,7 @@ class Options:
 
 
 Unknown = tuple[tuple[str, str], ...]  # (word, why) pairs of one row: FOREIGN_WORD or NOT_LETTERS
-Converted = tuple[Record, dict[str, Any] | None, "Failure | None", Unknown]
+Converted = tuple[Record, dict[str, Any] | None, Failure | None, Unknown]
 
 
 def convert(rec: Record, opts: Options) -> Converted:
@@ -148,7 +135,8 @@ def convert(rec: Record, opts: Options) -> Converted:
     unknown: Unknown = ()
 
     def fail(reason: str, detail: str) -> Converted:
-        return rec, None, Failure(rec.where, rec.id, rec.lang or "", rec.split, reason, detail), unknown
+        return rec, None, Failure(where=rec.where, id=rec.id, lang=rec.lang or "", split=rec.split, reason=reason,
+                                  detail=detail), unknown
 
     if rec.problem:
         return fail(*rec.problem)
@@ -215,100 +203,3 @@ def chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
     it = iter(records)
     while chunk := list(islice(it, size)):
         yield chunk
-
-
-def convert_stream(
-    records: Iterable[Record], opts: Options, workers: int, *, chunk_rows: int = 16
-) -> Iterator[Converted]:
-    """``convert`` over ``records`` in input order, at most ``2 x workers`` chunks in flight (bounded memory).
-
-    Spawned processes, not forked: the caller may hold torch threads a forked child would inherit half-locked.
-    """
-    if workers <= 1:
-        for chunk in chunks(records, chunk_rows):
-            yield from convert_chunk(chunk, opts)
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        window: deque[Future] = deque()
-        for chunk in chunks(records, chunk_rows):
-            window.append(pool.submit(convert_chunk, chunk, opts))
-            if len(window) >= 2 * workers:
-                yield from window.popleft().result()
-        while window:
-            yield from window.popleft().result()
-
-
-def run_import(
-    fmt: str,
-    records: Callable[[], Iterable[Record]],
-    out: str | Path,
-    *,
-    args: dict[str, Any],
-    opts: Options,
-    langs_for_voices: Iterable[str] = (),
-    workers: int | None = None,
-    executor: str = "processes",
-    overwrite: bool = False,
-    progress: bool = True,
-    source_info: dict[str, Any] | None = None,
-) -> tuple[dict[str, Any], list[Failure]]:
-    """Stream ``records()`` into a corpus at ``out``; returns the summary and the failed rows (each printed
-    and listed in ``<out>/import_report.tsv``); ``source_info`` goes into summary.json; ``executor``: "processes"
-    (a local pool of ``workers``) or "ray" (tasks on the connected Ray cluster). Re-running with the same ``args`` into a complete corpus is a
-    no-op; other arguments need ``overwrite``."""
-    out = Path(out)
-    try:
-        existing = prepare_output(out, args, overwrite=overwrite)
-    except FileExistsError as e:
-        raise ImportInputError(str(e)) from None
-    if existing is not None:
-        print(f"corpus {out} is complete for these arguments: reusing it")
-        return existing, [Failure(**f) for f in existing.get("failures", [])]
-    if opts.targets == "phones":
-        for lang in langs_for_voices:
-            try:
-                check_voice_lib(voice_for(lang, opts.voices))
-            except ValueError as e:
-                raise ImportInputError(f"--lang {lang}: {e} (pass --voice LANG=VOICE)") from None
-    failures: list[Failure] = []
-    seen: set[str] = set()  # ids must be unique corpus-wide (validate_data checks it): a repeat is listed
-    unknown: dict[str, Counter[tuple[str, str]]] = {}
-    with CorpusWriter(out) as writer:
-        if executor == "ray":
-            from .on_ray import convert_on_ray
-
-            stream = convert_on_ray(records(), opts)
-        else:
-            stream = convert_stream(records(), opts, workers or os.cpu_count() or 1)
-        for rec, row, failure, words in tqdm(stream, desc=f"importing ({fmt})", unit="row", disable=not progress):
-            if words:
-                unknown.setdefault(rec.lang or "", Counter()).update(words)
-            if failure is None and rec.id in seen:
-                failure = Failure(rec.where, rec.id, rec.lang or "", rec.split, DUPLICATE_ID,
-                                  "an earlier row has this id (pass --id-column to pick another column)")
-            if failure is not None:
-                failures.append(failure)
-                print(f"FAILED {failure.line()}")
-            else:
-                seen.add(rec.id)
-                writer.write(rec.lang, rec.split, row)
-        if not writer.stats.partitions:
-            raise ImportInputError(f"{args.get('input')}: no row could be imported ({len(failures)} failed)")
-    header = "where\tid\tlang\tsplit\treason\tdetail\n"
-    atomic_write_text(out / REPORT_FILE, header + "".join(f.line() + "\n" for f in failures))
-    reasons = Counter(f.reason for f in failures)
-    unknown_words = {
-        lang: [{"word": w, "why": why, "rows": n} for (w, why), n in counts.most_common(UNKNOWN_WORDS_LISTED)]
-        for lang, counts in sorted(unknown.items())
-    }
-    summary = write_summary(out, writer.stats, args=args, source=source_info or {}, failed=dict(reasons),
-                            failures=[asdict(f) for f in failures], unknown_words=unknown_words)
-    print_table(writer.stats.table(f"{fmt} import {out}"))
-    for lang, words in unknown_words.items():
-        listed = ", ".join(f"{w['word']!r} x{w['rows']} ({w['why']})" for w in words[:10])
-        more = f" and {len(words) - 10} more in summary.json" if len(words) > 10 else ""
-        print(f"words unknown to the G2P ({lang}): {listed}{more}")
-    if failures:
-        print(f"{len(failures)} rows not imported ({dict(reasons)}); see {out / REPORT_FILE}")
-    return summary, failures

@@ -15,7 +15,11 @@ import ctypes.util
 import functools
 import threading
 
-from ..espeak import ESPEAK_FAILED, G2PError, clean_ipa
+from ..espeak import ESPEAK_FAILED, LANGUAGE_SWITCH, G2PError, clean_ipa
+
+# A language code (Common Voice locale, ISO code, a source's language column) -> espeak-ng voice, where the two
+# differ; any other code's voice is its first part, lower-cased (``es-MX`` -> ``es``).
+DEFAULT_VOICES = {"en": "en-us", "sv-SE": "sv", "pt": "pt", "fy-NL": "fy", "ga-IE": "ga", "zh-CN": "cmn"}
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 0x02
 _CHARS_UTF8 = 1
@@ -43,6 +47,11 @@ def _library() -> ctypes.CDLL:
 _current_voice: list[str] = [""]
 
 
+def voice_for(lang: str, voices: dict[str, str] | None = None) -> str:
+    """The espeak-ng voice of ``lang``: the caller's choice (``--voice``), else DEFAULT_VOICES, else the code."""
+    return (voices or {}).get(lang) or DEFAULT_VOICES.get(lang) or lang.split("-")[0].lower()
+
+
 def _set_voice(voice: str) -> None:
     if _current_voice[0] == voice:
         return
@@ -58,7 +67,7 @@ def check_voice_lib(voice: str) -> None:
 
 
 def phonemize_lib(text: str, voice: str) -> list[str]:
-    """Phone tokens of ``text`` in ``voice``, or G2PError with the reason (as ``espeak.phonemize``)."""
+    """Phone tokens of ``text`` in ``voice``, or G2PError with the reason (``espeak.clean_ipa``'s)."""
     with _LOCK:
         _set_voice(voice)
         buf = ctypes.create_string_buffer(text.encode("utf-8"))
@@ -75,8 +84,6 @@ def phonemize_lib(text: str, voice: str) -> list[str]:
 def foreign_words(text: str, voice: str) -> list[str]:
     """The words of ``text`` that espeak-ng's ``voice`` reads in another language (a language switch), found by
     phonemizing each word alone; called only for a sentence that switched, so the cost is paid on failures."""
-    from ..espeak import LANGUAGE_SWITCH
-
     found = []
     for word in dict.fromkeys(text.split()):  # each distinct word once, in order
         try:

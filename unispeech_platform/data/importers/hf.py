@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .common import ImportInputError, Record, map_split
+from .common import ImportInputError, Record, map_split, pick_column
 
 TEXT_COLUMNS = ("text", "transcript", "sentence", "transcription", "normalized_text", "raw_transcription")
 SPEAKER_COLUMNS = ("speaker_id", "client_id", "speaker")
@@ -77,18 +77,10 @@ def sampling_rate(schema: pa.Schema, audio_column: str) -> int | None:
     return feat.get("sampling_rate") if isinstance(feat, dict) else None
 
 
-def _pick(names: list[str], given: str | None, defaults: tuple[str, ...], what: str, path: Path) -> str | None:
-    if given:
-        if given not in names:
-            raise ImportInputError(f"{path}: no {what} column {given!r} (columns: {', '.join(names)})")
-        return given
-    return next((c for c in defaults if c in names), None)
-
-
 def resolve_columns(path: Path, schema: pa.Schema, overrides: dict[str, str | None], *, need_lang: bool) -> Columns:
     names = list(schema.names)
     audio_default = tuple(n for n, f in features(schema).items() if isinstance(f, dict) and f.get("_type") == "Audio")
-    audio = _pick(names, overrides.get("audio"), audio_default + ("audio",), "audio", path)
+    audio = pick_column(names, overrides.get("audio"), audio_default + ("audio",), "audio", path)
     if audio is None:
         raise ImportInputError(f"{path}: no audio column (columns: {', '.join(names)}); pass --audio-column")
     t = schema.field(audio).type
@@ -97,11 +89,11 @@ def resolve_columns(path: Path, schema: pa.Schema, overrides: dict[str, str | No
         raise ImportInputError(f"{path}: column {audio!r} has type {t}, expected struct<bytes, path> or binary")
     cols = Columns(
         audio=audio,
-        text=_pick(names, overrides.get("text"), TEXT_COLUMNS, "text", path),
-        speaker=_pick(names, overrides.get("speaker"), SPEAKER_COLUMNS, "speaker", path),
-        id=_pick(names, overrides.get("id"), ID_COLUMNS, "id", path),
-        lang=_pick(names, overrides.get("lang"), LANG_COLUMNS if need_lang else (), "language", path),
-        phones=_pick(names, overrides.get("phones"), PHONE_COLUMNS, "phones", path),
+        text=pick_column(names, overrides.get("text"), TEXT_COLUMNS, "text", path),
+        speaker=pick_column(names, overrides.get("speaker"), SPEAKER_COLUMNS, "speaker", path),
+        id=pick_column(names, overrides.get("id"), ID_COLUMNS, "id", path),
+        lang=pick_column(names, overrides.get("lang"), LANG_COLUMNS if need_lang else (), "language", path),
+        phones=pick_column(names, overrides.get("phones"), PHONE_COLUMNS, "phones", path),
     )
     if need_lang and cols.lang is None:
         raise ImportInputError(f"{path}: no language column ({'/'.join(LANG_COLUMNS)}); pass --lang")

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from .common import ImportInputError, Record, map_split
+from .common import ImportInputError, Record, map_split, pick_column
 from .hf import ID_COLUMNS, LANG_COLUMNS, PHONE_COLUMNS, SPEAKER_COLUMNS, TEXT_COLUMNS
 
 PATH_COLUMNS = ("path", "audio", "audio_path", "audio_filepath", "file", "filename", "wav")
@@ -39,14 +39,6 @@ def _rows(path: Path) -> Iterator[dict]:
             raise ImportInputError(f"{path}: unknown manifest type (use .tsv, .csv or .jsonl)")
 
 
-def _pick(keys: list[str], given: str | None, defaults: tuple[str, ...], what: str, path: Path) -> str | None:
-    if given:
-        if given not in keys:
-            raise ImportInputError(f"{path}: no {what} column {given!r} (columns: {', '.join(keys)})")
-        return given
-    return next((c for c in defaults if c in keys), None)
-
-
 def read_records(
     input_path: str | Path, *, lang: str | None, split: str | None, overrides: dict[str, str | None]
 ) -> Iterator[Record]:
@@ -60,13 +52,13 @@ def read_records(
         if cols is None:
             keys = list(row)
             cols = {
-                "path": _pick(keys, overrides.get("audio"), PATH_COLUMNS, "audio path", path),
-                "text": _pick(keys, overrides.get("text"), TEXT_COLUMNS, "text", path),
-                "speaker": _pick(keys, overrides.get("speaker"), SPEAKER_COLUMNS, "speaker", path),
-                "id": _pick(keys, overrides.get("id"), ID_COLUMNS, "id", path),
-                "lang": _pick(keys, overrides.get("lang"), LANG_COLUMNS, "language", path),
-                "phones": _pick(keys, overrides.get("phones"), PHONE_COLUMNS, "phones", path),
-                "split": _pick(keys, None, SPLIT_COLUMNS, "split", path),
+                "path": pick_column(keys, overrides.get("audio"), PATH_COLUMNS, "audio path", path),
+                "text": pick_column(keys, overrides.get("text"), TEXT_COLUMNS, "text", path),
+                "speaker": pick_column(keys, overrides.get("speaker"), SPEAKER_COLUMNS, "speaker", path),
+                "id": pick_column(keys, overrides.get("id"), ID_COLUMNS, "id", path),
+                "lang": pick_column(keys, overrides.get("lang"), LANG_COLUMNS, "language", path),
+                "phones": pick_column(keys, overrides.get("phones"), PHONE_COLUMNS, "phones", path),
+                "split": pick_column(keys, None, SPLIT_COLUMNS, "split", path),
             }
             if cols["path"] is None:
                 raise ImportInputError(
