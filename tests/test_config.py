@@ -154,3 +154,34 @@ def test_job_config_is_keyed_on_its_task():
     pre = load_config(PretrainJobConfig, ROOT / "configs" / "tiny.yaml")
     assert (pre.task, ft.task) == ("pretrain", "lid")
     assert job_config_class("pretrain") is PretrainJobConfig and job_config_class("ctc") is FinetuneJobConfig
+
+
+def test_typed_values_override_by_dotted_key_without_text_and_bad_keys_fail():
+    """Sweeps and experiments set typed values (load_config(values=...), with_overrides), never '--set' text: a
+    value keeps its type (a string stays a string), nested dicts set keys inside a section, a bad key is a
+    ConfigError naming it."""
+    import numpy as np
+
+    from unispeech_platform.config import with_overrides
+
+    job = load_config(PretrainJobConfig, ROOT / "configs" / "ci.yaml",
+                      values={"model": {"replace_prob": 0.3}, "tracking.run_name": "true"})
+    assert job.model.replace_prob == 0.3 and job.tracking.run_name == "true"
+    assert job.model.hidden_size == yaml.safe_load((ROOT / "configs" / "ci.yaml").read_text())["model"]["hidden_size"]
+    trial = with_overrides(job, {"model.mask_time_length": np.int64(4), "train.max_steps": 9})
+    assert (trial.model.mask_time_length, trial.train.max_steps, trial.model.replace_prob) == (4, 9, 0.3)
+    with pytest.raises(ConfigError, match="model.no_such_knob: unknown key"):
+        with_overrides(job, {"model.no_such_knob": 1})
+
+
+def test_an_unset_ctc_weight_is_the_model_default_for_the_supervised_arm_check():
+    """experiments/stages.py compares the effective ctc_weight: a preset that leaves it unset trains with
+    UniSpeechConfig's 0.5 (it compared None < 1.0, a TypeError); an arm at 1.0 reads labeled rows only."""
+    from unispeech_platform.config import with_overrides
+    from unispeech_platform.experiments.stages import labeled_only_if_supervised
+
+    job = load_config(PretrainJobConfig, ROOT / "configs" / "ci.yaml", values={"model.ctc_weight": None})
+    assert job.model.ctc_weight is None and job.model.effective("ctc_weight") == 0.5
+    assert labeled_only_if_supervised(job) is job
+    supervised = labeled_only_if_supervised(with_overrides(job, {"model.ctc_weight": 1.0}))
+    assert supervised.data.labeled_only and supervised.model.ctc_weight == 1.0

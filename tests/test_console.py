@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from unispeech_platform.runtime.console import Eta, dev_line, duration, update_line
+from unispeech_platform.runtime.console import Eta, dev_line, duration, health_status_line, update_line
 
 
 def test_update_line_shows_the_losses_the_task_reports_throughput_and_eta():
-    metrics = {"loss": 5.1834, "ctc_loss": 6.971, "contrastive_loss": 3.04, "perplexity": 83.4, "lr": 5e-4,
+    metrics = {"loss": 5.1834, "ctc_loss": 6.971, "contrastive_loss": 3.04, "prob_perplexity": 83.4, "lr": 5e-4,
                "audio_seconds_per_s": 7.74, "grad_norm": 1.0, "data_wait_fraction": 0.1}
     assert update_line("pretrain", 125, 400, metrics, 192.0) == (
-        "pretrain  update 125/400  loss 5.183  ctc 6.971  contrastive 3.040  ppl 83  lr 5.00e-04  "
+        "pretrain  update 125/400  loss 5.183  ctc 6.971  contrastive 3.040  lr 5.00e-04  "
         "7.7 audio-s/s  ETA 3m12s")
+    health = {**metrics, "contrastive_accuracy": 0.423, "cos_pos_neg": 0.614, "cos_pos_pred": 0.5, "code_perplexity": 38.14,
+              "code_randomness": 0.12, "masked_frames_per_utt": 31.2, "grad_share/contrastive": 0.3}
+    assert health_status_line("pretrain", 125, health) == (
+        "pretrain  health 125  contrastive acc 42%  cos(pos,neg) 0.61  cos(pos,pred) 0.50  code ppl 38.1  soft ppl 83  "
+        "random codes 12%  masked/utt 31  contrastive grad share 30%")
+    assert health_status_line("ctc", 1, {"loss": 2.0}) is None
     assert update_line("ctc", 1, 10, {"loss": 2.0, "nonfinite_skipped": 3}, None) == (
         "ctc       update 1/10  loss 2.000  skipped 3 non-finite")
 

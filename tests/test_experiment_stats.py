@@ -76,7 +76,6 @@ def test_two_seeds_give_different_initial_weights_and_batch_order():
     from unispeech_platform.data.batching import BatchStream
     from unispeech_platform.data.decode import DECODED_SCHEMA
     from unispeech_platform.experiments.runner import validate
-    from unispeech_platform.train.driver import model_overrides
     from unispeech_platform.train.tasks import task_for_job
 
     stages = [s for s in validate(_cfg("experiment.seeds=[0, 1]")) if s.name == "unispeech"]
@@ -84,7 +83,7 @@ def test_two_seeds_give_different_initial_weights_and_batch_order():
 
     def weights(job):
         torch.manual_seed(job.train.seed)
-        model = task_for_job(job, model_overrides(job, None), None).build_model()
+        model = task_for_job(job, None).build_model()
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     def order(job):

@@ -52,6 +52,8 @@ def test_a_state_is_reported_once_and_stop_on_stops_every_time_it_is_present():
     new, stop = monitor.check(collapsed, 10)
     assert [f.state for f in new] == ["codebook_collapse"] and stop == "codebook_collapse"
     assert monitor.check(collapsed, 20) == ([], "codebook_collapse")
+    assert monitor.check({**HEALTHY, **STATES["ctc_blank_plateau"]}, 299)[0] == []  # every CTC run starts there
+    assert [f.state for f in monitor.check({**HEALTHY, **STATES["ctc_blank_plateau"]}, 300)[0]] == ["ctc_blank_plateau"]
     new, stop = monitor.check({**HEALTHY, **STATES["random_codes"]}, 30)
     assert [f.state for f in new] == ["random_codes"] and stop is None
     (line,) = health_line(30, new)

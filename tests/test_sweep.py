@@ -206,7 +206,7 @@ def test_an_mlflow_outage_never_stops_a_sweep_and_resume_replays_its_end(tmp_pat
         CloseTrialRuns,
         finish_sweep_run,
         nested_run,
-        replay_sweep_spools,
+        replay_earlier_attempt,
     )
 
     dead = dead_uri
@@ -231,7 +231,7 @@ def test_an_mlflow_outage_never_stops_a_sweep_and_resume_replays_its_end(tmp_pat
     assert ":pw@" not in out  # the login in the URI never reaches a warning
     assert store.run(parent).info.status == "RUNNING" and store.run(trials["t1"]).info.status == "RUNNING"
 
-    replay_sweep_spools(live, runs_dir)  # the server back: what --resume does before it reopens the sweep's run
+    replay_earlier_attempt(live, runs_dir)  # the server back: what --resume does before it reopens the sweep's run
     finish_sweep_run(live, parent, rows, report=report, metric="dev_per", best=rows[0], failed=False,
                      runs_dir=runs_dir)  # ... and the resumed sweep's own end
     done = store.run(parent)

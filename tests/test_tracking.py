@@ -56,21 +56,25 @@ def test_resume_reopens_the_run_and_steps_are_logged_once(tmp_path):
     assert open_run(uri, section, "job-a", resume=False) != run_id  # a fresh job gets a fresh run
 
 
-def test_codebook_collapse_alarm_warns_once_and_tags_the_run(tmp_path):
+def test_a_failure_state_is_said_once_and_tags_the_run(tmp_path):
     from mlflow.tracking import MlflowClient
 
+    from unispeech_core import UniSpeechConfig
     from unispeech_platform.config import TrainSection
-    from unispeech_platform.train.checkpoint import TrainState
-    from unispeech_platform.train.loop import _collapse_alarm
+    from unispeech_platform.train.health import health_monitor, report_health
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     run_id = open_run(uri, TrackingSection(experiment="t"), "job-c", resume=False)
-    tracker, train = MLflowTracker(uri, run_id), TrainSection(collapse_perplexity=4.0, collapse_after_steps=10)
-    state = TrainState(step=5)
-    _collapse_alarm(state, {"perplexity": 1.2}, train, tracker)  # too early: perplexity is noisy at the start
-    assert not state.collapse_alarm
-    state.step = 20
-    with pytest.warns(RuntimeWarning, match="codebook collapse"):
-        _collapse_alarm(state, {"perplexity": 1.2}, train, tracker)
-    assert state.collapse_alarm
-    assert "perplexity 1.20" in MlflowClient(uri).get_run(run_id).data.tags["codebook_collapse"]
+    tracker = MLflowTracker(uri, run_id)
+    train = TrainSection(health_after_steps=10, stop_on=["collinear_targets"])
+    monitor = health_monitor(train, UniSpeechConfig(num_codevector_groups=2), pretraining=True)
+    said: list[str] = []
+    collapsed = {"code_perplexity": 2.4}  # 1.2 per group
+    assert report_health(monitor, collapsed, 5, tracker=tracker, say=said.append, task="pretrain") is None
+    assert said == []  # too early: the statistics of the first updates are noise
+    assert report_health(monitor, collapsed, 20, tracker=tracker, say=said.append, task="pretrain") is None
+    assert report_health(monitor, collapsed, 30, tracker=tracker, say=said.append, task="pretrain") is None
+    assert len(said) == 1 and said[0].startswith("pretrain  HEALTH codebook_collapse at update 20: code perplexity 1.20")
+    tags = MlflowClient(uri).get_run(run_id).data.tags
+    assert tags["health/codebook_collapse"].startswith("update 20: code perplexity 1.20 per group")
+    assert "health/stopped_on" not in tags  # codebook_collapse is not in stop_on

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fault_hooks import wait_at_update
 from mlflow_helpers import kill_mlflow, serve_mlflow
 from train_helpers import ci_job, local_ray, make_tiny_corpus
 
@@ -29,26 +30,16 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gate(tmp_path_factory):
-    """The file the jobs' workers wait for at update GATE_AT (UNISPEECH_TEST_WAIT_AT_UPDATE, set before Ray starts
-    so the workers inherit it): an Outage creates it once the server is back (or, never restarted, killed), so
-    the job is still running when the restarted server can first be reached, however fast the machine."""
-    import os
-
-    from unispeech_platform.train.loop import GATE_ENV
-
-    path = tmp_path_factory.mktemp("gate") / "open"
-    previous = os.environ.get(GATE_ENV)
-    os.environ[GATE_ENV] = f"{GATE_AT}:{path}"
-    yield path
-    if previous is None:
-        os.environ.pop(GATE_ENV, None)
-    else:
-        os.environ[GATE_ENV] = previous
+    """The file the jobs' workers wait for at update GATE_AT (a before-update hook from tests/fault_hooks.py that
+    `ray_address` installs in every Ray worker): an Outage creates it once the server is back (or, never
+    restarted, killed), so the job is still running when the restarted server can first be reached, however
+    fast the machine."""
+    return tmp_path_factory.mktemp("gate") / "open"
 
 
 @pytest.fixture(scope="module")
 def ray_address(gate):
-    with local_ray() as address:
+    with local_ray(setup_hook=wait_at_update(GATE_AT, gate)) as address:
         yield address
 
 

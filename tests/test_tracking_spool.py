@@ -129,6 +129,49 @@ def test_spools_of_finished_stages_replay_in_one_pass_and_a_scheduled_run_starts
     assert all(read_records(p)[1] == [] for p in paths)
 
 
+def test_a_spool_file_in_the_current_format_replays_through_run_tracking(tmp_path):
+    """The JSON-lines format is the contract between versions: a spool written by an earlier start (each record
+    kind as `{"seq", "time", "run_id", "kind", ...}`) replays, in order, through the object jobs use; a kind this
+    version does not know is dropped with a warning, the rest still lands."""
+    from unispeech_platform.tracking import RunStore, RunTracking
+
+    sqlite = f"sqlite:///{tmp_path}/mlflow.db"
+    run_id = open_run(sqlite, TrackingSection(experiment="t"), "job", resume=False)
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text('{"a": 1}')
+    records = [
+        {"kind": "metrics", "step": 1, "metrics": {"loss": 3.0}},
+        {"kind": "metrics", "step": 2, "metrics": {"loss": 2.0, "lr": 0.1}},
+        {"kind": "params", "params": {"train.max_steps": "3"}},
+        {"kind": "tags", "tags": {"zero_stage": "2"}},
+        {"kind": "text", "text": "a: 1\n", "artifact_file": "config/resolved.yaml"},
+        {"kind": "artifacts", "local": str(vocab), "artifact_path": "vocab"},
+        {"kind": "model", "local": str(tmp_path / "gone"), "registered_model": None},
+        {"kind": "end", "status": "FAILED"},
+        {"kind": "from-a-later-version"},
+        {"kind": "reopen"},
+        {"kind": "metrics", "step": 3, "metrics": {"loss": 1.0}},
+        {"kind": "end", "status": "FINISHED"},
+    ]
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    with open(job_dir / "mlflow_spool.jsonl", "w") as f:
+        for seq, record in enumerate(records, 1):
+            f.write(json.dumps({"seq": seq, "time": 1700000000.0 + seq, "run_id": run_id, **record}) + "\n")
+    lines: list[str] = []
+    assert RunTracking(sqlite, job_dir, warn=lines.append).replay() == []
+    assert metric_history(sqlite, run_id, "loss") == [(1, 3.0), (2, 2.0), (3, 1.0)]
+    store = RunStore(sqlite)
+    run = store.run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["train.max_steps"] == "3"
+    assert run.data.tags["zero_stage"] == "2" and run.data.metrics["lr"] == 0.1
+    assert {a.path for a in store.client.list_artifacts(run_id, "vocab")} == {"vocab/vocab.json"}
+    assert [a.path for a in store.client.list_artifacts(run_id, "config")] == ["config/resolved.yaml"]
+    assert any("is gone: no MLflow Model logged" in line for line in lines)
+    assert any("rejected 1 record(s) (from-a-later-version)" in line for line in lines)
+    assert read_records(str(job_dir / "mlflow_spool.jsonl"))[1] == []
+
+
 def test_only_transient_failures_are_retried():
     from mlflow.exceptions import MlflowException
 

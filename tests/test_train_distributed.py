@@ -50,9 +50,16 @@ def test_zero2_learns_is_tracked_and_exports_a_transformers_model(zero2):
     assert run.data.params["train.zero_stage"] == "2" and run.data.params["model.hidden_size"] == "32"
     for tag in ("git_commit", "ray_version", "deepspeed_version", "torch_version", "num_workers", "zero_stage"):
         assert tag in run.data.tags
-    for key in ("ctc_loss", "contrastive_loss", "diversity_loss", "perplexity", "temperature", "lr", "grad_norm",
-                "audio_seconds_per_s", "data_wait_fraction", "dev_loss"):
+    for key in ("ctc_loss", "contrastive_loss", "diversity_loss", "temperature", "lr", "grad_norm",
+                "audio_seconds_per_s", "data_wait_fraction", "dev_loss",
+                # the self-supervised half's health (unispeech_core/telemetry.py), in training and on dev
+                "prob_perplexity", "code_perplexity", "code_randomness", "contrastive_accuracy", "cos_pos_neg",
+                "cos_pos_pred", "masked_frames_per_utt", "grad_share/ctc", "grad_share/contrastive",
+                "dev_code_perplexity", "dev_contrastive_accuracy", "dev_blank_share"):
         assert key in run.data.metrics, key
+    shares = run.data.metrics["grad_share/ctc"] + run.data.metrics["grad_share/contrastive"]
+    assert shares == pytest.approx(1.0)  # measured at update 1 only (grad_share_every 50): a mean of one probe
+    assert not [t for t in run.data.tags if t.startswith("health/")], run.data.tags  # a healthy short run
     artifacts = {a.path for a in client.list_artifacts(zero2.run_id)}
     assert {"config", "export", "plots", "vocab"} <= artifacts  # runs:/<id>/model is a fine-tuning job's MLflow Model
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import torch
+from fault_hooks import fail_at_update
 from train_helpers import (
     ci_job,
     local_ray,
@@ -38,10 +39,10 @@ from unispeech_platform.runtime.errors import EXIT_FAILED, TrainingStoppedError
 from unispeech_platform.train.batches import LockstepBatches
 from unispeech_platform.train.checkpoint import TrainState
 from unispeech_platform.train.faults import is_out_of_memory, likely_cause
-from unispeech_platform.train.loop import FAULT_ENV, MAX_CONSECUTIVE_OOM, accumulate_update
 from unispeech_platform.train.metrics import Window
 from unispeech_platform.train.preemption import SIGTERM_FLAG, PreemptionSignals, preemption_signals
 from unispeech_platform.train.restarts import RestartHistory
+from unispeech_platform.train.step import MAX_CONSECUTIVE_OOM, accumulate_update
 
 # ----------------------------------------------------------------------------------- out of memory (gloo)
 
@@ -263,14 +264,14 @@ def test_sigterm_to_a_worker_saves_a_checkpoint_and_the_job_resumes_from_it(tmp_
 
 
 @pytest.mark.slow
-def test_the_same_failure_after_a_restore_stops_the_job(tmp_path: Path, corpus: Path, monkeypatch) -> None:
+def test_the_same_failure_after_a_restore_stops_the_job(tmp_path: Path, corpus: Path) -> None:
     from unispeech_platform.train import run_training
 
-    monkeypatch.setenv(FAULT_ENV, "6:1")  # rank 1 fails at the start of update 6, in every attempt
+    fault = fail_at_update(6, rank=1)  # rank 1 fails at the start of update 6, in every attempt
     job = ci_job(corpus, tmp_path, "looping", "train.max_steps=10", "checkpoint.every_steps=4",
                  "train.max_failures=5")
     started = time.time()
-    with local_ray(), pytest.raises(TrainingStoppedError) as stopped:
+    with local_ray(setup_hook=fault), pytest.raises(TrainingStoppedError) as stopped:
         run_training(job)
     elapsed = time.time() - started
     message = str(stopped.value)

@@ -69,15 +69,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_ray(num_cpus: int = 8):
+def local_ray(num_cpus: int = 8, setup_hook: Callable[[], None] | None = None):
     """A private local Ray (address="local": a new instance even when another session runs `ray start` here), with
     more logical CPUs than cores, or train workers starve Ray Data's read tasks
     (docs/architecture.md#ray-train-ray-data-and-ray-tune). Workers' logs stay in Ray's log files, as for a job
     started from the command line (runtime/ray_session.py): forwarding them costs CPU, and the console under test
-    is what a user sees."""
+    is what a user sees. ``setup_hook`` runs in every worker process of the jobs this process runs in it (a fault
+    from tests/fault_hooks.py); a job started as a subprocess is another Ray job and does not get it."""
     import ray
 
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    runtime_env = {"worker_process_setup_hook": setup_hook} if setup_hook else None
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             runtime_env=runtime_env)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

@@ -7,10 +7,11 @@ from unispeech_platform.config.base import (
     load_config,
     loggable_params,
     to_yaml,
+    with_overrides,
     yaml_value,
 )
 from unispeech_platform.config.data import DataConfig
-from unispeech_platform.config.jobs import FinetuneJobConfig, PretrainJobConfig, TaskName, job_config_class
+from unispeech_platform.config.jobs import FinetuneJobConfig, PretrainJobConfig, job_config_class
 from unispeech_platform.config.model import ModelSection
 from unispeech_platform.config.sections import (
     CheckpointSection,
@@ -20,6 +21,7 @@ from unispeech_platform.config.sections import (
     TrackingSection,
     TrainSection,
 )
+from unispeech_platform.config.tasks import TASK_SPECS, TaskName, TaskSpec
 
 __all__ = [
     "CheckpointSection",
@@ -31,7 +33,9 @@ __all__ = [
     "OptimSection",
     "PretrainJobConfig",
     "RaySection",
+    "TASK_SPECS",
     "TaskName",
+    "TaskSpec",
     "TrackingSection",
     "TrainSection",
     "as_overrides",
@@ -40,5 +44,6 @@ __all__ = [
     "load_config",
     "loggable_params",
     "to_yaml",
+    "with_overrides",
     "yaml_value",
 ]

@@ -1,4 +1,5 @@
-"""Loading typed job configs: YAML file + ``--set dotted.key=value`` overrides -> a validated pydantic model.
+"""Loading typed job configs: YAML file + ``--set dotted.key=value`` overrides (+ typed values by dotted key)
+-> a validated pydantic model; ``with_overrides`` sets typed values on a loaded one.
 
 Everything here runs on the driver before Ray starts, so a typo fails in milliseconds with the bad key and the
 valid ones named, not after a cluster has been scheduled.
@@ -39,19 +40,34 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _set_key(raw: dict[str, Any], path: list[str], value: Any, item: str) -> None:
+    """Set one dotted key in a nested dict (creating intermediate dicts)."""
+    node = raw
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each dotted key in a nested dict (creating intermediate dicts)."""
+    """Set each ``dotted.key=value`` text (the command line's --set) in a nested dict."""
     for item in overrides:
         path, value = parse_override(item)
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
-            node = child
-        node[path[-1]] = value
+        _set_key(raw, path, value, item)
+    return raw
+
+
+def apply_values(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Set typed values by dotted key in a nested dict, never through text. Nested dicts are flattened first so
+    that they set keys inside a section: ``{"model": {"replace_prob": 0.3}}`` passed whole would replace the
+    preset's model section and silently fall back to defaults."""
+    for key, value in flatten(values).items():
+        plain = value.item() if hasattr(value, "item") else value  # numpy scalars, e.g. from Tune's samplers
+        _set_key(raw, key.split("."), plain, f"{key}={plain!r}")
     return raw
 
 
@@ -84,8 +100,10 @@ def format_errors(cls: type[BaseModel], err: ValidationError) -> str:
     return f"invalid {cls.__name__}:\n" + "\n".join(lines)
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Read YAML (optional), apply overrides, validate. Raises ConfigError with a readable message."""
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                values: dict[str, Any] | None = None) -> T:
+    """Read YAML (optional), apply the ``--set`` text overrides, then the typed ``values`` by dotted key (a sweep's
+    or an experiment's settings, see apply_values), validate. Raises ConfigError with a readable message."""
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -97,7 +115,17 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
         raw = loaded or {}
-    raw = apply_overrides(raw, list(overrides or []))
+    raw = apply_values(apply_overrides(raw, list(overrides or [])), dict(values or {}))
+    return _validated(cls, raw)
+
+
+def with_overrides(cfg: T, values: dict[str, Any]) -> T:
+    """``cfg`` with typed values set by dotted key (``{"model.replace_prob": 0.3}``), validated again: a bad key
+    or value raises ConfigError naming it, as in a config file."""
+    return _validated(type(cfg), apply_values(cfg.model_dump(mode="json"), values))
+
+
+def _validated(cls: type[T], raw: dict[str, Any]) -> T:
     try:
         return cls.model_validate(raw)
     except ValidationError as e:
@@ -136,6 +164,6 @@ def yaml_value(v: Any) -> str:
 
 def as_overrides(values: dict[str, Any]) -> list[str]:
     """``{"model": {"replace_prob": 0.3}, "train.max_steps": 9}`` -> ``["model.replace_prob=0.3",
-    "train.max_steps=9"]``. Nested dicts are flattened so that they set keys inside a section: passed whole,
-    ``model={...}`` would replace the preset's model section and silently fall back to defaults."""
+    "train.max_steps=9"]``: the ``--set`` lines of a command that reproduces typed values (code applies them with
+    ``load_config(values=...)`` / ``with_overrides``, never through text). Nested dicts are flattened as there."""
     return [f"{k}={yaml_value(v)}" for k, v in flatten(values).items()]

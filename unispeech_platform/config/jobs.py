@@ -1,10 +1,8 @@
 """Job configs: one typed model per entrypoint, composed of the sections each component consumes. A training
-job is keyed on its task (``pretrain`` | ``ctc`` | ``lid``): the task follows from the config, never from a
-string passed beside it."""
+job is keyed on its task (config/tasks.py: ``pretrain`` | ``ctc`` | ``lid``): the task follows from the config,
+never from a string passed beside it."""
 
 from __future__ import annotations
-
-from typing import Literal
 
 from pydantic import Field
 
@@ -19,8 +17,7 @@ from unispeech_platform.config.sections import (
     TrackingSection,
     TrainSection,
 )
-
-TaskName = Literal["pretrain", "ctc", "lid"]
+from unispeech_platform.config.tasks import TASK_SPECS, TaskName
 
 
 class PretrainJobConfig(Section):
@@ -59,4 +56,4 @@ class FinetuneJobConfig(PretrainJobConfig):
 
 def job_config_class(task: TaskName) -> type[PretrainJobConfig]:
     """The config class of a task's job (workers re-validate the driver's JSON dump with it)."""
-    return PretrainJobConfig if task == "pretrain" else FinetuneJobConfig
+    return FinetuneJobConfig if TASK_SPECS[task].finetunes else PretrainJobConfig

@@ -2,8 +2,9 @@
 
 Generated from ``unispeech_core.UniSpeechConfig`` (names, types, docstrings), so the two cannot drift apart; the
 ranges below are ours. Every field defaults to None = "not set here": UniSpeechConfig's default applies, and the
-vocabulary-derived sizes (vocab_size, num_ctc_classes, pad_token_id) are filled from the corpus vocabulary. Only
-the keys a config sets are dumped, logged and shipped to workers.
+vocabulary-derived sizes (vocab_size, num_ctc_classes, pad_token_id) are filled from the corpus vocabulary by
+``ModelSection.settings`` / ``unispeech_config``, the one place a UniSpeechConfig is built from settings. Only the
+keys a config sets are dumped, logged and shipped to workers (inside the typed job config).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import dataclasses
 import inspect
 import textwrap
 import typing
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, create_model, model_serializer, model_validator
 
-from unispeech_core import UniSpeechConfig
+from unispeech_core import PhoneTokenizer, UniSpeechConfig
 from unispeech_platform.config.base import Section
 
 _PROBABILITY = {"ge": 0.0, "le": 1.0}
@@ -86,12 +88,34 @@ class _ModelSectionBase(Section):
     @model_validator(mode="after")
     def _builds(self) -> _ModelSectionBase:
         """Cross-field rules (heads divide hidden_size, conv lists of equal length, ...) are UniSpeechConfig's."""
-        UniSpeechConfig(**self.overrides())
+        self.unispeech_config()
         return self
 
     def overrides(self) -> dict[str, Any]:
         """The set keys, as UniSpeechConfig keyword arguments."""
         return self.model_dump(mode="json")
+
+    def settings(self, vocab: Mapping[str, int] | None = None) -> dict[str, Any]:
+        """UniSpeechConfig keyword arguments: the set keys, and with the corpus vocabulary (phone -> id) the sizes
+        it decides where the section leaves them unset: vocab_size = num_ctc_classes = its phones incl. the
+        blank, which is the pad id (docs/architecture.md#objective). Also the overrides of a from_pretrained."""
+        kwargs = self.overrides()
+        if vocab is not None:
+            tokenizer = PhoneTokenizer(dict(vocab))
+            kwargs.setdefault("vocab_size", len(tokenizer))
+            kwargs.setdefault("num_ctc_classes", len(tokenizer))
+            kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+        return kwargs
+
+    def unispeech_config(self, vocab: Mapping[str, int] | None = None) -> UniSpeechConfig:
+        """The model's config built from these settings (+ the corpus vocabulary): the one place that does."""
+        return UniSpeechConfig(**self.settings(vocab))
+
+    def effective(self, name: str) -> Any:
+        """A field as the model sees it: the set value, else UniSpeechConfig's default (e.g. ctc_weight 0.5 for
+        a preset that leaves it unset, where the section holds None)."""
+        value = getattr(self, name)
+        return value if value is not None else getattr(self.unispeech_config(), name)
 
 
 def _fields() -> dict[str, Any]:

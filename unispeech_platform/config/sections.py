@@ -8,6 +8,11 @@ from pydantic import Field, field_validator, model_validator
 
 from unispeech_platform.config.base import Section
 from unispeech_platform.config.names import SafeName
+from unispeech_platform.config.tasks import FinetuneTaskName
+
+HealthState = Literal["codebook_collapse", "collinear_targets", "random_codes", "starved_contrastive",
+                      "ctc_blank_plateau"]
+"""The failure states train/health.py names (declared here: train.stop_on is validated before anything runs)."""
 
 
 class TrainSection(Section):
@@ -49,9 +54,17 @@ class TrainSection(Section):
     deepspeed: dict[str, Any] = Field(default_factory=dict)
     """Raw DeepSpeed config merged over the generated one (e.g. zero_optimization.offload_optimizer)."""
     collapse_perplexity: float = Field(2.0, ge=0)
-    """Codebook-collapse alarm: warn and tag the run when codevector perplexity falls below this."""
-    collapse_after_steps: int = Field(0, ge=0)
-    """Do not raise the collapse alarm before this many updates (perplexity is noisy at the start)."""
+    """codebook_collapse (train/health.py): the hard code perplexity per codebook group at or below this."""
+    health_after_steps: int = Field(0, ge=0)
+    """No failure-state verdict before this update (the statistics of the first updates are noise)."""
+    blank_plateau_after_steps: int = Field(300, ge=0)
+    """ctc_blank_plateau is judged from this update on: every CTC run starts on the blank plateau."""
+    stop_on: list[HealthState] = Field(default_factory=list)
+    """Failure states that end the run at the update they first show, e.g. [codebook_collapse, collinear_targets]
+    (every rank stops together; the model is exported as at any end; docs/training.md#health)."""
+    grad_share_every: int = Field(50, ge=0)
+    """Pretraining: every N updates measure the gradient CTC and contrastive each send into the transformer's
+    input (grad_share/*: two partial backward passes on one micro-batch; 0 = never; not under ZeRO-3)."""
 
 
     @model_validator(mode="after")
@@ -107,8 +120,8 @@ class TrackingSection(Section):
     run_name: str | None = None
     """MLflow run name (default: checkpoint.name)."""
     log_model: bool = True
-    """Record the exported model: a CTC fine-tuning job logs it as an MLflow Model (runs:/<run_id>/model), other
-    jobs upload the export directory as the run's `export` artifacts."""
+    """Record the exported model: a task that logs an MLflow Model (config/tasks.py: CTC fine-tuning) logs it at
+    runs:/<run_id>/model, other jobs upload the export directory as the run's `export` artifacts."""
     registered_model: str | None = None
     """Also register a CTC fine-tuning job's MLflow Model as a new version of this Model Registry name."""
     connect_timeout_s: float = Field(10.0, gt=0)
@@ -150,9 +163,9 @@ class RaySection(Section):
 class FinetuneSection(Section):
     """What to fine-tune from and how (fine-tune jobs only)."""
 
-    task: Literal["ctc", "lid"] = "ctc"
-    """ctc: phone recognition; lid: language identification (sequence classification; run it with
-    `python -m jobs.lid`, which sets model.id2label from the corpus languages)."""
+    task: FinetuneTaskName = "ctc"
+    """A fine-tuning task of config/tasks.py. ctc: phone recognition; lid: language identification (sequence
+    classification; run it with `python -m jobs.lid`, which sets model.id2label from the corpus languages)."""
     init_from: str | None = None
     """Transformers-format model dir (config.json + model.safetensors), or one of our Ray/DeepSpeed checkpoints."""
     freeze_feature_encoder: bool = True

@@ -7,6 +7,13 @@ from pydantic import Field
 from unispeech_platform.config.base import Section
 from unispeech_platform.config.data import DataConfig
 from unispeech_platform.config.sections import RaySection, TrackingSection
+from unispeech_platform.config.tasks import TASK_SPECS
+
+
+def scored_architectures(evaluator: str) -> tuple[str, ...]:
+    """The exported model classes an evaluator scores: those of the tasks that name it (config/tasks.py), e.g.
+    ``per`` (this job) -> UniSpeechForCTC. A new task with ``evaluator="per"`` is accepted here without a change."""
+    return tuple(spec.architecture for spec in TASK_SPECS.values() if spec.evaluator == evaluator)
 
 
 class EvaluateSection(Section):

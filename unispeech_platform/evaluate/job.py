@@ -9,7 +9,7 @@ from pathlib import Path
 
 from unispeech_core import PhoneTokenizer
 from unispeech_core.tokenizer import VOCAB_NAME
-from unispeech_platform.evaluate.config import EvaluateJobConfig
+from unispeech_platform.evaluate.config import EvaluateJobConfig, scored_architectures
 from unispeech_platform.evaluate.model_source import ModelLoadError, resolve_model
 from unispeech_platform.evaluate.references import is_character_model, read_references, reference_vocab
 from unispeech_platform.evaluate.scoring import Score
@@ -39,8 +39,9 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     ev = cfg.evaluate
     out_dir = Path(ev.output_dir).resolve()
     model = resolve_model(ev.model_path, out_dir)  # raises ModelLoadError before any Ray work
-    if model.architecture not in ("UniSpeechForCTC",):
-        raise ModelLoadError(f"{model.model_dir}: a {model.architecture}; PER evaluation needs a UniSpeechForCTC model")
+    if model.architecture not in scored_architectures("per"):
+        raise ModelLoadError(f"{model.model_dir}: a {model.architecture}; PER evaluation needs a "
+                             f"{' or '.join(scored_architectures('per'))} model")
     model_vocab = PhoneTokenizer.from_file(model.model_dir).vocab
     # The model's vocabulary decides: the corpus may have none or a different one (docs/evaluation.md).
     data = cfg.data.model_copy(update={"vocab_path": str(Path(model.model_dir) / VOCAB_NAME)})

@@ -15,7 +15,8 @@ MODEL_TAG = "unispeech.model_path"
 
 
 class RunWriter(Protocol):
-    """What recording an evaluation needs of a store: RunStore (live) or BestEffortStore (spooled in an outage)."""
+    """What recording an evaluation needs of a store: RunStore (live) or RunTracking (best effort: an outage
+    keeps the records for a later replay)."""
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None: ...
     def log_metrics(self, run_id: str, metrics: dict[str, float | None], step: int) -> None: ...

@@ -35,7 +35,7 @@ from unispeech_platform.experiments.storage import (
     write_marker,
 )
 from unispeech_platform.runtime.layout import RunLayout
-from unispeech_platform.tracking import checked_tracking_uri, spool_path
+from unispeech_platform.tracking import checked_tracking_uri
 
 
 class ExperimentStepError(RuntimeError):
@@ -194,7 +194,7 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False, resume: bo
     runs, parent, planned = None, None, {}
     record["attempt"] = record.get("attempt", -1) + 1  # 0, then 1 for the first --resume, ...
     if uri:
-        runs = ExperimentRuns(uri, cfg, root, stage_spools(st for _, st in stages))
+        runs = ExperimentRuns(uri, cfg, root, stage_runs(st for _, st in stages))
         parent = runs.open_parent(record.get("parent_run") if resume else None)
         planned = {label: runs.plan(label, parent, {"unispeech.arm": st.name, "unispeech.seed": str(seed)})
                    for label, (seed, st), d in zip(labels, stages, done) if d is None}
@@ -215,7 +215,7 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False, resume: bo
             results.append(run_arm(st, seed, label, runs, planned.get(label), progress))
             save_arm_result(root, results[-1])
             if runs:
-                runs.replay()  # what an outage left spooled, as soon as the server answers again
+                runs.replay()  # what an outage left unrecorded, as soon as the server answers again
         aggs = aggregate_results(results, ref)
         table, seconds = results_tables(aggs), time.perf_counter() - progress.start
         if runs:  # at the attempt's step: a --resume that ran an arm again changes the aggregates
@@ -232,7 +232,7 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False, resume: bo
                             runs.experiment_id if runs else None, aggs, kept)
 
 
-def stage_spools(stages: Iterable[ArmStages]) -> list[str]:
-    """The spool files of every training stage: their records are replayed by the experiment, since a finished
+def stage_runs(stages: Iterable[ArmStages]) -> list[RunLayout]:
+    """The run of every training stage: their records are replayed by the experiment, since a finished
     stage's job never starts again to replay them itself."""
-    return [spool_path(RunLayout.of(job.checkpoint)) for st in stages for job in (st.pretrain, st.finetune)]
+    return [RunLayout.of(job.checkpoint) for st in stages for job in (st.pretrain, st.finetune)]

@@ -2,30 +2,23 @@
 runs nested under it (the UI shows the tree).
 
 Every run is created when the experiment starts, while the server is known to answer, and waits SCHEDULED until
-its stage starts. After that nothing the experiment records needs the server: records go through
-tracking.best_effort, so an outage during an experiment of hours spools them (to ``<storage>/mlflow_spool.jsonl``
-and each stage's run directory) and never fails a stage. They are replayed when the server answers again: at the
-next arm, at the end, or by a later ``--resume`` (docs/training.md#tracking-outages)."""
+its stage starts. After that nothing the experiment records needs the server: records go through RunTracking,
+so an outage during an experiment of hours keeps them (in the experiment's storage and each stage's run directory)
+and never fails a stage. They are replayed when the server answers again: at the next arm, at the end, or by a
+later ``--resume`` (docs/training.md#tracking-outages)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.experiments.config import ExperimentConfig
 from unispeech_platform.runtime.hardware import machine_line
-from unispeech_platform.tracking import (
-    PARENT_TAG,
-    BestEffortStore,
-    RunStore,
-    Spool,
-    TrackingError,
-    replay_spools,
-)
-from unispeech_platform.tracking.best_effort import held_spools
+from unispeech_platform.runtime.layout import RunLayout
+from unispeech_platform.tracking import PARENT_TAG, RunStore, RunTracking, TrackingError
 from unispeech_platform.tracking.retry import with_retries
-from unispeech_platform.tracking.spool import SPOOL_NAME
 
 EXPERIMENT_TAG = "unispeech.experiment"
 WAITING = ("RUNNING", "SCHEDULED")
@@ -42,10 +35,12 @@ class ArmRuns:
 
 
 class ExperimentRuns:
-    def __init__(self, uri: str, cfg: ExperimentConfig, root: Path, stage_spools: list[str]):
-        self.uri, self.cfg, self.stage_spools = uri, cfg, stage_spools
+    def __init__(self, uri: str, cfg: ExperimentConfig, root: Path, stages: Iterable[RunLayout]):
+        """``root``: the experiment's storage; ``stages``: the run of every training stage (their records are
+        replayed by the experiment, since a finished stage's job never starts again to replay them itself)."""
+        self.uri, self.cfg = uri, cfg
         self.store = RunStore(uri)
-        self.best = BestEffortStore(uri, Spool(str(root / SPOOL_NAME)))
+        self.best = RunTracking(uri, root, stages=stages)
         self.waiting: set[str] = set()
         """Planned runs no stage has started: KILLED if the experiment stops before it reaches them."""
         self.experiment_id = self._at_start("find the MLflow experiment",
@@ -61,12 +56,10 @@ class ExperimentRuns:
 
     # -- at the start ----------------------------------------------------------------------------------------
     def open_parent(self, previous: str | None) -> str:
-        """The parent run: the previous attempt's reopened on --resume (after replaying what that attempt left
-        spooled; its unfinished runs marked KILLED), else a new one with the config."""
+        """The parent run: the previous attempt's reopened on --resume (after replaying what that attempt could
+        not record; its unfinished runs marked KILLED), else a new one with the config."""
         if previous and self._at_start("look up the parent run", lambda: self.store.exists(previous)):
-            if self.replay():
-                raise TrackingError(f"MLflow {redact_uri(self.uri)}: records an earlier attempt spooled cannot be "
-                                    "replayed; the server stopped answering (start it and run again)")
+            self.best.replay_or_fail("an earlier attempt")
             self._at_start("mark the interrupted runs KILLED", lambda: self._kill_waiting(previous))
             return self._at_start("reopen the parent run", lambda: self.store.reopen(previous))
         from unispeech_platform.config import loggable_params, to_yaml
@@ -121,17 +114,11 @@ class ExperimentRuns:
     def finish(self, run_id: str, ok: bool) -> None:
         self.best.end(run_id, "FINISHED" if ok else "FAILED")
 
-    def replay(self) -> list[str]:
-        """Replay what the experiment and its finished stages spooled, if the server answers; returns the spool
-        files still holding records."""
-        if not self.best.flush(force=True):
-            return [self.best.spool.where, *(spool.where for spool in held_spools(self.stage_spools))]
-        return replay_spools(self.uri, self.stage_spools)
+    def replay(self) -> None:
+        """What an outage left of the experiment's and its finished stages' records, as soon as the server
+        answers again."""
+        self.best.replay()
 
     def pending_line(self) -> str | None:
-        """A warning naming the spool files still holding records (the server away at the end), else None."""
-        left = self.replay()
-        if not left:
-            return None
-        return (f"WARNING: MLflow {redact_uri(self.uri)} unreachable: tracking records are kept in {', '.join(left)}; "
-                "they are replayed when this experiment runs again with --resume")
+        """A warning naming where records are still kept (the server away at the end), else None."""
+        return self.best.held_line("this experiment runs again with --resume")

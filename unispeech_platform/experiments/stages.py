@@ -1,5 +1,5 @@
 """Stage configs of one arm, built from the experiment's StageSpecs with the experiment-owned keys (data paths,
-run names, storage, tracking) set; all of them are built (= validated) before Ray starts."""
+run names, storage, tracking) set as typed values; all of them are built (= validated) before Ray starts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, as_overrides, load_config
+from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, load_config, with_overrides
 from unispeech_platform.evaluate.config import EvaluateJobConfig
 from unispeech_platform.experiments.config import ExperimentConfig
 from unispeech_platform.runtime.layout import RunLayout
@@ -38,26 +38,26 @@ def arm_stages(cfg: ExperimentConfig, arm: str, uri: str | None, root: Path | No
         "tracking.uri": uri,
         "tracking.experiment": cfg.tracking.experiment,
     }
-    pre = load_config(PretrainJobConfig, cfg.pretrain.config, as_overrides({
+    pre = load_config(PretrainJobConfig, cfg.pretrain.config, values={
         **cfg.pretrain.overrides, **exp.arms[arm], **common, **seeded,
         "data.path": str(corpus / "high"), "checkpoint.name": f"{label}-pretrain",
         "tracking.run_name": f"{label}/pretrain",
-    }))
+    })
     layout = RunLayout.of(pre.checkpoint)
     init_dir = layout.ctc_head_export_dir if exp.init_ctc_head else layout.export_dir
-    ft = load_config(FinetuneJobConfig, cfg.finetune.config, as_overrides({
+    ft = load_config(FinetuneJobConfig, cfg.finetune.config, values={
         **cfg.finetune.overrides, **common, **seeded,
         "data.path": str(corpus / "low"), "data.labeled_only": True, "finetune.init_from": init_dir,
         "checkpoint.name": f"{label}-finetune", "tracking.run_name": f"{label}/finetune",
-    }))
-    ev = load_config(EvaluateJobConfig, cfg.evaluate.config, as_overrides({
+    })
+    ev = load_config(EvaluateJobConfig, cfg.evaluate.config, values={
         **cfg.evaluate.overrides,
         "data.path": str(corpus / "low"), "data.vocab_path": vocab,
         "evaluate.model_path": os.path.join(str(root), f"{label}-finetune"),
         "evaluate.output_dir": str(root / f"{label}-eval"),
         # the experiment records the scores into the arm's run itself, best effort (experiments.runs)
         "tracking.enabled": False,
-    }))
+    })
     check_fair(cfg, arm)
     return ArmStages(arm, labeled_only_if_supervised(pre), ft, with_shifted_split(cfg, ev), init_dir)
 
@@ -80,10 +80,11 @@ def check_fair(cfg: ExperimentConfig, arm: str) -> None:
 def labeled_only_if_supervised(pre: PretrainJobConfig) -> PretrainJobConfig:
     """An arm with ctc_weight 1 (supervised transfer) learns nothing from an unlabeled row yet would spend its
     batch budget on it, and the setting's premise is that it cannot use unlabeled audio: it reads the labeled
-    rows only (filtered in the Parquet scan), with the same updates and batch budget as every other arm."""
-    if pre.model.ctc_weight < 1.0 or pre.data.labeled_only:
+    rows only (filtered in the Parquet scan), with the same updates and batch budget as every other arm. The
+    effective ctc_weight decides: a preset that leaves it unset trains with UniSpeechConfig's default."""
+    if pre.model.effective("ctc_weight") < 1.0 or pre.data.labeled_only:
         return pre
-    return pre.model_copy(update={"data": pre.data.model_copy(update={"labeled_only": True})})
+    return with_overrides(pre, {"data.labeled_only": True})
 
 
 def with_shifted_split(cfg: ExperimentConfig, ev: EvaluateJobConfig) -> EvaluateJobConfig:
@@ -93,4 +94,4 @@ def with_shifted_split(cfg: ExperimentConfig, ev: EvaluateJobConfig) -> Evaluate
     if not shifted.enabled or shifted.split in ev.evaluate.splits:
         return ev
     splits = [*ev.evaluate.splits, shifted.split]
-    return ev.model_copy(update={"evaluate": ev.evaluate.model_copy(update={"splits": splits})})
+    return with_overrides(ev, {"evaluate.splits": splits})

@@ -28,8 +28,18 @@ UPDATE_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("ctc_loss", "ctc", "{:.3f}"),
     ("contrastive_loss", "contrastive", "{:.3f}"),
     ("diversity_loss", "diversity", "{:.3f}"),
-    ("perplexity", "ppl", "{:.0f}"),
     ("lr", "lr", "{:.2e}"),
+)
+# the health line of a pretraining interval (unispeech_core/telemetry.py): is the self-supervised half learning?
+HEALTH_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("contrastive_accuracy", "contrastive acc", "{:.0%}"),
+    ("cos_pos_neg", "cos(pos,neg)", "{:.2f}"),
+    ("cos_pos_pred", "cos(pos,pred)", "{:.2f}"),
+    ("code_perplexity", "code ppl", "{:.1f}"),
+    ("prob_perplexity", "soft ppl", "{:.0f}"),
+    ("code_randomness", "random codes", "{:.0%}"),
+    ("masked_frames_per_utt", "masked/utt", "{:.0f}"),
+    ("grad_share/contrastive", "contrastive grad share", "{:.0%}"),
 )
 DEV_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("dev_loss", "loss", "{:.3f}"),
@@ -99,6 +109,12 @@ def update_line(task: str, step: int, max_steps: int, metrics: dict[str, float],
     if eta_s is not None:
         parts.append(f"ETA {duration(eta_s)}")
     return task_line(task, *parts)
+
+
+def health_status_line(task: str, step: int, metrics: dict[str, float]) -> str | None:
+    """The health statistics of a logging interval (None when the task reports none: fine-tuning)."""
+    parts = _fields(metrics, HEALTH_FIELDS)
+    return task_line(task, f"health {step}", *parts) if parts else None
 
 
 def dev_line(task: str, step: int, metrics: dict[str, float]) -> str:

@@ -1,9 +1,11 @@
-"""Experiment tracking, and the only package that imports mlflow: the RunStore every layer records runs through,
-the rank-0 Tracker of the train loop, a job run's start/end records, tracking-URI resolution, and the spool that
-keeps tracking best effort through a server outage (docs/training.md#tracking-outages)."""
+"""Experiment tracking, and the only package that imports mlflow: the RunStore every layer creates and looks up
+runs through, RunTracking (what jobs, experiments and sweeps record through, best effort: start, log, finish,
+replay), the rank-0 Tracker of the train loop, and tracking-URI resolution. How records outlive a server outage
+(the spool, its typed records, their replay) stays inside this package (docs/training.md#tracking-outages)."""
 
 from unispeech_platform.tracking.best_effort import BestEffortStore, replay_spools
 from unispeech_platform.tracking.job_run import log_job_end, log_job_start, metric_history, open_run
+from unispeech_platform.tracking.run_tracking import RunTracking
 from unispeech_platform.tracking.spool import Spool, read_records, spool_path
 from unispeech_platform.tracking.store import JOB_TAG, PARENT_TAG, RunStore, run_line, ui_path
 from unispeech_platform.tracking.tracker import MLflowTracker, NullTracker, Tracker, make_tracker
@@ -25,6 +27,7 @@ __all__ = [
     "MLflowTracker",
     "NullTracker",
     "RunStore",
+    "RunTracking",
     "Tracker",
     "TrackingError",
     "check_reachable",

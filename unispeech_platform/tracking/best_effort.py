@@ -2,8 +2,9 @@
 reached, records go to the run's spool (tracking.spool) and are replayed, in order and without duplicate steps,
 when it answers again or at the next start (docs/training.md#tracking-outages).
 
-Used by the driver (a job run's start and end records) and by rank 0's tracker. Only a store that *rejects* a
-record (a 4xx answer: retrying cannot help) drops it, with a warning; anything else is spooled.
+Used through RunTracking (jobs, experiments, sweeps) and by rank 0's tracker; what a record is and how it applies
+itself is tracking.records. Only a store that *rejects* a record (a 4xx answer: retrying cannot help) drops it,
+with a warning; anything else is spooled.
 """
 
 from __future__ import annotations
@@ -16,7 +17,20 @@ from collections.abc import Callable
 from typing import Any
 
 from unispeech_platform.config.redact import redact_uri, strip_userinfo
-from unispeech_platform.tracking.plots import PLOTTED, loss_plot
+from unispeech_platform.runtime.errors import first_line
+from unispeech_platform.tracking.records import (
+    KINDS,
+    Artifacts,
+    End,
+    Metrics,
+    Params,
+    PhoneModel,
+    Record,
+    Reopen,
+    Tags,
+    Text,
+    from_json,
+)
 from unispeech_platform.tracking.retry import is_transient, with_retries
 from unispeech_platform.tracking.spool import Spool
 from unispeech_platform.tracking.store import RunStore
@@ -37,8 +51,8 @@ def _print_warning(line: str) -> None:
 
 
 def _short(error: BaseException) -> str:
-    text = redact_uri(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
-    return text if len(text) <= 200 else text[:197] + "..."
+    """The error's message in one line, any URI's login redacted (the one-line helper every layer uses)."""
+    return first_line(error, with_type=False, clean=redact_uri)
 
 
 def _describe(records: list[dict[str, Any]]) -> str:
@@ -70,42 +84,40 @@ class BestEffortStore:
     def log_metrics(self, run_id: str, metrics: dict[str, float | None], step: int) -> None:
         finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
         if finite:
-            self._submit({"run_id": run_id, "kind": "metrics", "step": int(step), "metrics": finite})
+            self._submit(Metrics(run_id, int(step), finite))
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         if params:
-            self._submit({"run_id": run_id, "kind": "params", "params": {k: str(v) for k, v in params.items()}})
+            self._submit(Params(run_id, {k: str(v) for k, v in params.items()}))
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         if tags:
-            self._submit({"run_id": run_id, "kind": "tags", "tags": {k: str(v) for k, v in tags.items()}})
+            self._submit(Tags(run_id, {k: str(v) for k, v in tags.items()}))
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self._submit({"run_id": run_id, "kind": "text", "text": text, "artifact_file": artifact_file})
+        self._submit(Text(run_id, text, artifact_file))
 
     def log_artifacts(self, run_id: str, local: str, artifact_path: str | None) -> None:
         """A local file or directory, uploaded (or, while the server is away, uploaded from there on replay)."""
-        self._submit({"run_id": run_id, "kind": "artifacts", "local": os.path.abspath(local),
-                      "artifact_path": artifact_path})
+        self._submit(Artifacts(run_id, os.path.abspath(local), artifact_path))
 
     def log_phone_model(self, run_id: str, model_dir: str, registered_model: str | None) -> None:
         """A CTC export as the run's MLflow Model (tracking.model_logging), registered when a name is given."""
-        self._submit({"run_id": run_id, "kind": "model", "local": os.path.abspath(model_dir),
-                      "registered_model": registered_model})
+        self._submit(PhoneModel(run_id, os.path.abspath(model_dir), registered_model))
 
     def reopen(self, run_id: str) -> None:
         """Mark the run RUNNING again (a job continuing a run whose end was recorded)."""
-        self._submit({"run_id": run_id, "kind": "reopen"})
+        self._submit(Reopen(run_id))
 
     def end(self, run_id: str, status: str) -> None:
         """The loss plot (from the stored curves) and the run's final status."""
-        self._submit({"run_id": run_id, "kind": "end", "status": status})
+        self._submit(End(run_id, status))
 
     # -- reading ---------------------------------------------------------------------------------------------
     def max_step(self, run_id: str, key: str) -> int:
         """The highest step of ``key`` already recorded for the run: in the store (when it answers) or the spool."""
         try:
-            stored = self._stored_steps(run_id).get(key, -1)
+            stored = self.stored_steps(run_id).get(key, -1)
         except Exception as e:
             if not is_transient(e):
                 raise
@@ -122,10 +134,11 @@ class BestEffortStore:
                 f"{self.spool.where}{why}; they are replayed when this job starts again (--resume)")
 
     # -- live or spooled -------------------------------------------------------------------------------------
-    def _submit(self, record: dict[str, Any]) -> None:
+    def _submit(self, typed: Record) -> None:
+        record = typed.as_json()
         if not self.spool.pending:
             try:
-                self._apply([record])
+                typed.apply(self)
                 return
             except Exception as e:
                 if not is_transient(e):
@@ -175,11 +188,11 @@ class BestEffortStore:
     def _next_group(self) -> list[dict[str, Any]]:
         """The next record, or the run of consecutive metric records of one run that follows (one request)."""
         first = self.spool.pending[0]
-        if first["kind"] != "metrics":
+        if first["kind"] not in KINDS or not KINDS[first["kind"]].groupable:
             return [first]
         group = []
         for record in self.spool.pending[:GROUP]:
-            if record["kind"] != "metrics" or record["run_id"] != first["run_id"]:
+            if record["kind"] != first["kind"] or record["run_id"] != first["run_id"]:
                 break
             group.append(record)
         return group
@@ -206,80 +219,20 @@ class BestEffortStore:
     def _rejected(self, records: list[dict[str, Any]], error: BaseException) -> None:
         self.warn(f"WARNING: MLflow rejected {_describe(records)} ({_short(error)}): dropped")
 
-    # -- applying records ------------------------------------------------------------------------------------
-    def _stored_steps(self, run_id: str) -> dict[str, int]:
+    def warn_failed(self, what: str, error: BaseException) -> None:
+        self.warn(f"WARNING: {what} failed ({_short(error)})")
+
+    # -- applying records (tracking.records) ----------------------------------------------------------------
+    def stored_steps(self, run_id: str) -> dict[str, int]:
+        """The highest step per metric key the store holds for the run (read once, then kept up to date)."""
         if run_id not in self._known:
             self._known[run_id] = with_retries(lambda: self.store.latest_steps(run_id))
         return self._known[run_id]
 
     def _apply(self, records: list[dict[str, Any]]) -> None:
-        record = records[0]
-        run_id, kind = record["run_id"], record["kind"]
-        if kind == "metrics":
-            self._apply_metrics(run_id, records)
-        elif kind == "params":
-            with_retries(lambda: self.store.log_params(run_id, record["params"]))  # skips params already there
-        elif kind == "tags":
-            with_retries(lambda: self.store.set_tags(run_id, record["tags"]))
-        elif kind == "text":
-            with_retries(lambda: self.store.log_text(run_id, record["text"], record["artifact_file"]))
-        elif kind == "artifacts":
-            self._upload(run_id, record["local"], record["artifact_path"])
-        elif kind == "model":
-            self._log_phone_model(run_id, record["local"], record.get("registered_model"))
-        elif kind == "reopen":
-            with_retries(lambda: self.store.reopen(run_id))
-        elif kind == "end":
-            self._end(run_id, record["status"])
-            self.replayed_ends.add(run_id)
-        else:
-            raise ValueError(f"unknown tracking record kind {kind!r}")
-
-    def _apply_metrics(self, run_id: str, records: list[dict[str, Any]]) -> None:
-        """One request; keys at steps the store already holds are dropped (MLflow would keep both). Tried once:
-        a failed request may still have landed, and only a replay that reads the stored steps again is sure."""
-        stored = self._stored_steps(run_id)
-        after = dict(stored)
-        points = []
-        for record in records:
-            step = int(record["step"])
-            fresh = {k: v for k, v in record["metrics"].items() if step > after.get(k, -1)}
-            after.update(dict.fromkeys(fresh, step))
-            if fresh:
-                points.append((step, fresh))
-        if points:
-            with_retries(lambda: self.store.log_metric_points(run_id, points), tries=1)
-        stored.update(after)
-
-    def _upload(self, run_id: str, local: str, artifact_path: str | None) -> None:
-        if os.path.isdir(local):
-            with_retries(lambda: self.store.log_artifacts(run_id, local, artifact_path))
-        elif os.path.isfile(local):
-            with_retries(lambda: self.store.log_artifact(run_id, local, artifact_path))
-        else:
-            self.warn(f"WARNING: {local} is gone: not uploaded to MLflow run {run_id}")
-
-    def _log_phone_model(self, run_id: str, local: str, registered_model: str | None) -> None:
-        from unispeech_platform.tracking.model_logging import log_phone_model
-
-        if not os.path.isdir(local):
-            self.warn(f"WARNING: {local} is gone: no MLflow Model logged for run {run_id}")
-            return
-        with_retries(lambda: log_phone_model(self.uri, run_id, local, registered_model))
-
-    def _end(self, run_id: str, status: str) -> None:
-        curves = {}
-        for key in PLOTTED:
-            if points := with_retries(lambda key=key: self.store.metric_history(run_id, key)):
-                curves[key] = points
-        try:
-            png = loss_plot(curves)
-        except Exception as e:  # a plot is not worth failing a run's end for
-            self.warn(f"WARNING: loss plot failed ({_short(e)})")
-            png = None
-        if png is not None:
-            with_retries(lambda: self.store.log_artifact(run_id, png, "plots"))
-        with_retries(lambda: self.store.finish(run_id, status))
+        """Spooled records (one, or a group of one groupable kind and run) applied in one go."""
+        typed = [from_json(record) for record in records]
+        type(typed[0]).apply_all(self, typed)
 
 
 def held_spools(paths: list[str]) -> list[Spool]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from unispeech_platform.runtime.layout import RunLayout
 from unispeech_platform.tracking.best_effort import RETRY_FIRST_S, BestEffortStore
-from unispeech_platform.tracking.spool import Spool
+from unispeech_platform.tracking.spool import Spool, spool_path
 
 
 class Tracker(Protocol):
@@ -58,7 +59,10 @@ class MLflowTracker:
         return self.store.pending_line()
 
 
-def make_tracker(uri: str | None, run_id: str | None, *, spool: str | None = None,
+def make_tracker(uri: str | None, run_id: str | None, *, layout: RunLayout | None = None, spool: str | None = None,
                  warn: Callable[[str], None] | None = None) -> Tracker:
-    """MLflow when a store and a run are known, else the no-op."""
-    return MLflowTracker(uri, run_id, spool=spool, warn=warn) if uri and run_id else NullTracker()
+    """MLflow when a store and a run are known, else the no-op. ``layout``: the job's run, whose outage records
+    the tracker keeps with the driver's (``spool``, a file path, is the older spelling of the same)."""
+    if not (uri and run_id):
+        return NullTracker()
+    return MLflowTracker(uri, run_id, spool=spool_path(layout) if layout is not None else spool, warn=warn)

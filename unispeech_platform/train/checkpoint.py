@@ -63,8 +63,8 @@ class TrainState:
     """Micro-batches skipped because a rank's forward pass ran out of memory."""
     best_score: float | None = None
     """Best dev score so far (finetune keeps that model)."""
-    collapse_alarm: bool = False
-    """Whether the codebook-collapse alarm has fired."""
+    health_seen: list[str] = field(default_factory=list)
+    """Failure states already reported (train/health.py): a restored run does not report them again."""
     dropped_rows: dict[str, int] = field(default_factory=dict)
     """Bad rows dropped by the data pipeline, by reason (rank 0's count x world size is not assumed)."""
     augmented_rows: dict[str, int] = field(default_factory=dict)

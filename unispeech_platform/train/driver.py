@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from unispeech_core import PhoneTokenizer
-from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, loggable_params, to_yaml
+from unispeech_platform.config import (
+    TASK_SPECS,
+    FinetuneJobConfig,
+    PretrainJobConfig,
+    loggable_params,
+    to_yaml,
+)
 from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.runtime.console import ConsoleLines
 from unispeech_platform.runtime.errors import JobSetupError
@@ -25,15 +31,7 @@ from unispeech_platform.runtime.ray_session import (
     connect_ray,
     decide_use_gpu,
 )
-from unispeech_platform.tracking import (
-    checked_tracking_uri,
-    log_job_end,
-    log_job_start,
-    open_run,
-    resolve_tracking_uri,
-    run_line,
-    spool_path,
-)
+from unispeech_platform.tracking import RunTracking, checked_tracking_uri, resolve_tracking_uri, run_line
 from unispeech_platform.train.loop import train_loop_per_worker
 from unispeech_platform.train.preemption import SigtermFlagCallback
 from unispeech_platform.train.restarts import RestartHistory, fit_or_stop, new_fit_id
@@ -103,17 +101,6 @@ def vocab_path(job: PretrainJobConfig) -> str | None:
     return local_copy(path) if locate(path).is_file() else None
 
 
-def model_overrides(job: PretrainJobConfig, vocab: str | None) -> dict[str, Any]:
-    """The model section plus vocabulary-derived sizes (CTC classes = phones incl. blank/pad at id 0)."""
-    overrides = job.model.overrides()
-    if vocab is not None:
-        tok = PhoneTokenizer.from_file(vocab)
-        overrides.setdefault("vocab_size", len(tok))
-        overrides.setdefault("num_ctc_classes", len(tok))
-        overrides.setdefault("pad_token_id", tok.pad_token_id)
-    return overrides
-
-
 def preflight(job: PretrainJobConfig, *, resume: bool, run_given: bool = False) -> tuple[str | None, RunLayout]:
     """Checks that need no Ray, each failing with one line (exit 3): the corpus (paths, splits, schema, a sample
     of data pages, vocabulary), the initial weights and their config.json (typed like the model section), the
@@ -122,7 +109,7 @@ def preflight(job: PretrainJobConfig, *, resume: bool, run_given: bool = False) 
 
     ``run_given``: the caller already holds the job's MLflow run (an experiment's stage, a sweep's trial), so the
     server is not checked: from here on tracking is best effort, and an outage between two stages of a long
-    experiment spools records instead of failing the stage (docs/training.md#tracking-outages)."""
+    experiment keeps records for a later replay instead of failing the stage (docs/training.md#tracking-outages)."""
     from unispeech_platform.data.batch_order import blocked_order_warning
     from unispeech_platform.data.validate import check_corpus
     from unispeech_platform.train.preflight import check_export_dirs, check_init_model
@@ -165,6 +152,53 @@ def banner(job: PretrainJobConfig) -> str:
             f"({','.join(job.data.train_splits)}), {where}, ZeRO-{t.zero_stage}, precision {t.precision}")
 
 
+def _datasets(job: PretrainJobConfig) -> dict[str, Any]:
+    """The Ray datasets of the train and dev splits (no dev split: evaluation is skipped)."""
+    from unispeech_platform.data.pipeline import build_dataset
+    from unispeech_platform.data.schema import CorpusError
+
+    datasets = {"train": build_dataset(job.data, job.data.train_splits, shuffle=True)}
+    try:
+        datasets["dev"] = build_dataset(job.data, job.data.eval_splits)
+    except CorpusError as e:
+        log.warning("no dev split (%s): evaluation is skipped", e)
+    return datasets
+
+
+def _trainer(args: WorkerArgs, datasets: dict[str, Any], callbacks: list[Any]) -> Any:
+    """The TorchTrainer of the job: its workers, stable run name and storage, restarts, checkpoint retention."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from unispeech_platform.data.pipeline import exactly_once_data_config
+    from unispeech_platform.train.checkpoint import resumed_epoch
+
+    job, layout, ck = args.job, args.layout, args.job.checkpoint
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=args.to_dict(),
+        scaling_config=ScalingConfig(
+            num_workers=job.train.num_workers,
+            use_gpu=job.train.use_gpu,
+            resources_per_worker={"CPU": job.train.cpus_per_worker, **({"GPU": 1} if job.train.use_gpu else {})},
+            placement_strategy=job.train.placement_strategy,
+        ),
+        run_config=RunConfig(
+            name=ck.name,
+            storage_path=layout.storage,
+            failure_config=FailureConfig(max_failures=job.train.max_failures),
+            callbacks=[SigtermFlagCallback(), *callbacks],  # SIGTERM saves a checkpoint first
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=ck.keep,
+                checkpoint_score_attribute=ck.score_metric,
+                checkpoint_score_order=ck.score_order if ck.score_metric else "max",
+            ),
+        ),
+        datasets=datasets,
+        dataset_config=exactly_once_data_config(start_epoch=lambda: resumed_epoch(layout.run_dir)),
+    )
+
+
 def run_training(
     job: PretrainJobConfig,
     *,
@@ -178,74 +212,40 @@ def run_training(
     ``callbacks``: extra Ray Train callbacks (e.g. Tune's TuneReportCallback when run as a Tune trial)."""
     uri, layout = preflight(job, resume=resume, run_given=run_id is not None)
     vocab = vocab_path(job)
-    overrides = model_overrides(job, vocab)
+    vocab_map = PhoneTokenizer.from_file(vocab).vocab if vocab else None  # read once; workers get the dict
     export_dir = layout.export_dir
 
     connect_ray(job.ray)
     configure_ray_data(job.ray)
     job = with_devices(job)
     print(banner(job), flush=True)
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    datasets = _datasets(job)
 
-    from unispeech_platform.data.pipeline import build_dataset, exactly_once_data_config
-    from unispeech_platform.data.schema import CorpusError
-    from unispeech_platform.train.checkpoint import resumed_epoch
-
-    datasets = {"train": build_dataset(job.data, job.data.train_splits, shuffle=True)}
-    try:
-        datasets["dev"] = build_dataset(job.data, job.data.eval_splits)
-    except CorpusError as e:
-        log.warning("no dev split (%s): evaluation is skipped", e)
-
-    spool = spool_path(layout)  # tracking records that could not reach MLflow (docs/training.md#tracking-outages)
-    if uri is not None:
+    tracking = RunTracking(uri, layout) if uri is not None else None  # docs/training.md#tracking-outages
+    if tracking is not None:
         given = run_id is not None  # created ahead by the caller (possibly SCHEDULED): marked RUNNING now
-        run_id = run_id or open_run(uri, job.tracking, job.checkpoint.name, resume=resume, spool=spool)
-        log_job_start(uri, run_id, loggable_params(job), _version_tags(job), to_yaml(job), spool=spool,
-                      reopen=given)
+        run_id = run_id or tracking.open_job_run(job.tracking, job.checkpoint.name, resume=resume)
+        tracking.log_job_start(run_id, loggable_params(job), _version_tags(job), to_yaml(job), reopen=given)
 
     console = ConsoleLines()
     fit_id = new_fit_id()
-    vocab_map = PhoneTokenizer.from_file(vocab).vocab if vocab else None
-    args = WorkerArgs(job, overrides, vocab_map, layout, uri, run_id, console.queue, fit_id=fit_id)
-    ck = job.checkpoint
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=args.to_dict(),
-        scaling_config=ScalingConfig(
-            num_workers=job.train.num_workers,
-            use_gpu=job.train.use_gpu,
-            resources_per_worker={"CPU": job.train.cpus_per_worker, **({"GPU": 1} if job.train.use_gpu else {})},
-            placement_strategy=job.train.placement_strategy,
-        ),
-        run_config=RunConfig(
-            name=ck.name,
-            storage_path=layout.storage,
-            failure_config=FailureConfig(max_failures=job.train.max_failures),
-            callbacks=[SigtermFlagCallback(), *(callbacks or [])],  # SIGTERM saves a checkpoint first
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=ck.keep,
-                checkpoint_score_attribute=ck.score_metric,
-                checkpoint_score_order=ck.score_order if ck.score_metric else "max",
-            ),
-        ),
-        datasets=datasets,
-        dataset_config=exactly_once_data_config(start_epoch=lambda: resumed_epoch(layout.run_dir)),
-    )
+    args = WorkerArgs(job=job, vocab=vocab_map, layout=layout, tracking_uri=uri, run_id=run_id,
+                      console=console.queue, fit_id=fit_id)
+    trainer = _trainer(args, datasets, callbacks or [])
     status = "FAILED"
     try:
         with console.printing():
             result = fit_or_stop(trainer, RestartHistory(layout.run_dir, fit_id))  # crash loop: one line
         status = "FINISHED"
     finally:
-        if uri is not None and run_id is not None:
+        if tracking is not None and run_id is not None:
             t = job.tracking  # a finished CTC job's export becomes the MLflow Model at runs:/<id>/model
-            model = export_dir if t.log_model and job.task == "ctc" and status == "FINISHED" else None
+            logs_model = t.log_model and TASK_SPECS[job.task].logs_mlflow_model  # config/tasks.py
+            model = export_dir if logs_model and status == "FINISHED" else None
             artifacts = {"export": export_dir if t.log_model and model is None else None}
             try:  # best effort: a tracking failure here must not turn a finished run into a failed one
-                log_job_end(uri, run_id, status=status, artifact_dirs=artifacts, vocab=vocab, spool=spool,
-                            phone_model=model, registered_model=t.registered_model)
+                tracking.log_job_end(run_id, status=status, artifact_dirs=artifacts, vocab=vocab, phone_model=model,
+                                     registered_model=t.registered_model)
             except Exception as e:
                 print(f"WARNING: recording the end of MLflow run {run_id} failed: {type(e).__name__}: "
                       f"{redact_uri(str(e))[:300]}", flush=True)

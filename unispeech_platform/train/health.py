@@ -10,13 +10,19 @@ docs/training.md#health says how each state shows in the MLflow charts and which
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import get_args
 
-HEALTH_STATES = ("codebook_collapse", "collinear_targets", "random_codes", "starved_contrastive",
-                 "ctc_blank_plateau")
-"""Every state a detector can name (train.stop_on accepts these)."""
+from unispeech_platform.config.sections import HealthState, TrainSection
+from unispeech_platform.runtime.console import task_line
+
+log = logging.getLogger("unispeech.train")
+
+HEALTH_STATES: tuple[str, ...] = get_args(HealthState)
+"""Every state a detector can name (train.stop_on accepts these), in the order they are checked."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,9 @@ class Thresholds:
     """starved_contrastive: CTC sends at least this many times the contrastive term's gradient norm into the
     transformer input."""
     blank_share: float = 0.95
-    """ctc_blank_plateau: share of blank frames in the dev predictions at or above this."""
+    """ctc_blank_plateau: share of blank frames in the dev predictions at or above this ..."""
+    plateau_after_steps: int = 300
+    """... from this update on: every CTC run starts on the blank plateau, the state is not leaving it."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +149,8 @@ class HealthMonitor:
         against stop_on, not only new ones: a restored run in a stop state stops again."""
         if step < self.after_steps:
             return [], None
-        present = diagnose(metrics, self.objective, self.limits)
+        present = [f for f in diagnose(metrics, self.objective, self.limits)
+                   if f.state != "ctc_blank_plateau" or step >= self.limits.plateau_after_steps]
         new = [f for f in present if f.state not in self.seen]
         self.seen.update(f.state for f in new)
         stop = next((f.state for f in present if f.state in self.stop_on), None)
@@ -151,3 +160,31 @@ class HealthMonitor:
 def health_line(step: int, findings: Iterable[Finding]) -> list[str]:
     """The console lines of newly seen states."""
     return [f"HEALTH {f.state} at update {step}: {f.message}" for f in findings]
+
+
+def health_monitor(train: TrainSection, config, *, pretraining: bool, seen: Iterable[str] = ()) -> HealthMonitor:
+    """The run's monitor, from its train section and model config (UniSpeechConfig); ``seen``: the states a
+    restored checkpoint had already reported. A fine-tuning task's objective is CTC only (ctc_weight 1)."""
+    objective = Objective(num_groups=config.num_codevector_groups, num_negatives=config.num_negatives,
+                          ctc_weight=config.ctc_weight if pretraining else 1.0)
+    limits = Thresholds(collapse_per_group=train.collapse_perplexity,
+                        plateau_after_steps=train.blank_plateau_after_steps)
+    return HealthMonitor(objective, limits,
+                         stop_on=tuple(train.stop_on), after_steps=train.health_after_steps, seen=set(seen))
+
+
+def report_health(monitor: HealthMonitor, metrics: dict[str, float], step: int, *, tracker, say: Callable[[str], None],
+                  task: str) -> str | None:
+    """Check one interval's (or evaluation's) metrics: each newly seen state is one console line (and a log
+    warning) and the MLflow tag ``health/<state>``; returns the state that stops the run (train.stop_on), also
+    tagged ``health/stopped_on``, or None. Every rank calls it with the same metrics and reaches the same verdict."""
+    new, stop = monitor.check(metrics, step)
+    for finding, line in zip(new, health_line(step, new), strict=True):
+        tracker.set_tags({f"health/{finding.state}": f"update {step}: {finding.message}"})
+        log.warning(line)
+        say(task_line(task, line))
+    if stop is not None:
+        tracker.set_tags({"health/stopped_on": f"{stop} at update {step}"})
+        say(task_line(task, f"stopping at update {step}: {stop} is in train.stop_on (the model is exported as it "
+                              "is now)"))
+    return stop

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-# Keys of the one all-reduce in Window.reduce: per-micro-batch sums, their count, and the window's time totals.
-MICRO_SUM, MICRO_COUNT = "micro_sum:", "micro_count"
+# Keys of the one all-reduce in Window.reduce: per-micro-batch sums and, per key, how many micro-batches reported
+# it (a statistic measured only every N updates, e.g. grad_share/*, is a mean over those), the window's time totals.
+MICRO_SUM, MICRO_COUNT = "micro_sum:", "micro_count:"
 AUDIO_S, WAIT_S, WALL_S = "total:audio_s", "total:wait_s", "total:wall_s"
 
 
@@ -68,16 +69,20 @@ class Window:
 
     def reset(self) -> None:
         self.micro: dict[str, float] = defaultdict(float)
-        self.micro_n = 0
+        self.micro_counts: dict[str, int] = defaultdict(int)
         self.updates: dict[str, float] = defaultdict(float)
         self.updates_n = 0
         self.seconds = self.wait_s = self.audio_s = 0.0
 
+    @property
+    def micro_n(self) -> int:
+        """Micro-batches added since the last log (every one reports a loss)."""
+        return self.micro_counts["loss"]
+
     def add_micro(self, loss: torch.Tensor, stats: dict[str, torch.Tensor]) -> None:
-        self.micro["loss"] += float(loss)
-        for k, v in stats.items():
+        for k, v in {"loss": loss, **stats}.items():
             self.micro[k] += float(v)
-        self.micro_n += 1
+            self.micro_counts[k] += 1
 
     def add_update(self, *, lr: float, grad_norm: float, seconds: float, wait_s: float, audio_s: float, **extra) -> None:
         self.updates["lr"] += lr
@@ -92,10 +97,11 @@ class Window:
     def reduce(self, world: int) -> dict[str, float]:
         """Means over micro-batches of all ranks; throughput summed over ranks (a CPU-GPU sync point)."""
         local = {f"{MICRO_SUM}{k}": v for k, v in self.micro.items()}
-        local.update({MICRO_COUNT: self.micro_n, AUDIO_S: self.audio_s, WAIT_S: self.wait_s, WALL_S: self.seconds})
+        local.update({f"{MICRO_COUNT}{k}": n for k, n in self.micro_counts.items()})
+        local.update({AUDIO_S: self.audio_s, WAIT_S: self.wait_s, WALL_S: self.seconds})
         total = all_reduce_sums(local, self.device)
-        n = max(total.pop(MICRO_COUNT), 1.0)
-        out = {k.removeprefix(MICRO_SUM): v / n for k, v in total.items() if k.startswith(MICRO_SUM)}
+        out = {k.removeprefix(MICRO_SUM): v / max(total[f"{MICRO_COUNT}{k.removeprefix(MICRO_SUM)}"], 1.0)
+               for k, v in total.items() if k.startswith(MICRO_SUM)}
         out.update({k: v / max(self.updates_n, 1) for k, v in self.updates.items()})  # identical on all ranks
         wall = total[WALL_S] / world  # mean wall time per rank over the window
         out["audio_seconds_per_s"] = total[AUDIO_S] / wall if wall > 0 else 0.0

@@ -7,9 +7,8 @@ from typing import Any
 
 from unispeech_core.model_card import ModelCard
 from unispeech_platform.config.redact import redact_uri
+from unispeech_platform.config.tasks import TASK_SPECS
 from unispeech_platform.train.tasks.ctc import PER_BY_LANGUAGE
-
-JOB_MODULES = {"pretrain": "jobs.pretrain", "ctc": "jobs.finetune", "lid": "jobs.lid"}
 
 
 def _command(job: Any) -> str:
@@ -21,7 +20,7 @@ def _command(job: Any) -> str:
     if init_from:
         keys["finetune.init_from"] = redact_uri(init_from)
     sets = " ".join(f"--set {k}={v}" for k, v in keys.items())
-    return f"python -m {JOB_MODULES.get(job.task, 'jobs.' + job.task)} --config CONFIG.yaml {sets}"
+    return f"python -m {TASK_SPECS[job.task].entrypoint} --config CONFIG.yaml {sets}"
 
 
 def job_model_card(job: Any, step: int | None, dev: dict[str, float] | None = None) -> ModelCard:

@@ -36,6 +36,13 @@ error (a consequence) comes last."""
 
 
 @dataclass
+class Place:
+    """Where an attempt is, in words, for its failure record (e.g. "update 7"); the loop moves it as it goes."""
+
+    where: str = "setup"
+
+
+@dataclass
 class Attempt:
     index: int
     """1 for the first start of this fit, 2 after the first restart, ..."""

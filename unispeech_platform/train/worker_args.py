@@ -1,4 +1,4 @@
-"""What the driver hands each worker: the validated job config plus values resolved on the driver."""
+"""What the driver hands each worker: the typed job config plus values resolved on the driver."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from unispeech_platform.runtime.layout import RunLayout
 @dataclass
 class WorkerArgs:
     job: PretrainJobConfig
-    """The job config (re-validated on the worker from its JSON dump; its task decides the config class)."""
-    model: dict[str, Any]
-    """UniSpeechConfig overrides after resolving vocabulary-dependent fields."""
+    """The typed job config (re-validated on the worker from its JSON dump; its task decides the config class).
+    Its model section is the only model setting a worker gets: the task builds UniSpeechConfig from it and the
+    vocabulary (ModelSection.unispeech_config)."""
     vocab: dict[str, int] | None
-    """The corpus vocabulary itself (phone -> id), not a path: the driver's copy of a remote vocab.json lives in
-    its own temp dir, which workers on other nodes cannot open (docs/data.md#object-storage)."""
+    """The corpus vocabulary itself (phone -> id), read once on the driver, not a path: the driver's copy of a
+    remote vocab.json lives in its own temp dir, which workers on other nodes cannot open
+    (docs/data.md#object-storage)."""
     layout: RunLayout
     """Every output path of the run (absolute)."""
     tracking_uri: str | None

@@ -7,17 +7,20 @@ across both stages, ASHA's time attribute) and only forwards reports that carry 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+from ray.tune.integration.ray_train import TuneReportCallback
 
-from unispeech_platform.config import as_overrides
+from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, with_overrides
+
+Job = TypeVar("Job", bound=PretrainJobConfig)
 
 
 class StageReport(TuneReportCallback):
-    """Rank 0's reported metrics -> Tune, with ``trial_step = step_offset + step`` and the stage name."""
+    """Rank 0's reported metrics -> Tune, with ``trial_step = step_offset + step`` and the stage name. Forwarded
+    by Ray's own ``after_report`` (which adds the checkpoint path), given the amended metrics."""
 
     def __init__(self, metric: str, stage: str, step_offset: int):
         super().__init__()
@@ -29,19 +32,17 @@ class StageReport(TuneReportCallback):
             return
         result["trial_step"] = self.step_offset + int(result.get("step", 0))
         result["stage"] = self.stage
-        if checkpoint:
-            result[CHECKPOINT_PATH_KEY] = checkpoint.path
-        self._training_actor_item_queue.put(result)
+        super().after_report(run_context, [result, *metrics[1:]], checkpoint)
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class TrialSetup:
-    """What every trial needs besides its sampled values (shipped with tune.with_parameters)."""
+    """What every trial needs besides its sampled values (shipped with tune.with_parameters): the stage configs,
+    typed and validated on the driver with the sweep's fixed overrides (data paths absolute)."""
 
-    pretrain_config: str
-    finetune_config: str | None
-    pretrain_overrides: dict[str, Any]
-    finetune_overrides: dict[str, Any]
+    pretrain: PretrainJobConfig
+    finetune: FinetuneJobConfig | None
+    """Run after each trial's pretraining, from its export (finetune.init_from is set per trial)."""
     metric: str
     init_ctc_head: bool
     runs_dir: str
@@ -50,32 +51,24 @@ class TrialSetup:
     experiment: str
     parent_run_id: str | None
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+def _stage(job: Job, values: dict[str, Any], name: str, s: TrialSetup) -> Job:
+    """A trial's stage: its config with the trial's values and its run name, storage and tracking set (typed)."""
+    tracking = ({"tracking.uri": s.tracking_uri, "tracking.experiment": s.experiment, "tracking.run_name": name}
+                if s.tracking_uri else {"tracking.enabled": False})
+    return with_overrides(job, {**values, **tracking, "checkpoint.name": name, "checkpoint.storage_path": s.runs_dir})
 
 
-def _stage(config_cls, path: str, fixed: dict[str, Any], sampled: dict[str, Any], name: str, s: TrialSetup):
-    from unispeech_platform.config import load_config
-
-    tracking = (
-        [f"tracking.uri={s.tracking_uri}", f"tracking.experiment={s.experiment}", f"tracking.run_name={name}"]
-        if s.tracking_uri else ["tracking.enabled=false"]
-    )
-    overrides = [*as_overrides(fixed), *as_overrides(sampled), *tracking,
-                 f"checkpoint.name={name}", f"checkpoint.storage_path={s.runs_dir}"]
-    return load_config(config_cls, path, overrides)
-
-
-def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
-    """The Tune trainable. Rerun after an interruption, it resumes each stage from its last checkpoint."""
+def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
+    """The Tune trainable: ``config`` holds the sampled values by dotted key. Rerun after an interruption, it
+    resumes each stage from its last checkpoint."""
     from ray import tune
 
     from unispeech_core.checkpoint import copy_ctc_head
-    from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig
     from unispeech_platform.train import run_training
     from unispeech_platform.tune.mlflow_callback import nested_run
 
-    s = TrialSetup(**setup)
+    s = setup
     trial_id = tune.get_context().get_trial_id()
 
     def run_id(stage: str, parent: str | None) -> str | None:
@@ -83,16 +76,15 @@ def run_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
             return None
         return nested_run(s.tracking_uri, parent, trial_id, f"{trial_id}-{stage}", stage)
 
-    pre = _stage(PretrainJobConfig, s.pretrain_config, s.pretrain_overrides, config, f"{trial_id}-pretrain", s)
+    pre = _stage(s.pretrain, config, f"{trial_id}-pretrain", s)
     resumed = Path(s.runs_dir, pre.checkpoint.name).exists()
     pre_run = run_id("pretrain", s.parent_run_id)
     result = run_training(pre, resume=resumed, run_id=pre_run, callbacks=[StageReport(s.metric, "pretrain", 0)])
-    if s.finetune_config is None:
+    if s.finetune is None:
         return
     layout = result.layout
     init_from = copy_ctc_head(layout.export_dir, layout.ctc_head_export_dir) if s.init_ctc_head else layout.export_dir
-    fixed = {**s.finetune_overrides, "finetune.init_from": init_from}
-    ft = _stage(FinetuneJobConfig, s.finetune_config, fixed, {}, f"{trial_id}-finetune", s)
+    ft = _stage(s.finetune, {"finetune.init_from": init_from}, f"{trial_id}-finetune", s)
     resumed = Path(s.runs_dir, ft.checkpoint.name).exists()
     run_training(ft, resume=resumed, run_id=run_id("finetune", pre_run),
                  callbacks=[StageReport(s.metric, "finetune", pre.train.max_steps)])

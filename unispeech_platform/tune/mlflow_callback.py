@@ -18,9 +18,8 @@ from ray.tune import Callback
 
 from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.config.sections import TrackingSection
-from unispeech_platform.tracking import BestEffortStore, RunStore, Spool, TrackingError, replay_spools
+from unispeech_platform.tracking import RunStore, RunTracking
 from unispeech_platform.tracking.retry import with_retries
-from unispeech_platform.tracking.spool import SPOOL_NAME
 
 SWEEP_TAG = "unispeech.sweep"
 TRIAL_TAG = "unispeech.trial_id"
@@ -91,24 +90,24 @@ class CloseTrialRuns(Callback):
                   "the sweep closes them when it ends", flush=True)
 
 
-def sweep_spools(runs_dir: Path) -> list[str]:
-    """The sweep's own spool (its parent run's end records) and its trial stages' (under ``<name>-trials``)."""
-    return [str(runs_dir / SPOOL_NAME), *(str(p) for p in sorted(runs_dir.glob(f"*/{SPOOL_NAME}")))]
+def sweep_tracking(uri: str, runs_dir: Path) -> RunTracking:
+    """The sweep's best-effort tracking (its parent run's end records), kept with its trial stages' runs
+    (``<name>-trials/<trial>-<stage>``), whose leftovers it replays."""
+    stages = sorted(p for p in runs_dir.glob("*") if p.is_dir())
+    return RunTracking(uri, runs_dir, stages=stages)
 
 
-def replay_sweep_spools(uri: str, runs_dir: Path) -> None:
-    """Before a --resume reopens the sweep's run: what an earlier attempt spooled (TrackingError, exit 3, when the
-    server stops answering during the replay)."""
-    if replay_spools(uri, sweep_spools(runs_dir)):
-        raise TrackingError(f"MLflow {redact_uri(uri)}: records an earlier attempt of the sweep spooled cannot be "
-                            "replayed; the server stopped answering (start it and run again)")
+def replay_earlier_attempt(uri: str, runs_dir: Path) -> None:
+    """Before a --resume reopens the sweep's run: what an earlier attempt could not record (TrackingError, exit 3,
+    when the server stops answering during the replay)."""
+    sweep_tracking(uri, runs_dir).replay_or_fail("an earlier attempt of the sweep")
 
 
 def finish_sweep_run(uri: str, parent: str, rows: list[dict[str, Any]], *, report: Path, metric: str,
                      best: dict[str, Any] | None, failed: bool, runs_dir: Path) -> None:
     """The sweep's end in MLflow, best effort (an outage after hours of trials costs no result: the report is on
-    disk and the records wait in ``<name>-trials/mlflow_spool.jsonl`` for --resume): every trial's runs closed
-    from the trials table, the report as artifacts, the best metric, the parent's status."""
+    disk and the records wait in ``<name>-trials/`` for --resume): every trial's runs closed from the trials
+    table, the report as artifacts, the best metric, the parent's status."""
     for row in rows:
         try:
             close_trial_runs(uri, parent, row["trial"], failed=row["status"] == "ERROR",
@@ -116,13 +115,11 @@ def finish_sweep_run(uri: str, parent: str, rows: list[dict[str, Any]], *, repor
         except Exception:
             print("WARNING: MLflow unreachable: trial runs it has not closed yet are closed by --resume", flush=True)
             break
-    store = BestEffortStore(uri, Spool(str(runs_dir / SPOOL_NAME)))
-    store.log_artifacts(parent, str(report), "sweep")
+    tracking = sweep_tracking(uri, runs_dir)
+    tracking.log_artifacts(parent, str(report), "sweep")
     if best:  # at the updates the sweep has trained: a --resume that trains more may change the best
-        store.log_metrics(parent, {f"best/{metric}": best[f"{metric}_last"]}, sum(r["trial_step"] for r in rows))
-        store.set_tags(parent, {"unispeech.best_trial": best["trial"]})
-    store.end(parent, "FAILED" if failed else "FINISHED")
-    left = ([store.spool.where] if store.spool.pending else []) + replay_spools(uri, sweep_spools(runs_dir)[1:])
-    if left:
-        print(f"WARNING: MLflow {redact_uri(uri)} unreachable: tracking records are kept in {', '.join(left)}; they "
-              "are replayed when this sweep runs again with --resume", flush=True)
+        tracking.log_metrics(parent, {f"best/{metric}": best[f"{metric}_last"]}, sum(r["trial_step"] for r in rows))
+        tracking.set_tags(parent, {"unispeech.best_trial": best["trial"]})
+    tracking.end(parent, "FAILED" if failed else "FINISHED")
+    if line := tracking.held_line("this sweep runs again with --resume"):
+        print(line, flush=True)

@@ -1,5 +1,6 @@
-"""Search space YAML -> Tune domains, a sampled trial config -> ``--set`` style overrides, and the fail-fast check
-that every trial config will validate (run on the driver before Ray starts)."""
+"""Search space YAML -> Tune domains (a sampled trial config is a dict of typed values by dotted key, applied with
+``config.with_overrides``), and the fail-fast check that every trial config will validate (run on the driver
+before Ray starts)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from unispeech_platform.config import (
     ConfigError,
     FinetuneJobConfig,
     PretrainJobConfig,
-    as_overrides,
     load_config,
 )
 from unispeech_platform.tune.config import SearchDim, SweepSection
@@ -50,11 +50,11 @@ def default_metric(sweep: SweepSection) -> str:
 def validate_sweep(sweep: SweepSection) -> tuple[PretrainJobConfig, FinetuneJobConfig | None]:
     """Load both stage configs with the fixed overrides and a value of every swept key; raise ConfigError naming
     the problem. Also checks that every Tune report carries the metric (eval cadence divides checkpoint cadence)."""
-    sample = as_overrides({k: representative(d) for k, d in sweep.search_space.items()})
-    pre = load_config(PretrainJobConfig, sweep.pretrain_config, [*as_overrides(sweep.pretrain_overrides), *sample])
+    sample = {k: representative(d) for k, d in sweep.search_space.items()}  # a value of every swept key
+    pre = load_config(PretrainJobConfig, sweep.pretrain_config, values={**sweep.pretrain_overrides, **sample})
     ft = None
     if sweep.finetune_config:
-        ft = load_config(FinetuneJobConfig, sweep.finetune_config, as_overrides(sweep.finetune_overrides))
+        ft = load_config(FinetuneJobConfig, sweep.finetune_config, values=sweep.finetune_overrides)
     for stage, job in (("pretrain", pre), ("finetune", ft)):
         if job is None:
             continue

@@ -1,35 +1,52 @@
-"""Training tasks behind one protocol (``base.Task``): pretrain, ctc, lid. The loop is task-agnostic; adding a
-task means a module here and a name in ``TASKS``."""
+"""Training tasks behind one protocol (``base.Task``): pretrain, ctc, lid. The loop is task-agnostic.
+
+A task is declared once, in ``config/tasks.py`` (``TaskSpec``: name, whether it reads the ``finetune:`` section,
+its implementation, exported architecture, evaluator, whether its job logs an MLflow Model); the job configs'
+task choices, the job config class, the evaluator choice and the MLflow model logging derive from it. Adding a
+task = a module here implementing ``Task`` (constructed as ``Cls(model, train, finetune, tokenizer)`` from its
+job's sections) + one ``TaskSpec`` naming it; ``TASKS`` below resolves every declaration and
+``tests/test_train_tasks.py`` checks that each builds the architecture it declares.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
 
 from unispeech_core import PhoneTokenizer
-from unispeech_platform.config.jobs import FinetuneJobConfig, PretrainJobConfig, TaskName
+from unispeech_platform.config.jobs import FinetuneJobConfig, PretrainJobConfig
+from unispeech_platform.config.model import ModelSection
 from unispeech_platform.config.sections import FinetuneSection, TrainSection
+from unispeech_platform.config.tasks import TASK_SPECS, TaskName, TaskSpec
 from unispeech_platform.train.tasks.base import EvalResult, Task, improves, model_inputs
 from unispeech_platform.train.tasks.ctc import CTCTask
 from unispeech_platform.train.tasks.lid import LIDTask
 from unispeech_platform.train.tasks.pretrain import PretrainTask
 
-TASKS: dict[str, type] = {"pretrain": PretrainTask, "ctc": CTCTask, "lid": LIDTask}
+
+def _implementation(spec: TaskSpec) -> type:
+    module, _, cls = spec.implementation.partition(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
-def make_task(name: TaskName, model_overrides: dict[str, Any], train: TrainSection,
-              finetune: FinetuneSection | None = None, tokenizer: PhoneTokenizer | None = None) -> Task:
-    """A task from its own config sections (fine-tuning tasks also take the finetune section and vocabulary)."""
+TASKS: dict[str, type] = {name: _implementation(spec) for name, spec in TASK_SPECS.items()}
+"""Task name -> implementing class, resolved from config/tasks.py's declarations."""
+
+
+def make_task(name: TaskName, model: ModelSection, train: TrainSection, finetune: FinetuneSection | None = None,
+              tokenizer: PhoneTokenizer | None = None) -> Task:
+    """A task from its own config sections (the finetune section only matters to fine-tuning tasks) and the
+    corpus vocabulary, which also decides the model's vocabulary sizes (ModelSection.settings)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r} (known: {', '.join(TASKS)})")
-    if name == "pretrain":
-        return PretrainTask(model_overrides, train)
-    return TASKS[name](model_overrides, train, finetune or FinetuneSection(task=name), tokenizer)
+    if finetune is None and TASK_SPECS[name].finetunes:
+        finetune = FinetuneSection(task=name)
+    return TASKS[name](model, train, finetune, tokenizer)
 
 
-def task_for_job(job: PretrainJobConfig, model_overrides: dict[str, Any], tokenizer: PhoneTokenizer | None) -> Task:
-    """The task a job config is keyed on."""
+def task_for_job(job: PretrainJobConfig, tokenizer: PhoneTokenizer | None) -> Task:
+    """The task a job config is keyed on, built from the job's typed sections."""
     finetune = job.finetune if isinstance(job, FinetuneJobConfig) else None
-    return make_task(job.task, model_overrides, job.train, finetune, tokenizer)
+    return make_task(job.task, job.model, job.train, finetune, tokenizer)
 
 
 __all__ = ["TASKS", "CTCTask", "EvalResult", "LIDTask", "PretrainTask", "Task", "improves", "make_task",

@@ -1,9 +1,9 @@
 """The Task protocol: what the task-agnostic train loop asks of a training task, and the pieces tasks share.
 
-A task builds its model from UniSpeechConfig overrides, applies per-update schedules, computes a micro-batch's
-loss, and evaluates the dev split. Evaluation returns an ``EvalResult``: sums that the loop all-reduces over
-ranks, and items it gathers from every rank (e.g. transcripts, since PER is not a sum); ``summarize`` turns the
-combined result into metrics. The loop keeps the best export by ``score_key`` in ``score_mode`` direction when
+A task builds its model from the typed ``model:`` section and the corpus vocabulary, applies per-update
+schedules, computes a micro-batch's loss, and evaluates the dev split. Evaluation returns an ``EvalResult``: sums
+that the loop all-reduces over ranks, and items it gathers from every rank (e.g. transcripts, since PER is not a
+sum); ``summarize`` turns the combined result into metrics. The loop keeps the best export by ``score_key`` in ``score_mode`` direction when
 ``keeps_best``.
 """
 

@@ -11,6 +11,7 @@ from torch import nn
 from unispeech_core import PhoneTokenizer, UniSpeechConfig, UniSpeechForCTC
 from unispeech_core.decoding import ctc_greedy_decode
 from unispeech_core.metrics import error_rates
+from unispeech_platform.config.model import ModelSection
 from unispeech_platform.config.sections import FinetuneSection, TrainSection
 from unispeech_platform.train.checkpoint import resolve_model_dir
 from unispeech_platform.train.tasks.base import EvalResult, model_inputs, sync_layerdrop
@@ -21,9 +22,9 @@ class CTCTask:
     score_mode = "min"
     keeps_best = True
 
-    def __init__(self, model_overrides: dict[str, Any], train: TrainSection, finetune: FinetuneSection,
+    def __init__(self, model: ModelSection, train: TrainSection, finetune: FinetuneSection,
                  tokenizer: PhoneTokenizer | None):
-        self.model_overrides = model_overrides
+        self.model = model
         self.config: UniSpeechConfig | None = None
         self.train = train
         self.finetune = finetune
@@ -38,10 +39,11 @@ class CTCTask:
     def build_model(self) -> nn.Module:
         cls = self.model_class()
         src = self.finetune.init_from
+        vocab = self.tokenizer.vocab if self.tokenizer is not None else None
         if src:  # a pretrained or fine-tuned model: the encoder must match exactly, a missing head starts fresh
-            model = cls.from_pretrained(resolve_model_dir(src), allow_new_head=True, **self.model_overrides)
+            model = cls.from_pretrained(resolve_model_dir(src), allow_new_head=True, **self.model.settings(vocab))
         else:
-            model = cls(UniSpeechConfig(**self.model_overrides))
+            model = cls(self.model.unispeech_config(vocab))
         if self.finetune.freeze_feature_encoder:
             model.freeze_feature_encoder()
         # What freeze_transformer_steps toggles: the base model's parameters that are not frozen for good.

@@ -29,7 +29,7 @@ class LIDTask(CTCTask):
         return UniSpeechForSequenceClassification
 
     def build_model(self) -> nn.Module:
-        if not self.model_overrides.get("id2label"):
+        if not self.model.id2label:
             raise ValueError("task 'lid' needs model.id2label (python -m jobs.lid fills it from the corpus languages)")
         model = super().build_model()
         self.label2id = model.config.label2id

@@ -1,0 +1,87 @@
+"""What the loop logs every `train.log_every` updates (and after the last): one set of metrics per interval to
+MLflow (rank 0), one console line, and the alarms that read them (docs/training.md#what-a-step-does).
+
+The place to add a metric or a health check: a metric family is one more entry in `IntervalLog.metrics`, a
+failure state one more detector in train/health.py (read here and after each dev evaluation). Gathering is collective: every rank runs the same all-reduces in the same
+order (keep a new family's collective unconditional, or conditional on something every rank shares).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from unispeech_platform.runtime.console import Eta, health_status_line, update_line
+from unispeech_platform.train.engine import state_memory_mb
+from unispeech_platform.train.health import report_health
+from unispeech_platform.train.metrics import Window, all_reduce_sums
+
+if TYPE_CHECKING:
+    from unispeech_platform.train.session import Session
+
+log = logging.getLogger("unispeech.train")
+
+
+class IntervalLog:
+    """The metrics window since the last log, and the row counts it adds to the restored checkpoint's."""
+
+    def __init__(self, s: Session):
+        self.window = Window(s.device)
+        """Sums since the last log; `train/step.py` adds each update and micro-batch."""
+        self.dropped_before = dict(s.state.dropped_rows)  # counts up to the restored checkpoint (all ranks)
+        self.augmented_before = dict(s.state.augmented_rows)
+        self.eta = Eta(s.state.step, s.train.max_steps)
+
+    @staticmethod
+    def due(s: Session) -> bool:
+        return s.state.step % s.train.log_every == 0 or s.is_last_update
+
+    def log(self, s: Session) -> None:
+        """Collective: gather the interval's metrics, log them (rank 0), say the update and health lines, name any
+        failure state (train/health.py)."""
+        metrics = self.metrics(s)
+        s.tracker.log_metrics(metrics, s.state.step)
+        s.last_report = metrics
+        s.say(update_line(s.job.task, s.state.step, s.train.max_steps, metrics, self.eta(s.state.step)))
+        health = health_status_line(s.job.task, s.state.step, metrics)
+        if health is not None:
+            s.say(health)
+        watch_health(s, metrics)
+
+    def metrics(self, s: Session) -> dict[str, float]:
+        """Collective, in this order on every rank: the window's means, rows dropped (and augmented), the skip
+        counters, memory per rank."""
+        metrics = self.window.reduce(s.world)
+        metrics.update(self._dropped_rows(s))
+        if s.job.data.augment.enabled:  # the same on every rank; docs/data.md#augmentation
+            metrics.update(self._augmented_rows(s))
+        metrics["nonfinite_skipped"] = s.state.nonfinite_skipped
+        metrics["oom_skipped"] = s.state.oom_skipped
+        memory = all_reduce_sums(state_memory_mb(s.engine), s.device)  # mean per rank, measured
+        metrics.update({k: v / s.world for k, v in memory.items()})
+        return metrics
+
+    def _dropped_rows(self, s: Session) -> dict[str, float]:
+        """Bad rows the data pipeline dropped, summed over ranks, since the run began (``bad_rows/<reason>``)."""
+        out = {}
+        for reason, n in all_reduce_sums(dict(s.feed.dropped), s.device).items():
+            s.state.dropped_rows[reason] = self.dropped_before.get(reason, 0) + int(n)
+            out[f"bad_rows/{reason}"] = s.state.dropped_rows[reason]
+        return out
+
+    def _augmented_rows(self, s: Session) -> dict[str, float]:
+        """Rows the data pipeline augmented, summed over ranks, since the run began (``augmented/<effect>``)."""
+        out = {}
+        for effect, n in all_reduce_sums(dict(s.feed.augmented), s.device).items():
+            s.state.augmented_rows[effect] = self.augmented_before.get(effect, 0) + int(n)
+            out[f"augmented/{effect}"] = s.state.augmented_rows[effect]
+        return out
+
+
+def watch_health(s: Session, metrics: dict[str, float]) -> None:
+    """Collective in effect (every rank holds the same reduced metrics): name newly seen failure states, keep them
+    in the checkpointed state, and end the run after this update when a state is in train.stop_on."""
+    stop = report_health(s.health, metrics, s.state.step, tracker=s.tracker, say=s.say, task=s.job.task)
+    s.state.health_seen = sorted(s.health.seen)
+    if stop is not None and s.stopped_on is None:
+        s.stopped_on = stop
