@@ -40,6 +40,8 @@ V = TypeVar("V")
 class LoadingInfo:
     missing_keys: list[str] = field(default_factory=list)
     unexpected_keys: list[str] = field(default_factory=list)
+    reinitialised_keys: list[str] = field(default_factory=list)
+    """Head keys whose saved shape differed from the model's and that start fresh (``reinit_mismatched_head``)."""
 
 
 class WeightsMismatchError(ValueError):
@@ -67,7 +69,25 @@ def load_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"no {WEIGHTS_NAME} or {PT_WEIGHTS_NAME} in {directory}")
 
 
+FOREIGN_PREFIXES = {"wav2vec2.": PREFIX}
+"""Base-model prefixes of other architectures whose encoder has our parameter names (transformers' Wav2Vec2)."""
+FOREIGN_HEADS = {"wav2vec2.": ("project_hid.",)}
+"""Head tensors of those architectures that have our names but another meaning: never loaded (wav2vec2's
+project_hid maps the transformer output to the codevector space; ours maps codevectors to the hidden size)."""
+
+
+def _rename_foreign(state: dict[str, V]) -> dict[str, V]:
+    """A foreign base model's prefix renamed to ours, its same-named-but-different head tensors dropped."""
+    for prefix, ours in FOREIGN_PREFIXES.items():
+        if any(k.startswith(prefix) for k in state):
+            skip = FOREIGN_HEADS.get(prefix, ())
+            return {(ours + k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()
+                    if not k.startswith(skip)}
+    return state
+
+
 def _rename_legacy(state: dict[str, V]) -> dict[str, V]:
+    state = _rename_foreign(state)
     out = {}
     for k, v in state.items():
         for old, new in _LEGACY_RENAMES.items():
@@ -115,19 +135,37 @@ class PreTrainedMixin:
         self.config.save_pretrained(directory)
         return directory
 
-    def load_checkpoint_state(self, state: dict[str, torch.Tensor], *, strict_shapes: bool = True) -> LoadingInfo:
-        """Load a state dict (prefix aligned, legacy names renamed); shapes must match, missing/unexpected keys are
-        returned (``check_loading_info`` decides which are errors)."""
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor], *, strict_shapes: bool = True,
+                              reinit_mismatched_head: bool = False) -> LoadingInfo:
+        """Load a state dict (prefix aligned, legacy and foreign names renamed); shapes must match, missing/unexpected
+        keys are returned (``check_loading_info`` decides which are errors). ``reinit_mismatched_head``: a head
+        tensor whose shape differs (a CTC head over another vocabulary) is left as initialised instead."""
         assert isinstance(self, nn.Module)
         own = self.state_dict()
         state = _align_prefix(_rename_legacy(state), set(own))
+        state, reinit = self._split_mismatched_head(state, own, reinit_mismatched_head)
         if strict_shapes:
             _check_shapes({k: tuple(v.shape) for k, v in state.items()}, {k: tuple(v.shape) for k, v in own.items()})
         result = self.load_state_dict(state, strict=False)
-        return LoadingInfo(list(result.missing_keys), list(result.unexpected_keys))
+        missing = [k for k in result.missing_keys if k not in reinit]
+        return LoadingInfo(missing, list(result.unexpected_keys), reinit)
+
+    def _split_mismatched_head(self, state: dict[str, V], own: dict[str, Any], reinit: bool
+                               ) -> tuple[dict[str, V], list[str]]:
+        """(state without the head keys whose shape differs from the model's, those keys) when ``reinit``."""
+        if not reinit:
+            return state, []
+
+        def shape(v: Any) -> tuple[int, ...]:
+            return tuple(v.shape) if hasattr(v, "shape") else tuple(v)
+
+        mismatched = sorted(k for k, v in state.items()
+                            if k in own and shape(v) != tuple(own[k].shape) and not self.is_encoder_key(k))
+        return {k: v for k, v in state.items() if k not in mismatched}, mismatched
 
     @classmethod
-    def check_pretrained(cls, directory: str | Path, *, allow_new_head: bool = False, **config_overrides: Any) -> None:
+    def check_pretrained(cls, directory: str | Path, *, allow_new_head: bool = False,
+                         reinit_mismatched_head: bool = False, **config_overrides: Any) -> LoadingInfo:
         """Raise what ``from_pretrained`` would raise about keys and shapes, without reading any tensor: the model is
         built on the meta device and compared with the safetensors header. Cheap for any model size: a preflight
         (e.g. evaluation's, before Ray starts)."""
@@ -148,9 +186,11 @@ class PreTrainedMixin:
         else:
             shapes = {k: tuple(v.shape) for k, v in load_state_dict(directory).items()}
         shapes = _align_prefix(_rename_legacy(shapes), set(own))
+        shapes, reinit = model._split_mismatched_head(shapes, model.state_dict(), reinit_mismatched_head)
         _check_shapes(shapes, own)
-        info = LoadingInfo(sorted(set(own) - set(shapes)), sorted(set(shapes) - set(own)))
+        info = LoadingInfo(sorted(set(own) - set(shapes) - set(reinit)), sorted(set(shapes) - set(own)), reinit)
         model.check_loading_info(info, directory, allow_new_head=allow_new_head)
+        return info
 
     def is_encoder_key(self, key: str) -> bool:
         """Whether ``key`` (with or without the ``unispeech.`` prefix) names a parameter of the shared encoder
@@ -190,6 +230,7 @@ class PreTrainedMixin:
         *,
         output_loading_info: bool = False,
         allow_new_head: bool = False,
+        reinit_mismatched_head: bool = False,
         **config_overrides: Any,
     ) -> T | tuple[T, LoadingInfo]:
         """Build from config.json (plus overrides) and load the weights strictly: a key missing from the
@@ -201,10 +242,13 @@ class PreTrainedMixin:
             raise FileNotFoundError(f"model directory not found: {directory}")
         config = UniSpeechConfig.from_pretrained(directory, **config_overrides)
         model = cls(config)  # type: ignore[call-arg]
-        info = model.load_checkpoint_state(load_state_dict(directory))
+        info = model.load_checkpoint_state(load_state_dict(directory), reinit_mismatched_head=reinit_mismatched_head)
         model.check_loading_info(info, directory, allow_new_head=allow_new_head)
         if info.missing_keys:
             log.warning("%s: newly initialised (not in %s): %s", cls.__name__, directory, info.missing_keys)
+        if info.reinitialised_keys:
+            log.warning("%s: newly initialised (another shape in %s): %s", cls.__name__, directory,
+                        info.reinitialised_keys)
         if info.unexpected_keys:
             log.info("%s: unused weights in %s: %s", cls.__name__, directory, info.unexpected_keys)
         model.eval()  # type: ignore[attr-defined]

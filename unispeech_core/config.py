@@ -16,9 +16,16 @@ from typing import Any
 CONFIG_NAME = "config.json"
 
 
+CONVERTIBLE_MODEL_TYPES = ("wav2vec2",)
+"""Configs of these model types read as a UniSpeechConfig: transformers' Wav2Vec2Config has the same field names
+for everything the two architectures share."""
+
+
 @dataclass(init=False)
 class UniSpeechConfig:
     model_type = "unispeech"
+    """Written into config.json. Reading also accepts CONVERTIBLE_MODEL_TYPES (same field names), so a wav2vec2
+    checkpoint can start UniSpeech pretraining (unispeech_core/checkpoint.py maps its weight names)."""
 
     vocab_size: int = 32
     """Size of the CTC head's vocabulary (UniSpeechForCTC.lm_head); blank = pad_token_id."""
@@ -226,7 +233,7 @@ class UniSpeechConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], **overrides: Any) -> UniSpeechConfig:
         model_type = d.get("model_type", cls.model_type)
-        if model_type != cls.model_type:
+        if model_type not in (cls.model_type, *CONVERTIBLE_MODEL_TYPES):
             raise ValueError(f"config has model_type {model_type!r}, expected {cls.model_type!r}")
         return cls(**{**d, **overrides})
 

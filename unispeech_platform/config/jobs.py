@@ -4,7 +4,7 @@ never from a string passed beside it."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from unispeech_platform.config.base import Section
 from unispeech_platform.config.data import DataConfig
@@ -13,6 +13,7 @@ from unispeech_platform.config.sections import (
     CheckpointSection,
     FinetuneSection,
     OptimSection,
+    PretrainSection,
     RaySection,
     TrackingSection,
     TrainSection,
@@ -37,6 +38,8 @@ class PretrainJobConfig(Section):
     """Checkpoint storage, cadence, retention, export."""
     ray: RaySection = Field(default_factory=RaySection)
     """How to reach or start Ray."""
+    pretrain: PretrainSection = Field(default_factory=PretrainSection)
+    """Where pretraining starts (random weights, or pretrain.init_from)."""
 
     @property
     def task(self) -> TaskName:
@@ -48,6 +51,12 @@ class FinetuneJobConfig(PretrainJobConfig):
 
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     """Initial weights, task, freezing."""
+
+    @model_validator(mode="after")
+    def _starts_from_finetune_init(self) -> FinetuneJobConfig:
+        if self.pretrain.init_from is not None:
+            raise ValueError("pretrain.init_from is for pretraining jobs; fine-tuning starts from finetune.init_from")
+        return self
 
     @property
     def task(self) -> TaskName:

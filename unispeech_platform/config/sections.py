@@ -160,6 +160,17 @@ class RaySection(Section):
     """runtime_env for a locally started Ray (cluster jobs get theirs from `ray job submit`)."""
 
 
+class PretrainSection(Section):
+    """Where pretraining starts (pretraining jobs only; docs/training.md#continued-pretraining)."""
+
+    init_from: str | None = None
+    """Continue pretraining from a model instead of random weights: one of our exports or run directories, or a
+    transformers UniSpeechForPreTraining / Wav2Vec2ForPreTraining / *ForCTC directory. Without a ``model:``
+    section the job takes that model's architecture; ``model:`` keys override what may change (masking, loss
+    weights, dropout), architecture keys that differ are refused. A head the model lacks or whose classes differ
+    from the corpus vocabulary (the quantizer, the CTC head) starts fresh, named in one warning."""
+
+
 class FinetuneSection(Section):
     """What to fine-tune from and how (fine-tune jobs only)."""
 

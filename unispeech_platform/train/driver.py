@@ -32,6 +32,7 @@ from unispeech_platform.runtime.ray_session import (
     decide_use_gpu,
 )
 from unispeech_platform.tracking import RunTracking, checked_tracking_uri, resolve_tracking_uri, run_line
+from unispeech_platform.train.init_from import continue_from
 from unispeech_platform.train.loop import train_loop_per_worker
 from unispeech_platform.train.preemption import SigtermFlagCallback
 from unispeech_platform.train.restarts import RestartHistory, fit_or_stop, new_fit_id
@@ -213,6 +214,7 @@ def run_training(
     uri, layout = preflight(job, resume=resume, run_given=run_id is not None)
     vocab = vocab_path(job)
     vocab_map = PhoneTokenizer.from_file(vocab).vocab if vocab else None  # read once; workers get the dict
+    job = continue_from(job, vocab_map)  # pretrain.init_from: checked and merged before Ray (train/init_from.py)
     export_dir = layout.export_dir
 
     connect_ray(job.ray)

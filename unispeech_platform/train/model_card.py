@@ -16,11 +16,20 @@ def _command(job: Any) -> str:
     config/resolved.yaml)."""
     keys = {"data.path": redact_uri(job.data.path), "checkpoint.name": job.checkpoint.name,
             "train.max_steps": job.train.max_steps}
-    init_from = getattr(getattr(job, "finetune", None), "init_from", None)
+    section, init_from = _init_from(job)
     if init_from:
-        keys["finetune.init_from"] = redact_uri(init_from)
+        keys[f"{section}.init_from"] = redact_uri(init_from)
     sets = " ".join(f"--set {k}={v}" for k, v in keys.items())
     return f"python -m {TASK_SPECS[job.task].entrypoint} --config CONFIG.yaml {sets}"
+
+
+def _init_from(job: Any) -> tuple[str, str | None]:
+    """(section, model directory) the job started from: finetune.init_from, or a continued pretraining's."""
+    for section in ("finetune", "pretrain"):
+        init_from = getattr(getattr(job, section, None), "init_from", None)
+        if init_from:
+            return section, init_from
+    return "finetune", None
 
 
 def job_model_card(job: Any, step: int | None, dev: dict[str, float] | None = None) -> ModelCard:
@@ -35,7 +44,7 @@ def job_model_card(job: Any, step: int | None, dev: dict[str, float] | None = No
     per_by_language = {k[len(PER_BY_LANGUAGE):]: float(v) for k, v in dev.items() if k.startswith(PER_BY_LANGUAGE)}
     metrics = {k: float(v) for k, v in dev.items() if k.startswith("dev_") and not k.startswith(PER_BY_LANGUAGE)
                and k not in ("dev_batches", "dev_rows", "dev_correct")}
-    init_from = getattr(getattr(job, "finetune", None), "init_from", None)
+    _, init_from = _init_from(job)
     return ModelCard(name=job.checkpoint.name, task=job.task, data=items, languages=langs, step=step,
                      metrics=metrics, per_by_language=per_by_language, command=_command(job),
                      base_model=redact_uri(init_from) if init_from else None)

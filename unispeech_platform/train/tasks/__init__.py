@@ -33,20 +33,22 @@ TASKS: dict[str, type] = {name: _implementation(spec) for name, spec in TASK_SPE
 
 
 def make_task(name: TaskName, model: ModelSection, train: TrainSection, finetune: FinetuneSection | None = None,
-              tokenizer: PhoneTokenizer | None = None) -> Task:
-    """A task from its own config sections (the finetune section only matters to fine-tuning tasks) and the
-    corpus vocabulary, which also decides the model's vocabulary sizes (ModelSection.settings)."""
+              tokenizer: PhoneTokenizer | None = None, init_from: str | None = None) -> Task:
+    """A task from its own config sections (the finetune section only matters to fine-tuning tasks, which start
+    from its init_from; ``init_from`` is where a pretraining starts) and the corpus vocabulary, which also decides
+    the model's vocabulary sizes (ModelSection.settings)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r} (known: {', '.join(TASKS)})")
-    if finetune is None and TASK_SPECS[name].finetunes:
-        finetune = FinetuneSection(task=name)
-    return TASKS[name](model, train, finetune, tokenizer)
+    if TASK_SPECS[name].finetunes:
+        return TASKS[name](model, train, finetune or FinetuneSection(task=name), tokenizer)
+    return TASKS[name](model, train, finetune, tokenizer, init_from=init_from)
 
 
 def task_for_job(job: PretrainJobConfig, tokenizer: PhoneTokenizer | None) -> Task:
     """The task a job config is keyed on, built from the job's typed sections."""
-    finetune = job.finetune if isinstance(job, FinetuneJobConfig) else None
-    return make_task(job.task, job.model, job.train, finetune, tokenizer)
+    if isinstance(job, FinetuneJobConfig):
+        return make_task(job.task, job.model, job.train, job.finetune, tokenizer)
+    return make_task(job.task, job.model, job.train, None, tokenizer, init_from=job.pretrain.init_from)
 
 
 __all__ = ["TASKS", "CTCTask", "EvalResult", "LIDTask", "PretrainTask", "Task", "improves", "make_task",

@@ -24,9 +24,11 @@ class PretrainTask:
     keeps_best = False  # the last pretraining model is the one fine-tuned
 
     def __init__(self, model: ModelSection, train: TrainSection, finetune: FinetuneSection | None = None,
-                 tokenizer: PhoneTokenizer | None = None):
-        """``finetune`` is not read (pretraining starts from scratch); ``tokenizer``: the corpus vocabulary."""
+                 tokenizer: PhoneTokenizer | None = None, init_from: str | None = None):
+        """``finetune`` is not read; ``tokenizer``: the corpus vocabulary; ``init_from``: the model directory a
+        continued pretraining starts from (resolved and checked on the driver: train/init_from.py)."""
         self.model = model
+        self.init_from = init_from
         self.vocab = tokenizer.vocab if tokenizer is not None else None
         self.train = train
         self.config: UniSpeechConfig | None = None
@@ -34,7 +36,11 @@ class PretrainTask:
         """Set by before_update on the updates that measure the gradient shares (first micro-batch only)."""
 
     def build_model(self) -> nn.Module:
-        model = UniSpeechForPreTraining(self.model.unispeech_config(self.vocab))
+        if self.init_from:  # heads the checkpoint lacks, or of another shape, start fresh (named on the driver)
+            model = UniSpeechForPreTraining.from_pretrained(self.init_from, allow_new_head=True,
+                                                            reinit_mismatched_head=True, **self.model.settings(self.vocab))
+        else:
+            model = UniSpeechForPreTraining(self.model.unispeech_config(self.vocab))
         self.config = model.config
         return model
 
