@@ -145,3 +145,66 @@ def test_presets_build_every_stage_and_apply_arm_overrides(preset):
             section, field = key.split(".", 1)
             assert getattr(getattr(s.pretrain, section), field) == value, (s.name, key)
         assert s.finetune.finetune.init_from == s.init_dir and s.finetune.data.labeled_only
+
+
+TWO_STAGE = [
+    "--set", "experiment.arms={two_stage: {model.ctc_weight: 0.5, model.replace_prob: 0.5}}",
+    "--set", "experiment.continued={two_stage: {share: 0.5}}",
+    "--set", "experiment.reference_arm=null",
+    "--set", "corpus.unlabeled_per_lang=8",
+    "--set", "pretrain.overrides.train.max_steps=4",
+]
+
+
+def test_a_two_stage_arm_splits_the_budget_and_continues_on_the_unlabeled_targets(tmp_path):
+    """(No Ray) The authors' recipe: stage 1 on the labeled rows, stage 2 from its export on the targets' unlabeled
+    rows, contrastive only, the same total updates; fine-tuning starts from stage 2."""
+    from experiment_helpers import tiny_args
+
+    from unispeech_platform.config import ConfigError, load_config
+    from unispeech_platform.experiments.config import ExperimentConfig
+    from unispeech_platform.experiments.runner import validate
+    from unispeech_platform.runtime.layout import RunLayout
+
+    args = tiny_args("configs/crosslingual_tiny.yaml", tmp_path)
+    sets = [v for k, v in zip(args, args[1:]) if k == "--set"] + TWO_STAGE[1::2]
+    cfg = load_config(ExperimentConfig, "configs/crosslingual_tiny.yaml", sets)
+    (st,) = validate(cfg)
+    one, two = st.pretrain, st.continued
+    assert (one.train.max_steps, two.train.max_steps) == (2, 2)  # 4 updates in all, as any other arm
+    assert one.data.labeled_only and not two.data.labeled_only and two.data.langs == ["pt"]
+    assert (one.model.ctc_weight, two.model.ctc_weight) == (0.5, 0.0)
+    assert two.pretrain.init_from == RunLayout.of(one.checkpoint).export_dir
+    assert st.init_dir.startswith(RunLayout.of(two.checkpoint).export_dir)
+    assert two.checkpoint.name == "two_stage-continued" and two.data.path == one.data.path
+    with pytest.raises(ConfigError, match="corpus.unlabeled_per_lang"):
+        load_config(ExperimentConfig, "configs/crosslingual_tiny.yaml", sets + ["corpus.unlabeled_per_lang=0"])
+    with pytest.raises(ConfigError, match="not in experiment.arms"):
+        load_config(ExperimentConfig, "configs/crosslingual_tiny.yaml", sets + ["experiment.continued={x: {}}"])
+
+
+@pytest.mark.slow
+def test_a_two_stage_arm_runs_end_to_end(tmp_path_factory, capsys):
+    """jobs.crosslingual with one two-stage arm: stage 1, stage 2 (its own MLflow run under the arm), fine-tuning
+    and evaluation; stage 2 logs no CTC term and starts from stage 1's export."""
+    from experiment_helpers import tiny_args
+    from mlflow.tracking import MlflowClient
+    from train_helpers import local_ray
+
+    from jobs import crosslingual
+
+    base = tmp_path_factory.mktemp("two_stage")
+    with local_ray():
+        result = crosslingual.main([*tiny_args("configs/crosslingual_tiny.yaml", base), *TWO_STAGE])
+    out = capsys.readouterr().out
+    assert "two_stage: continued pretraining on the unlabeled rows of pt from stage 1" in out
+    (arm,) = result.arms
+    assert set(arm.seconds) == {"pretrain", "continued", "finetune", "evaluate"} and arm.per()
+    client = MlflowClient(f"sqlite:///{base / 'mlflow.db'}")
+    stages = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{arm.run_id}'")
+    runs = {r.info.run_name: r for r in stages}
+    assert set(runs) == {"two_stage/pretrain", "two_stage/continued", "two_stage/finetune"}
+    continued = runs["two_stage/continued"]
+    assert continued.info.status == "FINISHED" and continued.data.params["model.ctc_weight"] == "0.0"
+    assert continued.data.params["pretrain.init_from"].endswith("two_stage-pretrain/model")
+    assert "ctc_loss" not in continued.data.metrics and "contrastive_loss" in continued.data.metrics

@@ -151,6 +151,19 @@ class StageSpec(Section):
     """Dotted keys -> values applied on top of it for every arm."""
 
 
+class ContinuedStage(Section):
+    """The authors' recipe for unlabeled target audio (microsoft/UniSpeech ``continue_pretrain.sh``): the arm's
+    pretraining becomes two stages with the same total updates and batch budget as every other arm. Stage 1 is the
+    arm's own objective on the labeled rows of the pretraining corpus; stage 2 continues from its model
+    (pretrain.init_from) on the unlabeled target audio only, with ``overrides`` (contrastive only by default); the
+    arm is fine-tuned from stage 2."""
+
+    share: float = Field(0.3, gt=0.0, lt=1.0)
+    """Share of pretrain's train.max_steps that stage 2 gets (rounded, at least 1 update each)."""
+    overrides: dict[str, Any] = Field(default_factory=lambda: {"model.ctc_weight": 0.0})
+    """Stage 2's pretraining overrides on top of the arm's (contrastive + diversity only by default)."""
+
+
 class ExperimentSection(Section):
     """Names, storage and the arms."""
 
@@ -170,6 +183,9 @@ class ExperimentSection(Section):
     same for all. The table shows mean +- sd over seeds (experiments/statistics.py)."""
     reference_arm: str | None = None
     """Arm whose relative PER reduction vs every other arm is reported (None: the last arm)."""
+    continued: dict[SafeName, ContinuedStage] = Field(default_factory=dict)
+    """Arms (named in ``arms``) pretrained in two stages: labeled multitask, then contrastive-only continued
+    pretraining on the unlabeled target audio (ContinuedStage; needs corpus.unlabeled_per_lang > 0)."""
     init_ctc_head: bool = True
     """Start the fine-tuning CTC head (lm_head) from the pretraining CTC head (ctc_proj): both predict the
     same merged phone vocabulary. An arm pretrained without CTC (ctc_weight 0) thus starts from a random head."""
@@ -207,3 +223,14 @@ class ExperimentConfig(Section):
     """MLflow: one parent run, a child run per arm, pretrain/finetune runs nested under their arm."""
     ray: RaySection = Field(default_factory=RaySection)
     """How to reach or start Ray (shared by all stages)."""
+
+    @model_validator(mode="after")
+    def _continued_arms_exist(self) -> ExperimentConfig:
+        exp = self.experiment
+        unknown = sorted(set(exp.continued) - set(exp.arms))
+        if unknown:
+            raise ValueError(f"experiment.continued names {unknown}, which are not in experiment.arms {list(exp.arms)}")
+        if exp.continued and not self.corpus.unlabeled_per_lang:
+            raise ValueError("experiment.continued trains stage 2 on unlabeled target audio: set "
+                             "corpus.unlabeled_per_lang > 0")
+        return self

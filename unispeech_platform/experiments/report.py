@@ -194,6 +194,10 @@ def results_markdown(cfg, result, *, command: str, date: str, machine: str) -> s
         f"- pretraining: {cfg.pretrain.config} + {pre}; fine-tuning: {cfg.finetune.config} + {ft}",
         f"- arms (pretraining overrides): {cfg.experiment.arms}; seeds {cfg.experiment.seeds} (every arm "
         "pretrained, fine-tuned and evaluated once per seed)",
+        *(["- two-stage arms (the authors' recipe: stage 1 on the labeled rows, then contrastive-only continued "
+           "pretraining on the unlabeled target audio, same total updates): "
+           + ", ".join(f"{arm} (stage 2: {spec.share:.0%} of the updates, {spec.overrides})"
+                       for arm, spec in cfg.experiment.continued.items())] if cfg.experiment.continued else []),
         f"- MLflow: experiment `{cfg.tracking.experiment}`, parent run `{result.run_id}`",
         *resumed_lines(getattr(result, "kept", {})),
         "",

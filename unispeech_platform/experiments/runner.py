@@ -125,8 +125,13 @@ def run_arm(stages: ArmStages, seed: int, label: str, runs: ExperimentRuns | Non
         rows = " (labeled rows only)" if stages.pretrain.data.labeled_only else ""  # a ctc_weight-1 arm
         with progress.step(f"{label}: pretraining on {stages.pretrain.data.path}{rows}", secs, "pretrain"):
             pre = run_training(stages.pretrain, run_id=runs.hand_over(planned.pretrain) if runs and planned else None)
-            if stages.init_dir != pre.export_dir:
-                copy_ctc_head(pre.export_dir, stages.init_dir)
+        if stages.continued is not None:  # a two-stage arm: contrastive-only on the unlabeled target audio
+            with progress.step(f"{label}: continued pretraining on the unlabeled rows of "
+                               f"{','.join(stages.continued.data.langs or [])} from stage 1", secs, "continued"):
+                pre = run_training(stages.continued,
+                                   run_id=runs.hand_over(planned.continued) if runs and planned else None)
+        if stages.init_dir != pre.export_dir:
+            copy_ctc_head(pre.export_dir, stages.init_dir)
         with progress.step(f"{label}: CTC fine-tuning on {stages.finetune.data.path}", secs, "finetune"):
             run_training(stages.finetune, run_id=runs.hand_over(planned.finetune) if runs and planned else None)
         with progress.step(f"{label}: per-language PER", secs, "evaluate"):
@@ -154,7 +159,8 @@ def check_stage_data(stages: list[ArmStages]) -> None:
 
     seen: set[tuple] = set()
     for st in stages:
-        for data, splits in ((st.pretrain.data, st.pretrain.data.train_splits),
+        continued = [(st.continued.data, st.continued.data.train_splits)] if st.continued else []
+        for data, splits in ((st.pretrain.data, st.pretrain.data.train_splits), *continued,
                              (st.finetune.data, st.finetune.data.train_splits),
                              (st.evaluate.data, st.evaluate.evaluate.splits)):
             key = (data.path, str(data.resolved_vocab_path()), tuple(data.langs or ()), tuple(splits))
@@ -196,7 +202,8 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False, resume: bo
     if uri:
         runs = ExperimentRuns(uri, cfg, root, stage_runs(st for _, st in stages))
         parent = runs.open_parent(record.get("parent_run") if resume else None)
-        planned = {label: runs.plan(label, parent, {"unispeech.arm": st.name, "unispeech.seed": str(seed)})
+        planned = {label: runs.plan(label, parent, {"unispeech.arm": st.name, "unispeech.seed": str(seed)},
+                                    continued=st.continued is not None)
                    for label, (seed, st), d in zip(labels, stages, done) if d is None}
     record["parent_run"] = parent
     write_marker(root, record)
@@ -235,4 +242,5 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False, resume: bo
 def stage_runs(stages: Iterable[ArmStages]) -> list[RunLayout]:
     """The run of every training stage: their records are replayed by the experiment, since a finished
     stage's job never starts again to replay them itself."""
-    return [RunLayout.of(job.checkpoint) for st in stages for job in (st.pretrain, st.finetune)]
+    return [RunLayout.of(job.checkpoint) for st in stages
+            for job in (st.pretrain, st.continued, st.finetune) if job is not None]

@@ -32,6 +32,8 @@ class ArmRuns:
     arm: str
     pretrain: str
     finetune: str
+    continued: str | None = None
+    """A two-stage arm's second pretraining stage (experiment.continued)."""
 
 
 class ExperimentRuns:
@@ -82,16 +84,18 @@ class ExperimentRuns:
                     self.store.finish(run.info.run_id, "KILLED")
                 tree.append(run.info.run_id)
 
-    def plan(self, label: str, parent: str, tags: dict[str, str]) -> ArmRuns:
-        """The arm's run and its two stage runs, created now and SCHEDULED."""
+    def plan(self, label: str, parent: str, tags: dict[str, str], *, continued: bool = False) -> ArmRuns:
+        """The arm's run and its stage runs (pretrain, finetune, and a two-stage arm's continued), created now and
+        SCHEDULED."""
         def create() -> ArmRuns:
             arm = self.store.schedule(self.store.create_run(self.experiment_id, label, parent=parent, tags=tags))
+            names = ("pretrain", "finetune", "continued") if continued else ("pretrain", "finetune")
             stages = [self.store.schedule(self.store.create_run(self.experiment_id, f"{label}/{stage}", parent=arm))
-                      for stage in ("pretrain", "finetune")]
+                      for stage in names]
             return ArmRuns(arm, *stages)
 
         planned = self._at_start(f"create the runs of {label}", create)
-        self.waiting.update((planned.arm, planned.pretrain, planned.finetune))
+        self.waiting.update(r for r in (planned.arm, planned.pretrain, planned.finetune, planned.continued) if r)
         return planned
 
     # -- during and after: best effort -----------------------------------------------------------------------

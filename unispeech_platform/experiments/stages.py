@@ -20,7 +20,16 @@ class ArmStages:
     finetune: FinetuneJobConfig
     evaluate: EvaluateJobConfig
     init_dir: str
-    """Where the fine-tuning starts from (the pretraining export, or its copy with the CTC head moved over)."""
+    """Where the fine-tuning starts from (the last pretraining stage's export, or its copy with the CTC head moved
+    over)."""
+    continued: PretrainJobConfig | None = None
+    """A two-stage arm's stage 2 (experiment.continued): continued pretraining on the unlabeled target audio from
+    ``pretrain``'s export; None for a one-stage arm."""
+
+    @property
+    def last_pretraining(self) -> PretrainJobConfig:
+        """The pretraining stage the fine-tuning starts from."""
+        return self.continued or self.pretrain
 
 
 def arm_stages(cfg: ExperimentConfig, arm: str, uri: str | None, root: Path | None = None,
@@ -43,7 +52,8 @@ def arm_stages(cfg: ExperimentConfig, arm: str, uri: str | None, root: Path | No
         "data.path": str(corpus / "high"), "checkpoint.name": f"{label}-pretrain",
         "tracking.run_name": f"{label}/pretrain",
     })
-    layout = RunLayout.of(pre.checkpoint)
+    pre, continued = two_stages(cfg, arm, pre, label, {**common, **seeded})
+    layout = RunLayout.of((continued or pre).checkpoint)
     init_dir = layout.ctc_head_export_dir if exp.init_ctc_head else layout.export_dir
     ft = load_config(FinetuneJobConfig, cfg.finetune.config, values={
         **cfg.finetune.overrides, **common, **seeded,
@@ -59,7 +69,34 @@ def arm_stages(cfg: ExperimentConfig, arm: str, uri: str | None, root: Path | No
         "tracking.enabled": False,
     })
     check_fair(cfg, arm)
-    return ArmStages(arm, labeled_only_if_supervised(pre), ft, with_shifted_split(cfg, ev), init_dir)
+    return ArmStages(arm, labeled_only_if_supervised(pre), ft, with_shifted_split(cfg, ev), init_dir, continued)
+
+
+def two_stages(cfg: ExperimentConfig, arm: str, pre: PretrainJobConfig, label: str, common: dict
+               ) -> tuple[PretrainJobConfig, PretrainJobConfig | None]:
+    """(stage 1, stage 2) of a two-stage arm (experiment.continued), the budget of ``pre`` split between them:
+    stage 1 on the labeled rows, stage 2 from stage 1's export on the unlabeled languages' rows only (the targets'
+    unlabeled audio); (pre, None) for any other arm."""
+    spec = cfg.experiment.continued.get(arm)
+    if spec is None:
+        return pre, None
+    total = pre.train.max_steps
+    if total < 2:
+        from unispeech_platform.config import ConfigError
+
+        raise ConfigError(f"experiment.continued.{arm}: train.max_steps={total} cannot be split into two stages")
+    second = min(max(round(spec.share * total), 1), total - 1)
+    first = with_overrides(pre, {"train.max_steps": total - second, "data.labeled_only": True})
+    from unispeech_platform.config import flatten
+
+    stage2 = load_config(PretrainJobConfig, cfg.pretrain.config, values={  # flat: the stage's own keys win
+        **flatten(cfg.pretrain.overrides), **flatten(cfg.experiment.arms[arm]), **flatten(spec.overrides), **common,
+        "train.max_steps": second, "data.path": pre.data.path, "data.labeled_only": False,
+        "data.langs": cfg.corpus.unlabeled_languages(),
+        "pretrain.init_from": RunLayout.of(first.checkpoint).export_dir,
+        "checkpoint.name": f"{label}-continued", "tracking.run_name": f"{label}/continued",
+    })
+    return first, stage2
 
 
 SHARED_KEYS = ("train.max_steps", "train.num_workers", "data.max_batch_size", "data.max_batch_seconds",

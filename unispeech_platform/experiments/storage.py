@@ -132,7 +132,7 @@ def clear_arm(root: Path, label: str) -> None:
     removed before it starts again: only inside ``root``, which holds MARKER (check_resumable)."""
     from unispeech_platform.runtime.removal import remove_tree_within
 
-    for stage in ("pretrain", "finetune", "eval"):
+    for stage in ("pretrain", "continued", "finetune", "eval"):
         path = root / f"{label}-{stage}"
         if os.path.lexists(path):
             print(f"--resume: removing what the unfinished {label} left: {path}")

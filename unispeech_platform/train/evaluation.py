@@ -47,7 +47,10 @@ def evaluate_dev(task: Task, engine, job: PretrainJobConfig, device: torch.devic
 
     from unispeech_platform.data.pipeline import iter_batches
 
-    shard = ray.train.get_dataset_shard("dev")
+    try:
+        shard = ray.train.get_dataset_shard("dev")
+    except KeyError:  # Ray Train V2 raises where V1 returned None: the driver found no dev split (every rank)
+        shard = None
     if shard is None:
         return {}
     engine.eval()
