@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from unispeech_core import UniSpeechConfig, UniSpeechForPreTraining
-from unispeech_core.config import CONFIG_NAME
 from unispeech_platform.config import ConfigError, PretrainJobConfig
-from unispeech_platform.config.model import ModelSection, check_model_json
+from unispeech_platform.config.model import ModelSection
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.train.checkpoint import resolve_model_dir
+from unispeech_platform.train.preflight import read_model_config
 
 log = logging.getLogger("unispeech.train")
 
@@ -67,16 +67,11 @@ def continue_from(job: PretrainJobConfig, vocab: Mapping[str, int] | None) -> Pr
 def _saved_settings(model_dir: str) -> dict[str, Any]:
     """The ``model:`` keys of the checkpoint's config.json (validated like a model section), vocabulary keys left
     to the corpus."""
-    path = os.path.join(model_dir, CONFIG_NAME)
+    raw = read_model_config(model_dir, "pretrain.init_from")
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-        if not isinstance(raw, dict):
-            raise ValueError("expected a JSON object")
-        check_model_json(raw)
         config = UniSpeechConfig.from_dict(raw).to_dict()
-    except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
-        raise JobSetupError(f"pretrain.init_from: {path}: not a valid UniSpeech or wav2vec2 config: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise JobSetupError(f"pretrain.init_from: {model_dir}: not a UniSpeech or wav2vec2 config: {e}") from None
     known = {k: v for k, v in config.items()
              if k in ModelSection.model_fields and k not in VOCABULARY_KEYS and v is not None}
     return json.loads(json.dumps(known))  # JSON types, as ModelSection.overrides() gives the job's keys

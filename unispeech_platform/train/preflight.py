@@ -25,6 +25,17 @@ def check_init_model(init_from: str) -> str:
         model_dir = resolve_model_dir(init_from)
     except FileNotFoundError as e:
         raise JobSetupError(str(e)) from None
+    read_model_config(model_dir, "finetune.init_from")
+    try:  # the encoder's weights must fit that config (heads may differ): names and shapes, no tensor read
+        UniSpeechModel.check_pretrained(model_dir, allow_new_head=True)
+    except (OSError, ValueError) as e:  # WeightsMismatchError is a ValueError
+        raise JobSetupError(f"finetune.init_from: {e}") from None
+    return model_dir
+
+
+def read_model_config(model_dir: str, key: str) -> dict:
+    """A model directory's config.json, parsed and checked by the ``model:`` section's rules (config/model.py);
+    JobSetupError naming ``key`` and the file otherwise."""
     path = os.path.join(model_dir, CONFIG_NAME)
     try:
         with open(path, encoding="utf-8") as f:
@@ -32,13 +43,9 @@ def check_init_model(init_from: str) -> str:
         if not isinstance(raw, dict):
             raise ValueError("expected a JSON object")
         check_model_json(raw)
+        return raw
     except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
-        raise JobSetupError(f"finetune.init_from: {path}: not a valid UniSpeech config: {e}") from None
-    try:  # the encoder's weights must fit that config (heads may differ): names and shapes, no tensor read
-        UniSpeechModel.check_pretrained(model_dir, allow_new_head=True)
-    except (OSError, ValueError) as e:  # WeightsMismatchError is a ValueError
-        raise JobSetupError(f"finetune.init_from: {e}") from None
-    return model_dir
+        raise JobSetupError(f"{key}: {path}: not a valid UniSpeech config: {e}") from None
 
 
 def check_export_dirs(layout: RunLayout) -> None:
