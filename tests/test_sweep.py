@@ -241,3 +241,26 @@ def test_an_mlflow_outage_never_stops_a_sweep_and_resume_replays_its_end(tmp_pat
     assert store.run(trials["t1"]).info.status == "FINISHED" and store.run(trials["t2"]).info.status == "KILLED"
     assert store.metric_history(trials["t1"], "loss") == [(3, 2.0)]
     assert all(read_records(str(p))[1] == [] for p in (stage_spool, runs_dir / "mlflow_spool.jsonl"))
+
+
+def test_a_trial_in_a_failure_state_is_named_and_not_picked_over_a_healthy_one():
+    """(No Ray) The trials table names the states a trial's pretraining reported (they are in its history, the
+    last result is the fine-tuning's); the best trial is a healthy one when one completed."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from unispeech_platform.tune.report import best_row, trials_table
+
+    def trial(name, per, health=None):
+        history = pd.DataFrame([{"trial_step": 5, **({f"health/{health}": 1.0} if health else {})},
+                                {"trial_step": 10, "dev_per": per}])
+        return SimpleNamespace(metrics={"trial_id": name, "trial_step": 10, "dev_per": per}, metrics_dataframe=history,
+                               error=None, path=f"/x/{name}", config={"model.ctc_weight": 0.5})
+
+    rows = trials_table([trial("a", 0.30, "collinear_targets"), trial("b", 0.40)], ["model.ctc_weight"], "dev_per",
+                        "min", 10)
+    assert [(r["trial"], r["health"]) for r in rows] == [("a", "collinear_targets"), ("b", "")]
+    assert best_row(rows, "dev_per", "min")["trial"] == "b"  # 0.30 came from a run whose contrastive term failed
+    only_sick = [r for r in rows if r["health"]]
+    assert best_row(only_sick, "dev_per", "min")["trial"] == "a"  # with no healthy trial, the metric decides

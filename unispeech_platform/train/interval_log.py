@@ -83,5 +83,7 @@ def watch_health(s: Session, metrics: dict[str, float]) -> None:
     in the checkpointed state, and end the run after this update when a state is in train.stop_on."""
     stop = report_health(s.health, metrics, s.state.step, tracker=s.tracker, say=s.say, task=s.job.task)
     s.state.health_seen = sorted(s.health.seen)
+    # in what each checkpoint reports to Ray Train, so a sweep's trial table names them (tune/report.py)
+    s.last_report.update({f"health/{state}": 1.0 for state in s.state.health_seen})
     if stop is not None and s.stopped_on is None:
         s.stopped_on = stop

@@ -20,8 +20,22 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+HEALTH_PREFIX = "health/"
+"""Reported by a training stage for every failure state it named (train/interval_log.py watch_health)."""
+
+
+def trial_health(last: dict[str, Any], history) -> str:
+    """The failure states any stage of a trial named (its pretraining's appear in the history, not in the last
+    result, which is the fine-tuning's), comma-separated; "" when none."""
+    names = {k for k, v in last.items() if k.startswith(HEALTH_PREFIX) and _num(v)}
+    if history is not None:
+        names |= {c for c in history.columns if c.startswith(HEALTH_PREFIX) and history[c].notna().any()}
+    return ",".join(sorted(n[len(HEALTH_PREFIX):] for n in names))
+
+
 def trials_table(results, keys: list[str], metric: str, mode: str, total_steps: int) -> list[dict[str, Any]]:
-    """One row per trial: its sampled values, last and best metric, steps reached, how it ended."""
+    """One row per trial: its sampled values, last and best metric, steps reached, how it ended, and the failure
+    states its runs named (e.g. a contrastive loss that never left chance: collinear_targets)."""
     rows = []
     for r in results:
         last = r.metrics or {}
@@ -36,14 +50,18 @@ def trials_table(results, keys: list[str], metric: str, mode: str, total_steps: 
             f"{metric}_best": (min if mode == "min" else max)(values) if values else None,
             "trial_step": step,
             "status": status,
+            "health": trial_health(last, history),
         })
     return sorted(rows, key=lambda row: row["trial"])
 
 
 def best_row(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
-    """Best by the last reported metric among trials that ran to the end (else among all that reported)."""
+    """Best by the last reported metric among trials that ran to the end in no failure state, else among those
+    that ran to the end, else among all that reported: a recipe is chosen by its mechanism, not by the metric
+    alone (a low dev PER from a run whose contrastive term never worked is a supervised result)."""
     scored = [r for r in rows if r[f"{metric}_last"] is not None]
-    pool = [r for r in scored if r["status"] == "COMPLETED"] or scored
+    completed = [r for r in scored if r["status"] == "COMPLETED"]
+    pool = [r for r in completed if not r.get("health")] or completed or scored
     if not pool:
         return None
     sign = 1 if mode == "min" else -1
