@@ -185,3 +185,40 @@ def test_an_unset_ctc_weight_is_the_model_default_for_the_supervised_arm_check()
     assert labeled_only_if_supervised(job) is job
     supervised = labeled_only_if_supervised(with_overrides(job, {"model.ctc_weight": 1.0}))
     assert supervised.data.labeled_only and supervised.model.ctc_weight == 1.0
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optim.betas=[.nan, .nan]", "optim.betas.0"),
+    ("optim.betas=[1.5, 0.9]", "optim.betas.0"),
+    ("train.seed=18446744073709551616", "train.seed"),
+    ("data.seed=-1", "data.seed"),
+    ("optim.lr=.inf", "optim.lr"),
+    ("model.layer_norm_eps=.inf", "model.layer_norm_eps"),
+    ("train.cpus_per_worker=.inf", "train.cpus_per_worker"),
+    ("data.max_batch_seconds=.inf", "data.max_batch_seconds"),
+    ("data.augment.noise_prob=.nan", "data.augment.noise_prob"),
+])
+def test_numbers_torch_would_reject_later_are_refused_naming_the_key(override, key):
+    """(Issue 30) nan/inf anywhere, betas outside [0, 1), seeds outside [0, 2^32): exit 2 at the config, not a
+    torch error minutes later."""
+    with pytest.raises(ConfigError) as e:
+        load_config(PretrainJobConfig, ROOT / "configs" / "tiny.yaml", [override])
+    assert f"{key}:" in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("train:\n  max_steps: 5\n  max_steps: 6\n", "duplicate key 'max_steps'"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "not a text file"),
+    (None, "is a directory"),
+])
+def test_a_config_file_that_cannot_be_one_is_refused_in_one_line(tmp_path, content, message):
+    path = tmp_path / "job.yaml"
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(PretrainJobConfig, path)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)

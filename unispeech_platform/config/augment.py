@@ -25,7 +25,7 @@ class AugmentConfig(BaseModel):
     changes a row with its own probability, its choices drawn from (data.seed, epoch, row id, copy).
     A range is ``[min, max]``, sampled uniformly."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(default=False, description="Augment training batches (evaluation batches never).")
     speed_prob: Probability = Field(

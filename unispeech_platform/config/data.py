@@ -11,7 +11,7 @@ from unispeech_platform.config.augment import AugmentConfig
 class DataConfig(BaseModel):
     """Where the corpus is, which part of it to read, and how to batch it. Validated before Ray starts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     path: str = Field(
         description="Corpus root: lang=<code>/split=<name>/part-NNNNN.parquet plus vocab.json. A local path or any "
@@ -69,7 +69,7 @@ class DataConfig(BaseModel):
         "None = the rows' own mix.",
     )
     seed: int = Field(
-        default=0, description="Seeds shuffling, cropping and language sampling (with the epoch)."
+        default=0, ge=0, lt=2**32, description="Seeds shuffling, cropping and language sampling (with the epoch)."
     )
     shuffle_buffer_rows: int = Field(
         default=512,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -41,7 +41,7 @@ class TrainSection(Section):
     """Global gradient-norm clipping threshold (0 disables)."""
     activation_checkpointing: bool = False
     """Recompute transformer layer activations in the backward pass to save memory."""
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     """Seed for parameters, masks, negatives and the LayerDrop generator (identical on every rank)."""
     log_every: int = Field(10, ge=1)
     """Sync metrics across ranks and log them every N updates."""
@@ -79,8 +79,8 @@ class OptimSection(Section):
 
     lr: float = Field(5e-4, gt=0)
     """Peak learning rate."""
-    betas: tuple[float, float] = (0.9, 0.98)
-    """Adam betas (UniSpeech/wav2vec 2.0 use 0.9, 0.98)."""
+    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.98)
+    """Adam betas, each in [0, 1) (UniSpeech/wav2vec 2.0 use 0.9, 0.98)."""
     eps: float = Field(1e-6, gt=0)
     """Adam epsilon."""
     weight_decay: float = Field(0.01, ge=0)
