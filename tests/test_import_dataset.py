@@ -226,3 +226,37 @@ def test_ray_executor_imports_what_the_process_pool_imports(ray_local, sources, 
 
 def _rows(root: Path) -> list[tuple[str, list[dict]]]:
     return [(str(p.parent.relative_to(root)), pq.read_table(p).to_pylist()) for p in sorted(root.rglob("*.parquet"))]
+
+
+def test_fifos_devices_and_directories_named_by_a_manifest_fail_their_rows_without_hanging(sources, tmp_path):
+    """(Issue 30) Data decides which paths are read: a FIFO (would block forever), /dev/zero (would read until the
+    memory runs out) and a directory each fail their own row with a reason; the good rows are imported."""
+    import os
+    import subprocess
+    import sys
+
+    from unispeech_platform.data.audio_file import read_audio_file
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "good.wav").write_bytes(encode(tone(16000, 1.0), 16000, "WAV"))
+    os.mkfifo(clips / "pipe.wav")
+    (clips / "dir.wav").mkdir()
+    manifest = tmp_path / "hostile.tsv"
+    manifest.write_text("path\tsentence\n" + "".join(f"{p}\t{s}\n" for p, s in [
+        ("clips/good.wav", SENTENCES[0]), ("clips/pipe.wav", SENTENCES[1]), ("/dev/zero", SENTENCES[2]),
+        ("clips/dir.wav", SENTENCES[3])]))
+    out = tmp_path / "out"
+    code = f"from jobs import import_dataset; raise SystemExit(import_dataset.main({['--format', 'manifest', '--input', str(manifest), '--out', str(out), '--lang', 'es', '--workers', '1', '--no-progress']!r}))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=240)  # a hang fails here, not the suite
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]  # 1: some rows not imported
+    imported = pq.read_table(next(out.glob("lang=es/split=train/*.parquet")), columns=["id"]).num_rows
+    assert imported == 1  # the good row kept
+    report = "\n".join("\t".join(r) for r in _report(out))
+    assert report.count("not_a_regular_file") == 3, report  # the FIFO, /dev/zero and the directory
+    assert "a FIFO" in report and "a character device" in report and "a directory" in report, report
+    big = tmp_path / "big.wav"
+    big.write_bytes(b"\0" * 2048)
+    with pytest.raises(OSError, match="2048 bytes > the 1024-byte cap"):
+        read_audio_file(big, max_bytes=1024)

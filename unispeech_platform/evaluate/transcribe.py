@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from unispeech_platform.data import audio_file
+from unispeech_platform.data.audio_file import AudioFileError, read_audio_file
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.failures import Failure
 
@@ -108,9 +110,10 @@ def read_utterances(path: str) -> Iterator[Utterance | Failure]:
 
     if not path.endswith(PARQUET):
         try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            yield Failure(where=path, reason=UNREADABLE, detail=str(e.strerror or e))
+            data = read_audio_file(path)  # regular files only, capped: a FIFO or /dev/zero never hangs it
+        except AudioFileError as e:
+            reason = UNREADABLE if e.reason == audio_file.UNREADABLE else e.reason
+            yield Failure(where=path, reason=reason, detail=e.detail.removeprefix(f"{path}: "))
             return
         yield decoded(data, None, path, None)
         return

@@ -16,6 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from unispeech_platform.data.audio_file import AudioFileError, read_audio_file
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.failures import Failure
 
@@ -169,9 +170,9 @@ def convert(rec: Record, opts: Options) -> Converted:
     audio = rec.audio
     if audio is None and rec.path is not None:
         try:
-            audio = Path(rec.path).read_bytes()
-        except OSError as e:
-            return fail(MISSING_AUDIO_FILE, f"{rec.path}: {e.strerror}")
+            audio = read_audio_file(rec.path)  # regular files only, capped: data/audio_file.py
+        except AudioFileError as e:
+            return fail(e.reason, e.detail)
     d = decode_audio(audio, None, None)
     if d.error:
         return fail(d.error, d.detail)

@@ -20,9 +20,10 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from unispeech_platform.config.sections import RaySection
+from unispeech_platform.data.audio_file import AudioFileError, read_audio_file
 from unispeech_platform.runtime.ray_session import connect_ray
 
-from .common import MISSING_AUDIO_FILE, Converted, Options, Record, chunks, convert_chunk
+from .common import Converted, Options, Record, chunks, convert_chunk
 
 EXECUTORS = ("auto", "processes", "ray")
 CHUNK_ROWS = 16
@@ -76,7 +77,7 @@ def convert_stream(
 def with_audio_bytes(chunk: list[Record]) -> list[Record]:
     """``chunk`` with every ``path`` replaced by the file's bytes (read once per chunk), or a missing-file
     problem the worker reports."""
-    read: dict[str, bytes | OSError] = {}
+    read: dict[str, bytes | AudioFileError] = {}
     out = []
     for rec in chunk:
         if rec.audio is not None or rec.path is None or rec.problem:
@@ -84,13 +85,12 @@ def with_audio_bytes(chunk: list[Record]) -> list[Record]:
             continue
         if rec.path not in read:
             try:
-                with open(rec.path, "rb") as f:
-                    read[rec.path] = f.read()
-            except OSError as e:
+                read[rec.path] = read_audio_file(rec.path)  # regular files only, capped: data/audio_file.py
+            except AudioFileError as e:
                 read[rec.path] = e
         got = read[rec.path]
-        if isinstance(got, OSError):
-            out.append(dataclasses.replace(rec, problem=(MISSING_AUDIO_FILE, f"{rec.path}: {got.strerror}")))
+        if isinstance(got, AudioFileError):
+            out.append(dataclasses.replace(rec, problem=(got.reason, got.detail)))
         else:
             out.append(dataclasses.replace(rec, audio=got))
     return out
