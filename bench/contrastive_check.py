@@ -51,7 +51,7 @@ def main() -> None:
     rng, hist, t0 = np.random.default_rng(0), [], time.perf_counter()
     c = model.config
     print(f"{len(waves)} utterances; chance = ln({c.num_negatives + 1}) = {np.log(c.num_negatives + 1):.3f}")
-    print("update  contrastive  perplexity  masked/utt  seconds")
+    print("update  contrastive  accuracy  cos(pos,neg)  code_ppl  soft_ppl  masked/utt  seconds")
     for step in range(args.steps):
         batch = pad_batch([waves[i] for i in rng.choice(len(waves), args.batch, replace=False)])
         model.set_gumbel_temperature(gumbel_temperature(
@@ -61,10 +61,13 @@ def main() -> None:
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step(), sched.step(), opt.zero_grad()
-        hist.append((out.contrastive_loss.item(), out.codevector_perplexity.item(), out.num_masked.item() / args.batch))
+        t = out.telemetry  # unispeech_core/telemetry.py: is the contrastive term learning, and if not, why
+        hist.append((out.contrastive_loss.item(), t["contrastive_accuracy"].item(), t["cos_pos_neg"].item(),
+                     t["code_perplexity"].item(), t["prob_perplexity"].item(), t["masked_frames_per_utt"].item()))
         if (step + 1) % args.every == 0:
             h = np.array(hist[-args.every:]).mean(0)
-            print(f"{step + 1:6d}  {h[0]:11.3f}  {h[1]:10.1f}  {h[2]:10.1f}  {time.perf_counter() - t0:7.0f}")
+            print(f"{step + 1:6d}  {h[0]:11.3f}  {h[1]:8.2f}  {h[2]:12.3f}  {h[3]:8.1f}  {h[4]:8.1f}  {h[5]:10.1f}  "
+                  f"{time.perf_counter() - t0:7.0f}")
 
 
 if __name__ == "__main__":
