@@ -15,7 +15,7 @@ from .feature_encoder import FeatureEncoder, FeatureProjection, conv_output_leng
 from .losses import contrastive_candidates, contrastive_sum, ctc_loss, diversity_loss, unispeech_loss
 from .masking import compute_mask_indices, sample_negative_indices
 from .outputs import BaseModelOutput, CTCOutput, PreTrainingOutput, SequenceClassifierOutput
-from .quantizer import GumbelVectorQuantizer
+from .quantizer import GumbelVectorQuantizer, QuantizerOutput
 from .telemetry import code_perplexity, code_randomness, contrastive_accuracy, target_cosines
 
 
@@ -219,7 +219,7 @@ class UniSpeechForPreTraining(UniSpeechPreTrainedModel):
             mask = mask & valid
         quant_in = self.dropout_features(out.extract_features)
         ppl_frames = mask if mask is not None and bool(mask.any()) else valid
-        codes = self.quantizer.quantize(quant_in, ppl_frames)
+        codes = QuantizerOutput(*self.quantizer(quant_in, ppl_frames, with_codes=True))
         perplexity = codes.perplexity
         quantized = self.project_hid(self.project_q(codes.vectors.to(self.project_q.weight.dtype)))
 

@@ -42,14 +42,19 @@ class GumbelVectorQuantizer(nn.Module):
         return torch.exp(-torch.sum(torch.xlogy(marginal, marginal), dim=-1)).sum()
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, T, C] → (codevectors [B, T, D], perplexity over ``mask`` frames, or all frames if None)."""
-        out = self.quantize(x, mask)
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, *, with_codes: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """x [B, T, C] → (codevectors [B, T, D], perplexity over ``mask`` frames, or all frames if None); with
+        ``with_codes`` also the sampled and argmax codes of the ``mask`` frames (QuantizerOutput's fields in order:
+        what the telemetry reads, unispeech_core/telemetry.py). Called as the module and returning a plain tuple of
+        tensors: DeepSpeed ZeRO-3 gathers the codebook in the module's forward hooks and, for the backward pass,
+        in hooks it can only attach to tensors in tuples, lists or dicts."""
+        out = self._quantize(x, mask)
+        if with_codes:
+            return out.vectors, out.perplexity, out.sampled_codes, out.argmax_codes
         return out.vectors, out.perplexity
 
-    def quantize(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
-        """forward, plus the hard codes of the ``mask`` frames (what the telemetry reads: unispeech_core/telemetry.py)."""
+    def _quantize(self, x: torch.Tensor, mask: torch.Tensor | None) -> QuantizerOutput:
         b, t, _ = x.shape
         logits = self.weight_proj(x).view(b * t, self.num_groups, self.num_vars)
         flat_mask = mask.reshape(-1) if mask is not None else None
