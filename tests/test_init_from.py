@@ -100,7 +100,8 @@ def test_wav2vec2_and_ctc_directories_start_pretraining_with_their_missing_parts
         (warning,) = [r.getMessage() for r in caplog.records if "newly initialised" in r.getMessage()]
         assert fresh in warning, (kind, warning)
         model = UniSpeechForPreTraining.from_pretrained(job.pretrain.init_from, allow_new_head=True,
-                                                        reinit_mismatched_head=True, **job.model.settings(vocab))
+                                                        reinit_mismatched_head=True, convertible=True,
+                                                        **job.model.settings(vocab))
         import transformers
 
         theirs = transformers.AutoModel.from_pretrained(src)

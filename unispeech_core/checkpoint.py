@@ -165,12 +165,13 @@ class PreTrainedMixin:
 
     @classmethod
     def check_pretrained(cls, directory: str | Path, *, allow_new_head: bool = False,
-                         reinit_mismatched_head: bool = False, **config_overrides: Any) -> LoadingInfo:
+                         reinit_mismatched_head: bool = False, convertible: bool = False,
+                         **config_overrides: Any) -> LoadingInfo:
         """Raise what ``from_pretrained`` would raise about keys and shapes, without reading any tensor: the model is
         built on the meta device and compared with the safetensors header. Cheap for any model size: a preflight
         (e.g. evaluation's, before Ray starts)."""
         directory = Path(directory)
-        config = UniSpeechConfig.from_pretrained(directory, **config_overrides)
+        config = UniSpeechConfig.from_pretrained(directory, convertible=convertible, **config_overrides)
         with torch.device("meta"):
             model = cls(config)  # type: ignore[call-arg]
         own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -231,6 +232,7 @@ class PreTrainedMixin:
         output_loading_info: bool = False,
         allow_new_head: bool = False,
         reinit_mismatched_head: bool = False,
+        convertible: bool = False,
         **config_overrides: Any,
     ) -> T | tuple[T, LoadingInfo]:
         """Build from config.json (plus overrides) and load the weights strictly: a key missing from the
@@ -240,7 +242,7 @@ class PreTrainedMixin:
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"model directory not found: {directory}")
-        config = UniSpeechConfig.from_pretrained(directory, **config_overrides)
+        config = UniSpeechConfig.from_pretrained(directory, convertible=convertible, **config_overrides)
         model = cls(config)  # type: ignore[call-arg]
         info = model.load_checkpoint_state(load_state_dict(directory), reinit_mismatched_head=reinit_mismatched_head)
         model.check_loading_info(info, directory, allow_new_head=allow_new_head)

@@ -24,8 +24,9 @@ for everything the two architectures share."""
 @dataclass(init=False)
 class UniSpeechConfig:
     model_type = "unispeech"
-    """Written into config.json. Reading also accepts CONVERTIBLE_MODEL_TYPES (same field names), so a wav2vec2
-    checkpoint can start UniSpeech pretraining (unispeech_core/checkpoint.py maps its weight names)."""
+    """Written into config.json. Reading with ``convertible=True`` also accepts CONVERTIBLE_MODEL_TYPES (same field
+    names), so a wav2vec2 checkpoint can start UniSpeech pretraining (unispeech_core/checkpoint.py maps its weight
+    names)."""
 
     vocab_size: int = 32
     """Size of the CTC head's vocabulary (UniSpeechForCTC.lm_head); blank = pad_token_id."""
@@ -231,9 +232,11 @@ class UniSpeechConfig:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> UniSpeechConfig:
+    def from_dict(cls, d: dict[str, Any], *, convertible: bool = False, **overrides: Any) -> UniSpeechConfig:
+        """``convertible``: also read CONVERTIBLE_MODEL_TYPES (a continued pretraining from a wav2vec2 checkpoint);
+        everything else expects a UniSpeech config and refuses another model type by name."""
         model_type = d.get("model_type", cls.model_type)
-        if model_type not in (cls.model_type, *CONVERTIBLE_MODEL_TYPES):
+        if model_type != cls.model_type and not (convertible and model_type in CONVERTIBLE_MODEL_TYPES):
             raise ValueError(f"config has model_type {model_type!r}, expected {cls.model_type!r}")
         return cls(**{**d, **overrides})
 
@@ -245,7 +248,7 @@ class UniSpeechConfig:
         return path
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, **overrides: Any) -> UniSpeechConfig:
+    def from_pretrained(cls, directory: str | Path, *, convertible: bool = False, **overrides: Any) -> UniSpeechConfig:
         path = Path(directory)
         if path.is_dir():
             path = path / CONFIG_NAME
@@ -255,4 +258,4 @@ class UniSpeechConfig:
             d = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(d, **overrides)
+        return cls.from_dict(d, convertible=convertible, **overrides)

@@ -69,7 +69,7 @@ def _saved_settings(model_dir: str) -> dict[str, Any]:
     to the corpus."""
     raw = read_model_config(model_dir, "pretrain.init_from")
     try:
-        config = UniSpeechConfig.from_dict(raw).to_dict()
+        config = UniSpeechConfig.from_dict(raw, convertible=True).to_dict()
     except (ValueError, TypeError) as e:
         raise JobSetupError(f"pretrain.init_from: {model_dir}: not a UniSpeech or wav2vec2 config: {e}") from None
     known = {k: v for k, v in config.items()
@@ -82,7 +82,7 @@ def _check_weights(model_dir: str, model: ModelSection, vocab: Mapping[str, int]
     naming the parts that start fresh."""
     try:
         info = UniSpeechForPreTraining.check_pretrained(model_dir, allow_new_head=True, reinit_mismatched_head=True,
-                                                        **model.settings(vocab))
+                                                        convertible=True, **model.settings(vocab))
     except (OSError, ValueError) as e:  # WeightsMismatchError is a ValueError
         raise JobSetupError(f"pretrain.init_from: {e}") from None
     reshaped = sorted({k.split(".")[0] for k in info.reinitialised_keys})

@@ -38,7 +38,8 @@ class PretrainTask:
     def build_model(self) -> nn.Module:
         if self.init_from:  # heads the checkpoint lacks, or of another shape, start fresh (named on the driver)
             model = UniSpeechForPreTraining.from_pretrained(self.init_from, allow_new_head=True,
-                                                            reinit_mismatched_head=True, **self.model.settings(self.vocab))
+                                                            reinit_mismatched_head=True, convertible=True,
+                                                            **self.model.settings(self.vocab))
         else:
             model = UniSpeechForPreTraining(self.model.unispeech_config(self.vocab))
         self.config = model.config
