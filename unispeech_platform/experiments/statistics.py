@@ -197,11 +197,6 @@ def _aligned(runs: dict[tuple[str, int], dict[str, UtteranceErrors]], arms: Sequ
     return edits, first.ref_phones, first.speaker_groups()
 
 
-def resample_counts(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
-    """(resamples, n): how often each of n utterances is drawn in each resample of n draws with replacement."""
-    return _counts(rng.integers(0, n, size=(resamples, n)), n)
-
-
 def _counts(idx: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
     """(resamples, n) bincount of each row of ``idx`` (resamples, m) (optionally weighted: 0 = not drawn)."""
     resamples = idx.shape[0]
@@ -213,7 +208,8 @@ def _counts(idx: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.nd
 def hierarchical_counts(rng: np.random.Generator, groups: np.ndarray, resamples: int) -> np.ndarray:
     """(resamples, n): how often each utterance is drawn when, per resample, K speakers are drawn with replacement
     from the K speakers (``groups``: speaker index of each utterance) and, for every drawn speaker, as many of that
-    speaker's utterances as it has, with replacement. With one utterance per speaker this is resample_counts."""
+    speaker's utterances as it has, with replacement. With one utterance per speaker this is the plain
+    utterance bootstrap."""
     n = len(groups)
     order = np.argsort(groups, kind="stable")  # utterances grouped by speaker
     sizes = np.bincount(groups)

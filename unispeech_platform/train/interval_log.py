@@ -63,19 +63,22 @@ class IntervalLog:
 
     def _dropped_rows(self, s: Session) -> dict[str, float]:
         """Bad rows the data pipeline dropped, summed over ranks, since the run began (``bad_rows/<reason>``)."""
-        out = {}
-        for reason, n in all_reduce_sums(dict(s.feed.dropped), s.device).items():
-            s.state.dropped_rows[reason] = self.dropped_before.get(reason, 0) + int(n)
-            out[f"bad_rows/{reason}"] = s.state.dropped_rows[reason]
-        return out
+        return _since_run_start(s, s.feed.dropped, self.dropped_before, s.state.dropped_rows, "bad_rows/")
 
     def _augmented_rows(self, s: Session) -> dict[str, float]:
         """Rows the data pipeline augmented, summed over ranks, since the run began (``augmented/<effect>``)."""
-        out = {}
-        for effect, n in all_reduce_sums(dict(s.feed.augmented), s.device).items():
-            s.state.augmented_rows[effect] = self.augmented_before.get(effect, 0) + int(n)
-            out[f"augmented/{effect}"] = s.state.augmented_rows[effect]
-        return out
+        return _since_run_start(s, s.feed.augmented, self.augmented_before, s.state.augmented_rows, "augmented/")
+
+
+def _since_run_start(s: Session, this_attempt: dict[str, int], before: dict[str, int], total: dict[str, int],
+                     prefix: str) -> dict[str, float]:
+    """Collective: this attempt's counts summed over ranks, added to those up to the restored checkpoint; ``total``
+    (the checkpointed state's) is updated, the metrics are ``<prefix><key>``."""
+    out = {}
+    for key, n in all_reduce_sums(dict(this_attempt), s.device).items():
+        total[key] = before.get(key, 0) + int(n)
+        out[f"{prefix}{key}"] = total[key]
+    return out
 
 
 def watch_health(s: Session, metrics: dict[str, float]) -> None:
