@@ -4,7 +4,8 @@ worker's stdout/stderr (DeepSpeed build and accelerator notices, torch warnings,
 Ray/MLflow are off unless ``--verbose`` (or UNISPEECH_VERBOSE=1). Worker logs stay in Ray's session log directory;
 a failing worker's traceback still reaches the driver through Ray Train's error.
 
-    pretrain  update 125/400  loss 5.18  ctc 6.97  contrastive 3.04  ppl 83  7.7 audio-s/s  ETA 3m12s
+    pretrain  update 125/400  loss 5.183  ctc 6.971  contrastive 3.040  lr 5.00e-04  7.7 audio-s/s  ETA 3m12s
+    pretrain  health 125  contrastive acc 42%  cos(pos,neg) 0.61  cos(pos,pred) 0.50  code ppl 38.1  ...
 """
 
 from __future__ import annotations
