@@ -222,3 +222,23 @@ def test_a_config_file_that_cannot_be_one_is_refused_in_one_line(tmp_path, conte
     with pytest.raises(ConfigError, match=message) as e:
         load_config(PretrainJobConfig, path)
     assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_bad_numbers_from_yaml_and_set_exit_2_in_one_line_and_write_nothing(tmp_path):
+    """(Issue 30, as a user meets it) the real CLI: nan in a YAML file and 2^64 through --set both stop at the
+    config with exit 2 and one stderr line naming the key; the directory the job runs in is left as it was."""
+    from tree_guard import assert_unchanged, tree_digest
+
+    config = tmp_path / "job.yaml"
+    values = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    values["optim"]["lr"] = float("nan")  # written by yaml as .nan
+    config.write_text(yaml.safe_dump(values))
+    before = tree_digest(tmp_path)
+    for argv, key in [(["--config", str(config)], "optim.lr"),
+                      (["--config", str(ROOT / "configs" / "tiny.yaml"), "--set", "train.seed=18446744073709551616"],
+                       "train.seed")]:
+        done = subprocess.run([sys.executable, "-m", "jobs.pretrain", *argv], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 2 and len(lines) == 1 and key in lines[0], done.stderr[-2000:]
+    assert_unchanged(before, tree_digest(tmp_path))

@@ -125,6 +125,8 @@ def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
 
 
 def format_errors(cls: type[BaseModel], err: ValidationError) -> str:
+    """Every problem pydantic found, on one line (the house rule for a refusal: one line naming the key; several
+    problems are joined with "; " so the line stays one)."""
     lines = []
     for e in err.errors():
         loc = tuple(e["loc"])
@@ -132,10 +134,10 @@ def format_errors(cls: type[BaseModel], err: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             owner = _model_at(cls, loc[:-1])
             valid = ", ".join(sorted(owner.model_fields)) if owner is not None else "?"
-            lines.append(f"  {key}: unknown key (valid keys here: {valid})")
+            lines.append(f"{key}: unknown key (valid keys here: {valid})")
         else:
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
-    return f"invalid {cls.__name__}:\n" + "\n".join(lines)
+            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return f"invalid {cls.__name__}: " + "; ".join(lines)
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
