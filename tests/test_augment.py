@@ -5,6 +5,7 @@ tiny Ray + DeepSpeed run (so the module runs under the shared Ray lock)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -171,6 +172,108 @@ def test_codec_round_trip_keeps_length_time_and_the_tone(codec):
     assert abs(peak_hz(out.wave) - 440) <= 2
     assert not np.allclose(out.wave, gated, atol=1e-4)  # it is lossy: the codec really ran
     assert snr_db(gated, out.wave) > 3
+
+
+# --- noise and impulse responses from the user's folders (data/audio_bank.py) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """A MUSAN-style noise folder (a 3 kHz tone as 8 kHz stereo WAV, a 2.5 kHz tone as FLAC in a subfolder, an Ogg
+    Vorbis 3.5 kHz tone, a README that is not audio) and an impulse-response folder (one measured-like response:
+    30 ms of propagation delay, the direct path, an echo 50 ms later at half amplitude)."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("banks")
+    noise = root / "noise"
+    (noise / "street").mkdir(parents=True)
+    sf.write(noise / "hum.wav", tone(8000, 0.5, freq=3000.0, channels=2), 8000)
+    sf.write(noise / "street" / "car.flac", tone(SR, 3.0, freq=2500.0), SR)
+    sf.write(noise / "wind.ogg", tone(SR, 3.0, freq=3500.0), SR, format="OGG", subtype="VORBIS")
+    (noise / "README.txt").write_text("MUSAN-style noise\n")
+    rirs = root / "rirs"
+    rirs.mkdir()
+    rir = np.zeros(SR // 5, dtype=np.float32)
+    rir[480], rir[480 + 800] = 1.0, 0.5
+    sf.write(rirs / "hall.wav", rir, SR, subtype="FLOAT")
+    return noise, rirs
+
+
+def from_files(noise_dir, **kw) -> AugmentConfig:
+    return only("noise", noise_dir=str(noise_dir), **kw)
+
+
+def test_noise_from_a_folder_is_a_recorded_file_at_the_drawn_snr_and_deterministic_per_row(folders):
+    noise_dir, _ = folders
+    files = {"hum.wav": 3000, "street/car.flac": 2500, "wind.ogg": 3500}
+    seen = set()
+    for row_id in [f"r{i}" for i in range(12)]:
+        out = run(TONE, from_files(noise_dir, noise_snr_db=(0.0, 10.0)), row_id=row_id)
+        again = run(TONE, from_files(noise_dir, noise_snr_db=(0.0, 10.0)), row_id=row_id)
+        assert out.applied == ("noise",) and np.array_equal(out.wave, again.wave) and out.drawn == again.drawn
+        name = out.drawn["noise"]
+        assert name in files, name  # never the README
+        assert abs(snr_db(TONE, out.wave) - out.drawn["snr_db"]) < 0.1, (row_id, out.drawn)
+        assert abs(peak_hz(out.wave - TONE) - files[name]) <= 4, (name, peak_hz(out.wave - TONE))  # that file's noise
+        seen.add(name)
+    assert seen == set(files)  # every file is drawn; the 0.5 s hum is looped under a 2 s utterance
+    assert run(TONE, from_files(noise_dir), row_id="r0", epoch=1).drawn != run(TONE, from_files(noise_dir), row_id="r0").drawn
+
+
+def test_impulse_responses_from_a_folder_start_at_their_direct_path(folders):
+    _, rir_dir = folders
+    x = gated_tone()
+    out = run(x, only("reverb", rir_dir=str(rir_dir)))
+    assert out.applied == ("reverb",) and out.drawn["rir"] == "hall.wav" and "rt60_s" not in out.drawn
+    rir = np.zeros(801)
+    rir[0], rir[800] = 1.0, 0.5  # the 30 ms before the direct path is cut: the speech keeps its place in time
+    expected = np.convolve(x, rir)[: len(x)]
+    expected *= np.sqrt(np.mean(x.astype(np.float64) ** 2) / np.mean(expected**2))
+    np.testing.assert_allclose(out.wave, expected, atol=1e-4)
+
+
+def test_a_folder_that_cannot_serve_stops_the_job_before_ray_naming_the_key_and_file(folders, tmp_path):
+    from unispeech_platform.data.audio_bank import AudioBankError, check_augment_folders
+    from unispeech_platform.runtime.errors import JobSetupError
+
+    noise_dir, rir_dir = folders
+    check_augment_folders(from_files(noise_dir, rir_dir=str(rir_dir), reverb_prob=1.0))  # the good folders pass
+    (tmp_path / "empty").mkdir()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "cut.wav").write_bytes(encode(TONE, SR, "WAV")[:30])
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / "stream.wav")
+    for cfg, fragment in [
+        (from_files(tmp_path / "missing"), "data.augment.noise_dir: "),
+        (from_files(tmp_path / "empty"), "no audio files in it"),
+        (from_files(bad), "cut.wav: "),
+        (from_files(fifo), "fifo: no audio files in it"),  # a FIFO is not a file: never listed, never opened
+        (only("reverb", rir_dir=str(bad)), "data.augment.rir_dir: "),
+    ]:
+        with pytest.raises(AudioBankError, match=fragment) as e:
+            check_augment_folders(cfg)
+        assert isinstance(e.value, JobSetupError) and "\n" not in str(e.value)  # exit 3, one line
+    check_augment_folders(from_files(tmp_path / "missing", enabled=False))  # off: not read at all
+
+
+def test_a_file_that_breaks_during_training_leaves_its_rows_clean_and_says_so_once(tmp_path, caplog):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "cut.wav").write_bytes(encode(TONE, SR, "WAV")[:30])
+    with caplog.at_level("WARNING"):
+        outs = [run(TONE, from_files(bad), row_id=f"r{i}") for i in range(3)]
+    assert all(o.applied == () and np.array_equal(o.wave, TONE) for o in outs)
+    assert sum("cut.wav" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_relative_folder_is_made_absolute_where_the_config_is_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = AugmentConfig(noise_dir="noise", rir_dir="s3://bucket/rirs")
+    assert cfg.noise_dir == str(tmp_path / "noise") and cfg.rir_dir == "s3://bucket/rirs"
+    with pytest.raises(ValueError, match="must name a folder"):
+        AugmentConfig(noise_dir=" ")
 
 
 # --- configuration -------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -56,6 +57,19 @@ class AugmentConfig(BaseModel):
         min_length=1,
         description="Noise spectra to draw from: white (flat), pink (1/f power), brown (1/f^2 power).",
     )
+    noise_dir: str | None = Field(
+        default=None,
+        description="A folder of recorded noise (MUSAN-style; any audio libsndfile decodes, searched recursively; "
+        "a local directory every worker reads at the same path, or an object-storage URI): the noise effect then "
+        "adds a random stretch of a random file at the drawn SNR instead of generated coloured noise.",
+    )
+    rir_dir: str | None = Field(
+        default=None,
+        description="A folder of measured room impulse responses (any audio libsndfile decodes, searched "
+        "recursively; local or object storage): the reverb effect then convolves with a random file, cut to "
+        "start at its direct path and to at most 2 s, instead of a generated response (reverb_rt60_s and "
+        "reverb_drr_db are then unused).",
+    )
     bandlimit_prob: Probability = Field(
         default=0.3, description="Chance of a telephone-like band limit (high-pass and low-pass)."
     )
@@ -76,6 +90,18 @@ class AugmentConfig(BaseModel):
         description="libsndfile compression_level range, within [0, 0.99] (0: best quality; 0.9-0.99: low "
         "bitrates, e.g. Opus ~35-12 kbit/s; mulaw ignores it).",
     )
+
+    @field_validator("noise_dir", "rir_dir")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        """Workers read the folder from another working directory: a local path is made absolute where the
+        config is read (a URI is kept; the same rule as data/storage.py's ``absolute``, which this layer cannot
+        import)."""
+        if value is None or "://" in value:
+            return value
+        if not value.strip():
+            raise ValueError("must name a folder (or be left out)")
+        return os.path.abspath(value)
 
     @field_validator(*RANGE_LIMITS)
     @classmethod

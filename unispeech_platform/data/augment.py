@@ -6,7 +6,8 @@ codec. Every choice comes from ``row_rng("augment", effect, seed, epoch, row id,
 the same audio on any worker, another epoch other audio, and one effect's draws do not depend on which other
 effects are on. The signal processing is torchaudio's (resampling, ``fftconvolve``, ``add_noise``, biquads)
 and libsndfile's (codecs, through soundfile); only the noise colouring and the room impulse response are
-written here, each saying why.
+written here, each saying why. Recorded noise and measured impulse responses come from the user's folders
+(``noise_dir``, ``rir_dir``; data/audio_bank.py) when given.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from unispeech_platform.config.augment import AugmentConfig
 
 from .audio import _resampler
+from .audio_bank import AudioBankError, measured_rir, noise_stretch, open_bank, warn_once
 from .decode import row_rng
 from .schema import TARGET_SAMPLE_RATE as SR
 
@@ -39,7 +41,8 @@ HEADROOM = 0.5  # peak level the biquads and codecs see: torchaudio's lfilter cl
 @dataclass(frozen=True)
 class Augmented:
     """The augmented wave (float32, 16 kHz mono), the effects that changed it (in ``EFFECTS`` order) and what
-    was drawn for them (speed, rt60_s, drr_db, noise, snr_db, highpass_hz, lowpass_hz, codec, compression)."""
+    was drawn for them (speed, rt60_s, drr_db or rir, noise, snr_db, highpass_hz, lowpass_hz, codec, compression;
+    ``noise`` is a colour or the drawn file's path inside ``noise_dir``, ``rir`` the file's inside ``rir_dir``)."""
 
     wave: np.ndarray
     applied: tuple[str, ...]
@@ -63,15 +66,11 @@ def augment(
         if factor != 1.0:
             x = change_speed(x, factor)
             applied.append("speed")
-    if (rng := draw("reverb", cfg.reverb_prob)) is not None:
-        rt60_s = drawn["rt60_s"] = float(rng.uniform(*cfg.reverb_rt60_s))
-        drr_db = drawn["drr_db"] = float(rng.uniform(*cfg.reverb_drr_db))
-        x = reverberate(x, room_impulse_response(rt60_s, drr_db, rng))
+    if (rng := draw("reverb", cfg.reverb_prob)) is not None and (rir := _room(cfg, rng, drawn)) is not None:
+        x = reverberate(x, rir)
         applied.append("reverb")
-    if (rng := draw("noise", cfg.noise_prob)) is not None:
-        colour = drawn["noise"] = cfg.noise_colours[int(rng.integers(len(cfg.noise_colours)))]
-        snr_db = drawn["snr_db"] = float(rng.uniform(*cfg.noise_snr_db))
-        x = add_noise(x, coloured_noise(colour, len(x), rng), snr_db)
+    if (rng := draw("noise", cfg.noise_prob)) is not None and (noise := _noise(cfg, len(x), rng, drawn)) is not None:
+        x = add_noise(x, noise, drawn["snr_db"])
         applied.append("noise")
     if (rng := draw("bandlimit", cfg.bandlimit_prob)) is not None:
         highpass_hz = drawn["highpass_hz"] = float(rng.uniform(*cfg.bandlimit_highpass_hz))
@@ -84,6 +83,37 @@ def augment(
         x = codec_round_trip(x, codec, compression)
         applied.append("codec")
     return Augmented(np.ascontiguousarray(x.numpy(), dtype=np.float32), tuple(applied), drawn)
+
+
+def _room(cfg: AugmentConfig, rng: np.random.Generator, drawn: dict) -> torch.Tensor | None:
+    """The impulse response for a row: a measured one from ``rir_dir``, else a generated one. A measured file
+    that does not decode leaves the row dry (said once per file, not counted as reverberated)."""
+    if cfg.rir_dir is None:
+        rt60_s = drawn["rt60_s"] = float(rng.uniform(*cfg.reverb_rt60_s))
+        drr_db = drawn["drr_db"] = float(rng.uniform(*cfg.reverb_drr_db))
+        return room_impulse_response(rt60_s, drr_db, rng)
+    try:
+        drawn["rir"], rir = measured_rir(open_bank(cfg.rir_dir), rng)
+    except AudioBankError as e:
+        warn_once(f"data.augment.rir_dir: {e}: rows that draw it are not reverberated")
+        return None
+    return torch.from_numpy(rir)
+
+
+def _noise(cfg: AugmentConfig, n: int, rng: np.random.Generator, drawn: dict) -> torch.Tensor | None:
+    """The noise for a row of ``n`` samples and its SNR (in ``drawn``): a stretch of a recorded file from
+    ``noise_dir``, else generated coloured noise. A file that does not decode leaves the row clean (said once)."""
+    if cfg.noise_dir is None:
+        colour = drawn["noise"] = cfg.noise_colours[int(rng.integers(len(cfg.noise_colours)))]
+        drawn["snr_db"] = float(rng.uniform(*cfg.noise_snr_db))
+        return coloured_noise(colour, n, rng)
+    drawn["snr_db"] = float(rng.uniform(*cfg.noise_snr_db))
+    try:
+        drawn["noise"], noise = noise_stretch(open_bank(cfg.noise_dir), n, rng)
+    except AudioBankError as e:
+        warn_once(f"data.augment.noise_dir: {e}: rows that draw it get no noise")
+        return None
+    return torch.from_numpy(noise)
 
 
 def change_speed(x: torch.Tensor, factor: float) -> torch.Tensor:

@@ -104,18 +104,20 @@ def vocab_path(job: PretrainJobConfig) -> str | None:
 
 def preflight(job: PretrainJobConfig, *, resume: bool, run_given: bool = False) -> tuple[str | None, RunLayout]:
     """Checks that need no Ray, each failing with one line (exit 3): the corpus (paths, splits, schema, a sample
-    of data pages, vocabulary), the initial weights and their config.json (typed like the model section), the
+    of data pages, vocabulary), the augmentation's noise and impulse-response folders, the initial weights and their config.json (typed like the model section), the
     export directory, tracking reachable, run directory state matches --resume. Returns (tracking_uri or None,
     the run's layout).
 
     ``run_given``: the caller already holds the job's MLflow run (an experiment's stage, a sweep's trial), so the
     server is not checked: from here on tracking is best effort, and an outage between two stages of a long
     experiment keeps records for a later replay instead of failing the stage (docs/training.md#tracking-outages)."""
+    from unispeech_platform.data.audio_bank import check_augment_folders
     from unispeech_platform.data.batch_order import blocked_order_warning
     from unispeech_platform.data.validate import check_corpus
     from unispeech_platform.train.preflight import check_export_dirs, check_init_model
 
     parts = check_corpus(job.data, job.data.train_splits)
+    check_augment_folders(job.data.augment)
     blocked = blocked_order_warning(parts, job.data, job.train.num_workers)
     if blocked:
         log.warning(blocked)
