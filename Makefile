@@ -5,19 +5,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup test lint demo bench browser clean
+.PHONY: setup test lint demo bench browser clean lock
 
 setup: $(STAMP)
 
 # Re-run the install when the dependency list changes.
-$(STAMP): pyproject.toml requirements-dev.txt tools/build_deepspeed_ops.py
+$(STAMP): pyproject.toml requirements-dev.txt requirements.lock tools/build_deepspeed_ops.py
 	@command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng) \
 		|| echo "WARNING: espeak-ng missing and could not be installed; corpus synthesis will fail"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-dev.txt
-	$(BIN)/pip install -q --no-deps torchaudio==2.11.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c requirements.lock -r requirements-dev.txt
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	$(BIN)/python tools/build_deepspeed_ops.py  # once here, not inside the first job
 	touch $(STAMP)
 
@@ -41,6 +40,11 @@ demo: setup
 
 bench: setup
 	$(BIN)/python bench/model_step.py
+
+# Record the venv's versions as the new lock (after an upgrade in the venv and a green `make test`).
+lock:
+	( sed -n '1,3p' requirements.lock; $(BIN)/pip freeze --exclude-editable ) > requirements.lock.new
+	mv requirements.lock.new requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from unispeech_platform.config.presets import preset_name, preset_names, resolve_config_path
 from unispeech_platform.config.redact import redact_config
 
 T = TypeVar("T", bound=BaseModel)
@@ -44,12 +45,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def read_yaml(path: str | Path) -> Any:
-    """A YAML file's content (safe: no tags executed; duplicate keys refused); ConfigError naming the file for a
-    missing, unreadable, binary or malformed one."""
+    """A YAML file's content (safe: no tags executed; duplicate keys refused); ``path`` may name a shipped preset
+    (config/presets.py). ConfigError naming the file for a missing, unreadable, binary or malformed one."""
+    given, path = path, resolve_config_path(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        if not (path.is_file() or path.is_dir() or not path.exists()):  # a FIFO or device would block or never end
+            raise ConfigError(f"{path}: not a regular file: give a YAML config file")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        names = preset_name(given) and ", ".join(preset_names())
+        raise ConfigError(f"config file not found: {given}" + (f" (shipped presets: {names})" if names else "")) from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, not a YAML config file") from None
     except UnicodeDecodeError:
