@@ -303,14 +303,20 @@ def test_window_reduce_means_over_all_ranks_and_resets(tmp_path: Path) -> None:
         "data_wait_fraction": 2.0 / 8.0,  # total wait / total wall, over ranks
         "seconds_per_update": 4.0 / 2,  # mean wall per rank / updates
     }
-    assert first0.keys() == first1.keys() == expected.keys()
+    expected["perf/audio_seconds_per_s_per_worker"] = expected["audio_seconds_per_s"] / WORLD
+
+    def untimed(metrics: dict[str, float]) -> dict[str, float]:  # the phase shares are real clock readings
+        return {k: v for k, v in metrics.items() if not k.startswith("time_share/")}
+
+    assert untimed(first0).keys() == untimed(first1).keys() == expected.keys()
     for key, value in expected.items():
         assert first0[key] == pytest.approx(value, rel=1e-12, abs=0.0), key
         assert first1[key] == pytest.approx(value, rel=1e-12, abs=0.0), key
     assert not any(math.isnan(v) for v in first0.values())
     # after the reset: no micro or update keys, throughput zeros (no division by zero)
-    empty = {"audio_seconds_per_s": 0.0, "data_wait_fraction": 0.0, "seconds_per_update": 0.0}
-    assert second0 == second1 == empty
+    empty = {"audio_seconds_per_s": 0.0, "data_wait_fraction": 0.0, "seconds_per_update": 0.0,
+             "perf/audio_seconds_per_s_per_worker": 0.0}
+    assert untimed(second0) == untimed(second1) == empty
 
 
 def _worker_gather(rank: int) -> list[Any]:
@@ -396,6 +402,51 @@ def test_a_nonfinite_loss_on_one_rank_is_skipped_by_every_rank(tmp_path: Path) -
         # the weights moved on micro-batches 1 and 3 only: the skipped one left no trace, not even on rank 0
         assert r["w"] == pytest.approx(_sgd_reference(rank, [0, 2]), rel=1e-6), rank
         assert r["w"] != pytest.approx(_sgd_reference(rank, [0, 1]), rel=1e-6), rank
+
+
+DATA_SLEEP_S, FORWARD_SLEEP_S = 0.03, 0.01
+
+
+class _SlowXYStream(_XYStream):
+    """Every batch takes DATA_SLEEP_S to arrive: a slow decoder or store."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in super().__iter__():
+            time.sleep(DATA_SLEEP_S)
+            yield batch
+
+
+class _SlowOnRank1Task(_ScalarTask):
+    """Rank 1's forward pass takes FORWARD_SLEEP_S longer: the straggler the others wait for."""
+
+    def forward(self, engine: _SGDEngine, batch: dict[str, Any], device: torch.device):
+        if self.rank == 1:
+            time.sleep(FORWARD_SLEEP_S)
+        return super().forward(engine, batch, device)
+
+
+def _worker_phases(rank: int) -> dict[str, float]:
+    engine, state, window = _SGDEngine(), TrainState(), Window(CPU, rank)
+    feed = LockstepBatches(lambda epoch: _SlowXYStream(rank, epoch, 100), device=CPU)
+    task = _SlowOnRank1Task(rank=-1 if rank == 0 else 1)  # rank -1: never the poisoned micro-batch
+    for _ in range(8):
+        accumulate_update(task, engine, feed, state, window, 2, CPU)
+    return window.reduce(world=WORLD)
+
+
+def test_the_step_time_breakdown_sums_to_one_shows_a_slow_data_path_and_names_the_straggler(tmp_path: Path) -> None:
+    """(Issue 31) two real ranks, 16 micro-batches each: every phase that ran has a share, the shares and `other`
+    sum to 1, the sleep in the data path is the data-wait share, and the rank with the slow forward is named."""
+    r0, r1 = _run_two_ranks(_worker_phases, tmp_path)
+    assert r0 == r1  # the same reduced numbers on every rank
+    shares = {k.removeprefix("time_share/"): v for k, v in r0.items() if k.startswith("time_share/")}
+    slowest = shares.pop("slowest_rank")
+    assert sum(shares.values()) == pytest.approx(1.0, abs=0.02), shares
+    assert all(shares[p] > 0 for p in ("data_wait", "forward", "backward", "optimizer")), shares
+    assert shares["evaluation"] == shares["checkpoint"] == shares["logging"] == 0.0  # not run here
+    # per micro-batch: 30 ms of data on both ranks vs ~10 ms of (rank 1's) forward: data wait dominates
+    assert shares["data_wait"] > 0.5 and shares["data_wait"] > 2 * shares["forward"], shares
+    assert slowest == 1.0
 
 
 class _DroppingStream:

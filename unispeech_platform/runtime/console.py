@@ -98,11 +98,24 @@ def task_line(task: str, *parts: str) -> str:
     return "  ".join([f"{task:<8}", *parts])
 
 
+TIME_SHARE = "time_share/"
+"""Prefix of the step-time breakdown's metrics (train/phase_clock.py)."""
+
+
+def biggest_shares(metrics: dict[str, float], n: int = 2) -> list[tuple[str, float]]:
+    """The ``n`` largest phase shares of an interval's metrics, largest first."""
+    named = [(k.removeprefix(TIME_SHARE), v) for k, v in metrics.items()
+             if k.startswith(TIME_SHARE) and k != f"{TIME_SHARE}slowest_rank"]
+    return sorted(named, key=lambda kv: -kv[1])[:n]
+
+
 def update_line(task: str, step: int, max_steps: int, metrics: dict[str, float], eta_s: float | None) -> str:
     """The one line of a logging interval."""
     parts = [f"update {step}/{max_steps}", *_fields(metrics, UPDATE_FIELDS)]
     if metrics.get("audio_seconds_per_s") is not None:
         parts.append(f"{metrics['audio_seconds_per_s']:.1f} audio-s/s")
+    if top := biggest_shares(metrics):
+        parts.append("time " + " ".join(f"{name} {share:.0%}" for name, share in top))
     if metrics.get("nonfinite_skipped"):
         parts.append(f"skipped {int(metrics['nonfinite_skipped'])} non-finite")
     if metrics.get("oom_skipped"):

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from unispeech_platform.runtime.console import Eta, health_status_line, update_line
+from unispeech_platform.runtime.flops import mfu
 from unispeech_platform.train.engine import state_memory_mb
 from unispeech_platform.train.health import report_health
 from unispeech_platform.train.metrics import Window, all_reduce_sums
@@ -26,11 +27,12 @@ class IntervalLog:
     """The metrics window since the last log, and the row counts it adds to the restored checkpoint's."""
 
     def __init__(self, s: Session):
-        self.window = Window(s.device)
+        self.window = Window(s.device, s.rank)
         """Sums since the last log; `train/step.py` adds each update and micro-batch."""
         self.dropped_before = dict(s.state.dropped_rows)  # counts up to the restored checkpoint (all ranks)
         self.augmented_before = dict(s.state.augmented_rows)
         self.eta = Eta(s.state.step, s.train.max_steps)
+        self.mfu_basis = mfu_basis(s)
 
     @staticmethod
     def due(s: Session) -> bool:
@@ -52,6 +54,8 @@ class IntervalLog:
         """Collective, in this order on every rank: the window's means, rows dropped (and augmented), the skip
         counters, memory per rank."""
         metrics = self.window.reduce(s.world)
+        if self.mfu_basis is not None:  # GPU runs: achieved model FLOP/s per worker over the device's peak
+            metrics["perf/mfu"] = mfu(metrics["perf/audio_seconds_per_s_per_worker"], *self.mfu_basis)
         metrics.update(self._dropped_rows(s))
         if s.job.data.augment.enabled:  # the same on every rank; docs/data.md#augmentation
             metrics.update(self._augmented_rows(s))
@@ -79,6 +83,23 @@ def _since_run_start(s: Session, this_attempt: dict[str, int], before: dict[str,
         total[key] = before.get(key, 0) + int(n)
         out[f"{prefix}{key}"] = total[key]
     return out
+
+
+def mfu_basis(s: Session) -> tuple[float, float] | None:
+    """(training FLOPs per audio second of this model, the GPU's dense bf16 peak FLOP/s) for ``perf/mfu``; None on
+    CPU or a GPU whose peak runtime/flops.py does not know. The FLOPs are counted once, on one 10 s utterance of
+    the pretraining model (forward + backward; a CTC fine-tuning skips the quantizer and contrastive head, a few
+    percent of the FLOPs)."""
+    if s.device.type != "cuda":
+        return None
+    import torch
+
+    from unispeech_platform.runtime.flops import peak_for, pretraining_flops_per_audio_second
+
+    peak = peak_for(torch.cuda.get_device_name(s.device))
+    if peak is None:
+        return None
+    return pretraining_flops_per_audio_second(s.task.config, device=str(s.device)), peak
 
 
 def watch_health(s: Session, metrics: dict[str, float]) -> None:

@@ -85,16 +85,19 @@ def _train(args: WorkerArgs, place: Place) -> None:
     last update, export the model."""
     s = start_session(args, place)
     interval = IntervalLog(s)
-    checkpoints = CheckpointCadence()
+    checkpoints, phase = CheckpointCadence(), interval.window.clock.phase  # phases: train/phase_clock.py
     while s.state.step < s.train.max_steps and s.stopped_on is None:
         place.where = f"update {s.state.step + 1}"
         run_before_update_hooks(s.rank, s.state.step + 1)  # none in production; tests inject faults here
         run_update(s, interval.window)
         if interval.due(s):
-            interval.log(s)
+            with phase("logging"):
+                interval.log(s)
         if evaluation_due(s):
             place.where = f"the evaluation after update {s.state.step}"
-            evaluate_and_keep_best(s)
-        checkpoints.after_update(s)  # raises Preempted after a SIGTERM's checkpoint
+            with phase("evaluation"):
+                evaluate_and_keep_best(s)
+        with phase("checkpoint"):
+            checkpoints.after_update(s)  # raises Preempted after a SIGTERM's checkpoint
     place.where = "the final export"
     export_model(s.engine, args.layout.export_dir, s.tokenizer, job_model_card(s.job, s.state.step, s.last_report))

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from unispeech_platform.train.phase_clock import PhaseClock, shares
+
 # Keys of the one all-reduce in Window.reduce: per-micro-batch sums and, per key, how many micro-batches reported
 # it (a statistic measured only every N updates, e.g. grad_share/*, is a mean over those), the window's time totals.
 MICRO_SUM, MICRO_COUNT = "micro_sum:", "micro_count:"
@@ -61,10 +63,12 @@ def all_gather_items(items: list[Any]) -> list[Any]:
 
 
 class Window:
-    """Sums since the last log: per micro-batch (loss terms) and per update (lr, grad norm, timings)."""
+    """Sums since the last log: per micro-batch (loss terms) and per update (lr, grad norm, timings), and the
+    phase clock of the interval (train/phase_clock.py)."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    def __init__(self, device: torch.device, rank: int = 0):
+        self.device, self.rank = device, rank
+        self.clock = PhaseClock(device)
         self.reset()
 
     def reset(self) -> None:
@@ -99,6 +103,7 @@ class Window:
         local = {f"{MICRO_SUM}{k}": v for k, v in self.micro.items()}
         local.update({f"{MICRO_COUNT}{k}": n for k, n in self.micro_counts.items()})
         local.update({AUDIO_S: self.audio_s, WAIT_S: self.wait_s, WALL_S: self.seconds})
+        local.update(self.clock.sums(self.rank))
         total = all_reduce_sums(local, self.device)
         out = {k.removeprefix(MICRO_SUM): v / max(total[f"{MICRO_COUNT}{k.removeprefix(MICRO_SUM)}"], 1.0)
                for k, v in total.items() if k.startswith(MICRO_SUM)}
@@ -107,5 +112,7 @@ class Window:
         out["audio_seconds_per_s"] = total[AUDIO_S] / wall if wall > 0 else 0.0
         out["data_wait_fraction"] = total[WAIT_S] / total[WALL_S] if total[WALL_S] > 0 else 0.0
         out["seconds_per_update"] = wall / max(self.updates_n, 1)
+        out["perf/audio_seconds_per_s_per_worker"] = out["audio_seconds_per_s"] / world
+        out.update(shares(total))
         self.reset()
         return out

@@ -61,9 +61,12 @@ def accumulate_update(task: Task, engine, feed: LockstepBatches, state: TrainSta
     parameters inside it and an out-of-memory error there fails the attempt). Too many in a row stop the job."""
     catch_oom = _zero_stage(engine) < 3
     done, nonfinite_run, oom_run = 0, 0, 0
+    clock = window.clock
     while done < grad_accum_steps:
-        batch = feed.next()
-        loss, stats = _forward(task, engine, batch, device, amp, catch_oom)
+        with clock.phase("data_wait"):
+            batch = feed.next()
+        with clock.phase("forward"):
+            loss, stats = _forward(task, engine, batch, device, amp, catch_oom)
         oom_here = loss is _OOM
         finite_here = not oom_here and is_finite(loss)
         out_of_memory, nonfinite = any_rank([oom_here, not oom_here and not finite_here], device)
@@ -84,8 +87,10 @@ def accumulate_update(task: Task, engine, feed: LockstepBatches, state: TrainSta
                 raise FloatingPointError(f"{nonfinite_run} consecutive non-finite losses at update {state.step}")
             continue
         nonfinite_run = oom_run = 0
-        engine.backward(loss)
-        engine.step()  # DeepSpeed updates only at the accumulation boundary
+        with clock.phase("backward"):
+            engine.backward(loss)
+        with clock.phase("optimizer"):
+            engine.step()  # DeepSpeed updates only at the accumulation boundary
         window.add_micro(loss.detach().float(), stats)
         done += 1
 
