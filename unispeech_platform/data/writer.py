@@ -217,6 +217,10 @@ def corpus_made(root: Path) -> set[str] | None:
     return made
 
 
+class CorpusExistsError(OutputPathError, FileExistsError):
+    """``out`` holds a complete corpus made with other arguments (a FileExistsError, as it always was)."""
+
+
 def _complete_summary(root: Path) -> dict[str, Any] | None:
     """summary.json (written last: the corpus is complete), or None when it is missing or unreadable."""
     try:
@@ -237,7 +241,7 @@ def prepare_output(out: str | Path, args: dict[str, Any], *, overwrite: bool,
     if existing is not None and not overwrite:
         if existing.get("args") == args:
             return output, existing
-        raise OutputPathError(
+        raise CorpusExistsError(
             f"{out} holds a corpus made with other arguments {existing.get('args')}; pass --overwrite to replace it"
         )
     output.check_free(*ROOT_FILES, *(f".{name}.tmp" for name in ROOT_FILES))
