@@ -5,7 +5,8 @@
 
 Clips that fail (missing, undecodable, too short, empty sentence, G2P language switch, ...) are printed and
 listed with their reason in <out>/import_report.tsv. Exit status 1 when any clip failed, 2 bad flags,
-3 unusable input (a missing language directory or TSV column, no voice for a language).
+3 unusable input (a missing language directory or TSV column, no voice for a language) or output (as
+jobs.import_dataset: docs/data.md#where-a-job-writes).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from jobs.import_dataset import voice_pairs
 from unispeech_platform.data.importers.commonvoice import import_commonvoice
 from unispeech_platform.data.importers.executors import EXECUTORS
 from unispeech_platform.runtime.cli import run_or_exit
+from unispeech_platform.runtime.output_paths import component_problem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,12 +38,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="processes (a local pool of --workers), ray (tasks over the Ray cluster) or auto "
                         "(ray when RAY_ADDRESS names a cluster, else processes)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    p.add_argument("--overwrite", action="store_true", help="replace a corpus made with other arguments")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a corpus made with other arguments, or write into a non-empty directory this job "
+                        "did not make (only what the job made is ever removed: docs/data.md#where-a-job-writes)")
     a = p.parse_args(argv)
+    langs = [x.strip() for x in a.langs.split(",") if x.strip()]
+    for lang in langs:
+        problem = component_problem(lang)
+        if problem:  # a locale names <cv-dir>/<lang> and the partition lang=<lang> under --out
+            p.error(f"--langs: {problem}")
     _, failures = run_or_exit(
         import_commonvoice,
         a.cv_dir,
-        [x.strip() for x in a.langs.split(",") if x.strip()],
+        langs,
         a.out,
         voices=a.voices,
         validated_extra=a.validated_extra,

@@ -11,7 +11,8 @@ converted on a local process pool, or as Ray tasks over the whole cluster under 
 Words the G2P does not know are listed at the end and in summary.json. Every row
 that cannot be imported is printed and listed with its reason in <out>/import_report.tsv; a table of what was
 imported ends the run. Exit status: 0 all rows imported, 1 some rows failed (the rest imported), 2 bad flags,
-3 unusable input (named with its file and column).
+3 unusable input (named with its file and column) or output (--out not empty and not made by a corpus job,
+an input, or an entry there the job did not make; docs/data.md#where-a-job-writes).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from unispeech_platform.data.importers.common import TARGETS
 from unispeech_platform.data.importers.executors import EXECUTORS
 from unispeech_platform.data.importers.sources import COLUMNS, READERS, import_source
 from unispeech_platform.runtime.cli import run_or_exit
+from unispeech_platform.runtime.output_paths import component_problem
 
 
 def voice_pairs(text: str) -> dict[str, str]:
@@ -56,7 +58,9 @@ def parser() -> argparse.ArgumentParser:
                         "(ray when RAY_ADDRESS names a cluster, as under `ray job submit`; else processes)")
     p.add_argument("--workers", type=int, default=None,
                    help="decode processes of --executor processes (default: all cores)")
-    p.add_argument("--overwrite", action="store_true", help="replace a corpus made with other arguments")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a corpus made with other arguments, or write into a non-empty directory this job "
+                        "did not make (only what the job made is ever removed: docs/data.md#where-a-job-writes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -65,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     if a.workers is not None and a.workers < 1:
         parser().error("--workers must be at least 1")
-    if a.split is not None and not a.split.strip():
-        parser().error("--split must not be empty")
+    for flag, value in (("--lang", a.lang), ("--split", a.split)):
+        problem = None if value is None else component_problem(value)
+        if problem:  # it names the partition directory lang=<lang>/split=<split> under --out
+            parser().error(f"{flag}: {problem}")
     _, failures = run_or_exit(
         import_source, a.format, a.input, a.out, lang=a.lang, split=a.split,
         columns={col: getattr(a, f"{col}_column") for col in COLUMNS}, targets=a.targets, voices=a.voice,

@@ -9,6 +9,7 @@ import argparse
 from dataclasses import fields
 
 from unispeech_platform.data.synthetic import CLEAN_LANGS, SynthesisSpec, make_corpus
+from unispeech_platform.runtime.cli import run_or_exit
 
 
 def comma_list(text: str) -> list[str]:
@@ -35,10 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-words", type=int, default=SynthesisSpec.max_words, help="longest text")
     p.add_argument("--seed", type=int, default=SynthesisSpec.seed)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    p.add_argument("--overwrite", action="store_true", help="replace a corpus made with other arguments")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a corpus made with other arguments, or write into a non-empty directory this job "
+                        "did not make (only what the job made is ever removed: docs/data.md#where-a-job-writes)")
     a = p.parse_args(argv)
     spec = {f.name: getattr(a, f.name) for f in fields(SynthesisSpec) if hasattr(a, f.name)}
-    make_corpus(a.out, workers=a.workers, overwrite=a.overwrite, **spec)
+    run_or_exit(make_corpus, a.out, workers=a.workers, overwrite=a.overwrite, **spec)
     return 0
 
 

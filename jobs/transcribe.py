@@ -9,7 +9,9 @@ audio files), globs, or a corpus directory (its Parquet rows). Each line: {"path
 
 Fewer than --ray-min-inputs files run in this process without Ray; more run on a Ray Data actor pool (RAY_ADDRESS
 or a local Ray; a GPU per actor when the cluster has them). Unreadable files are listed on stderr and skipped:
-the exit status is 0 when anything was transcribed, 3 for a bad model or when nothing could be read.
+the exit status is 0 when anything was transcribed, 3 for a bad model, when nothing could be read, or for an --out
+that may not be replaced (an input, a directory, FIFO, device or link, or a file that is not an earlier
+transcription without --overwrite) or cannot be written (disk full): --out then keeps what it held.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ def main(argv: list[str] | None = None):
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, directories, globs or corpus dirs")
     p.add_argument("--model", required=True, help="exported model dir (config.json, model.safetensors, vocab.json), "
                    "a training job dir or a step_N checkpoint")
-    p.add_argument("--out", required=True, help="JSONL output file")
+    p.add_argument("--out", required=True, help="JSONL output file, written whole or not at all; never one of the "
+                   "inputs, a directory, a FIFO, a device or a link")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out that is not an earlier transcription (without it the job refuses)")
     p.add_argument("--decoder", choices=["greedy", "beam"], default="greedy")
     p.add_argument("--beam-size", type=int, default=16)
     p.add_argument("--lm", default=None, help="KenLM n-gram (.arpa/.bin) over the model's tokens (beam only)")
@@ -44,7 +49,7 @@ def main(argv: list[str] | None = None):
     opts = TranscribeOptions(
         model=a.model, out=a.out, inputs=a.inputs, decoder=a.decoder, beam_size=a.beam_size, lm_path=a.lm,
         lm_weight=a.lm_weight, batch_size=a.batch_size, chunk_seconds=a.chunk_seconds, ray=a.ray,
-        ray_min_inputs=a.ray_min_inputs, num_actors=a.num_actors, progress=not a.no_progress,
+        ray_min_inputs=a.ray_min_inputs, num_actors=a.num_actors, progress=not a.no_progress, overwrite=a.overwrite,
     )
     summary = run_or_exit(transcribe, opts)
     for f in summary.failures:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import UniSpeechConfig
+from .export_dir import check_replaceable, fresh_staging_dir
 
 log = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
@@ -264,8 +265,9 @@ def copy_ctc_head(export_dir: str | Path, out_dir: str | Path) -> str:
     import shutil
 
     out, tmp = Path(out_dir), Path(f"{out_dir}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(export_dir, tmp)
+    check_replaceable(out)  # before any copying: the swap below would move it aside and delete it
+    fresh_staging_dir(tmp)
+    shutil.copytree(export_dir, tmp, dirs_exist_ok=True)
     path = tmp / WEIGHTS_NAME
     state = load_file(str(path))
     if "ctc_proj.weight" in state:
@@ -296,11 +298,14 @@ def swap_dir(new: str | Path, target: str | Path) -> None:
     """Replace directory ``target`` by the complete directory ``new``: ``new`` is fsynced, the old target moved
     aside to ``<target>.old``, ``new`` renamed into place (the parent fsynced) and the old copy removed. A crash
     leaves either the old or the new model at ``target``, or (between the two renames) the old one at
-    ``<target>.old``, which the next swap puts back first."""
+    ``<target>.old``, which the next swap puts back first. Only an export is ever moved aside or removed
+    (export_dir.py): a ``target`` or ``<target>.old`` that is something else raises NotAnExportError first."""
     import shutil
 
     new, target = Path(new), Path(target)
     aside = Path(f"{target}.old")
+    check_replaceable(target)
+    check_replaceable(aside)
     if aside.exists() and not target.exists():  # a swap was interrupted between its renames
         aside.replace(target)
     shutil.rmtree(aside, ignore_errors=True)

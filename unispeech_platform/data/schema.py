@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from unispeech_core.tokenizer import VOCAB_NAME
 from unispeech_platform.runtime.errors import JobSetupError
+from unispeech_platform.runtime.output_paths import component_problem
 
 from .storage import Location, locate
 
@@ -27,6 +28,8 @@ MIN_SAMPLES = 400  # the model's conv receptive field at 16 kHz: anything shorte
 SPLITS = ("train", "dev", "test")
 VOCAB_FILE = VOCAB_NAME  # the corpus vocabulary has the name a model directory gives it
 SUMMARY_FILE = "summary.json"
+REPORT_FILE = "import_report.tsv"
+"""The importers' list of the rows they did not import, at the corpus root."""
 
 SCHEMA = pa.schema(
     [
@@ -78,6 +81,12 @@ class PartFile:
 
 
 def partition_dir(root: str | Path, lang: str, split: str) -> Path:
+    """``root/lang=<lang>/split=<split>``; CorpusError when a value is not one safe path component (it would name
+    a directory outside the partition, docs/data.md#where-a-job-writes)."""
+    for what, value in (("language", lang), ("split", split)):
+        problem = component_problem(value)
+        if problem:
+            raise CorpusError(f"{root}: {what} {problem}")
     return Path(root) / f"lang={lang}" / f"split={split}"
 
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -32,6 +32,9 @@ from .parallel import parallel_map
 from .schema import TARGET_SAMPLE_RATE
 from .summary import CorpusStats, print_table, write_summary
 from .writer import CorpusWriter, prepare_output
+
+if TYPE_CHECKING:
+    from unispeech_platform.runtime.output_paths import OutputDir
 
 CLEAN_LANGS = ("en-us", "es", "fr", "de", "it", "nl", "sv", "pl", "pt", "ru", "tr")
 VARIANTS = tuple(f"m{i}" for i in range(1, 9)) + tuple(f"f{i}" for i in range(1, 6))
@@ -374,18 +377,19 @@ def make_corpus(
     ``langs``, ``per_lang`` and ``fields`` are SynthesisSpec's fields (a TypeError names an unknown one).
 
     A complete corpus made with the same arguments is reused as is. One made with other arguments raises
-    unless ``overwrite``; an incomplete one (no summary.json, e.g. after a crash) is rebuilt.
+    unless ``overwrite``; an incomplete one (no summary.json, e.g. after a crash) is rebuilt. Only what a corpus
+    job made there is ever removed (docs/data.md#where-a-job-writes).
     """
     spec = SynthesisSpec(langs, per_lang, **fields)
     args = spec.args()
-    out = Path(out)
-    existing = prepare_output(out, args, overwrite=overwrite)
+    output, existing = prepare_output(out, args, overwrite=overwrite)
     if existing is not None:
         print(f"corpus {out} is complete for these arguments: reusing it")
         return existing
+    out = output.root
     check_tools(spec)
     jobs = plan_jobs(args)
-    stats, rejected = synthesise(out, jobs, spec.all_langs, workers, progress, row_group_bytes)
+    stats, rejected = synthesise(output, jobs, spec.all_langs, workers, progress, row_group_bytes)
     summary = write_summary(out, stats, args=args, speakers=speaker_table(spec, jobs),
                             rejected={k: dict(v) for k, v in rejected.items()})
     print_table(stats.table(f"synthetic corpus {out}"))
@@ -408,9 +412,9 @@ def check_tools(spec: SynthesisSpec) -> None:
 
 
 def synthesise(
-    out: Path, jobs: list[Job], langs: list[str], workers: int | None, progress: bool, row_group_bytes: int
+    out: OutputDir, jobs: list[Job], langs: list[str], workers: int | None, progress: bool, row_group_bytes: int
 ) -> tuple[CorpusStats, dict[str, Counter]]:
-    """Speak every job (in worker processes) and stream the rows into ``out``; returns the writer's stats and
+    """Speak every job (in worker processes) and stream the rows into the corpus ``out``; returns the writer's stats and
     the rejected texts per language and reason."""
     # a pool costs ~2 s to start: not worth it for tiny corpora
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) // 16))

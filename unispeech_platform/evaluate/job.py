@@ -10,12 +10,13 @@ from pathlib import Path
 from unispeech_core import PhoneTokenizer
 from unispeech_core.tokenizer import VOCAB_NAME
 from unispeech_platform.evaluate.config import EvaluateJobConfig, scored_architectures
-from unispeech_platform.evaluate.model_source import ModelLoadError, resolve_model
+from unispeech_platform.evaluate.model_source import EVALUATE_JOB, ModelLoadError, resolve_model
 from unispeech_platform.evaluate.references import is_character_model, read_references, reference_vocab
+from unispeech_platform.evaluate.report import REFERENCE_VOCAB, per_report_made
 from unispeech_platform.evaluate.scoring import Score
+from unispeech_platform.runtime.output_paths import open_output_dir
 
 log = logging.getLogger("unispeech.evaluate")
-REFERENCE_VOCAB = "reference_vocab.json"
 
 
 @dataclass
@@ -37,8 +38,10 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     from unispeech_platform.tracking import checked_tracking_uri
 
     ev = cfg.evaluate
-    out_dir = Path(ev.output_dir).resolve()
-    model = resolve_model(ev.model_path, out_dir)  # raises ModelLoadError before any Ray work
+    output, _ = open_output_dir(ev.output_dir, EVALUATE_JOB, overwrite=None, legacy=per_report_made,
+                                flag="evaluate.output_dir")  # before any Ray work, as the model check
+    out_dir = output.root
+    model = resolve_model(ev.model_path, lambda: output)  # raises ModelLoadError before any Ray work
     if model.architecture not in scored_architectures("per"):
         raise ModelLoadError(f"{model.model_dir}: a {model.architecture}; PER evaluation needs a "
                              f"{' or '.join(scored_architectures('per'))} model")
@@ -48,7 +51,7 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     parts = check_corpus(data, ev.splits)  # CorpusError naming the file before Ray starts
     uri = checked_tracking_uri(cfg.tracking)
     texts, corpus_phones = read_references(parts)
-    ref_vocab, oov = reference_vocab(model_vocab, corpus_phones, out_dir / REFERENCE_VOCAB)
+    ref_vocab, oov = reference_vocab(model_vocab, corpus_phones, output.claim(REFERENCE_VOCAB))
     if oov:
         log.warning("%d corpus phones are not in the model's vocabulary (scored as errors, counted per language): %s",
                     len(oov), " ".join(oov))
@@ -68,7 +71,7 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
         predictions["hyp_text"] = predictions["hyp"].map(tokens_to_text, na_action="ignore")
     scores = score_per(predictions, set(model_vocab))
     metrics = per_metrics(scores)
-    write_per_report(scores, predictions, out_dir, ev.model_path)
+    write_per_report(scores, predictions, output, ev.model_path)
     run_id = None
     if uri is not None:
         run_id = log_evaluation(

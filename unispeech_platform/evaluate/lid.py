@@ -42,7 +42,8 @@ def evaluate_lid(job: FinetuneJobConfig, model_dir: str, out_dir: str | Path, *,
 
     from unispeech_core import UniSpeechConfig
     from unispeech_platform.evaluate.inference import LIDPredictor, data_for_actors, run_inference
-    from unispeech_platform.evaluate.report import confusion_plot
+    from unispeech_platform.evaluate.report import LID_FILES, confusion_plot, lid_report_made
+    from unispeech_platform.runtime.output_paths import open_output_dir
     from unispeech_platform.runtime.ray_session import decide_use_gpu
 
     labels = [v for _, v in sorted(UniSpeechConfig.from_pretrained(model_dir).id2label.items())]
@@ -50,12 +51,13 @@ def evaluate_lid(job: FinetuneJobConfig, model_dir: str, out_dir: str | Path, *,
     predictions = run_inference(data, list(job.data.eval_splits), model_dir, LIDPredictor,
                                 use_gpu=decide_use_gpu(None, 1))
     accuracy, per_lang, confusion = score_lid(predictions, labels)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    output, _ = open_output_dir(out_dir, "lid", overwrite=None, legacy=lid_report_made, flag="LID report directory")
+    out = output.root
     report = LIDReport(accuracy, per_lang, labels, confusion, str(out))
-    (out / "lid.json").write_text(json.dumps(report.__dict__, indent=1), encoding="utf-8")
-    predictions.to_json(out / "predictions.jsonl", orient="records", lines=True, force_ascii=False)
-    confusion_plot(labels, confusion, out / "confusion.png", f"LID accuracy {100 * accuracy:.1f}% ({model_dir})")
+    json_name, predictions_name, chart_name = LID_FILES
+    output.claim(json_name).write_text(json.dumps(report.__dict__, indent=1), encoding="utf-8")
+    predictions.to_json(output.claim(predictions_name), orient="records", lines=True, force_ascii=False)
+    confusion_plot(labels, confusion, output.claim(chart_name), f"LID accuracy {100 * accuracy:.1f}% ({model_dir})")
     if uri is not None:
         from unispeech_platform.evaluate.tracking import log_evaluation
 

@@ -16,6 +16,7 @@ stores its run id there), so evaluation metrics land next to the training curves
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,12 +26,17 @@ from unispeech_core.config import CONFIG_NAME as CONFIG_FILE
 from unispeech_core.tokenizer import VOCAB_NAME as VOCAB_FILE
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.layout import CHECKPOINT_PREFIX, MODEL_DIR, model_dir_candidates
+from unispeech_platform.runtime.output_paths import OutputDir, open_output_dir
 from unispeech_platform.train.checkpoint import STATE_FILE, TAG
 
 if TYPE_CHECKING:
     from unispeech_core import UniSpeechConfig
 
 WEIGHT_FILES = (WEIGHTS_NAME, PT_WEIGHTS_NAME)
+EVALUATE_JOB = "evaluate"
+"""The marker's job name of an evaluation's output directory (runtime/output_paths.py)."""
+WorkDir = Callable[[], OutputDir]
+"""Where a training checkpoint is converted: the job's output directory, opened only when one is needed."""
 DS_MODEL_STATES = f"{TAG}/mp_rank_00_model_states.pt"
 
 
@@ -152,8 +158,9 @@ def recorded_run_id(model_dir: Path) -> str | None:
     return None
 
 
-def _export_checkpoint(ckpt: Path, out_dir: Path, vocab: Path | None) -> Path:
-    """Ray Train checkpoint (DeepSpeed shards) -> transformers-format dir. Loaded with weights_only=True."""
+def _export_checkpoint(ckpt: Path, output: OutputDir, vocab: Path | None) -> Path:
+    """Ray Train checkpoint (DeepSpeed shards) -> transformers-format dir ``model/`` in the job's output (every
+    file claimed there: runtime/output_paths.py). Loaded with weights_only=True."""
     import shutil
 
     import torch
@@ -168,16 +175,18 @@ def _export_checkpoint(ckpt: Path, out_dir: Path, vocab: Path | None) -> Path:
         raise ModelLoadError(f"{states}: cannot load with weights_only=True ({e})") from None
     if any(t.numel() == 0 for t in module.values()):
         raise ModelLoadError(f"{ckpt}: ZeRO-3 checkpoint (sharded weights); evaluate the job's exported model/")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in module.items()}, str(out_dir / WEIGHT_FILES[0]), metadata={"format": "pt"})
-    shutil.copy(ckpt / CONFIG_FILE, out_dir / CONFIG_FILE)
+    out_dir = output.claim(MODEL_DIR, directory=True)
+    weights = output.claim(MODEL_DIR, WEIGHT_FILES[0])
+    save_file({k: v.contiguous() for k, v in module.items()}, str(weights), metadata={"format": "pt"})
+    shutil.copy(ckpt / CONFIG_FILE, output.claim(MODEL_DIR, CONFIG_FILE))
     if vocab is not None and vocab.is_file():
-        shutil.copy(vocab, out_dir / VOCAB_FILE)
+        shutil.copy(vocab, output.claim(MODEL_DIR, VOCAB_FILE))
     return out_dir
 
 
-def resolve_model(path: str, work_dir: str | Path) -> ResolvedModel:
-    """Find and validate the model behind ``path`` (raises ModelLoadError naming the path)."""
+def resolve_model(path: str, work_dir: str | Path | WorkDir) -> ResolvedModel:
+    """Find and validate the model behind ``path`` (raises ModelLoadError naming the path). A training checkpoint
+    is converted into ``model/`` of ``work_dir`` (an evaluation output directory, or the job's own opener)."""
     p = Path(path).expanduser().resolve()
     if not p.exists():
         raise ModelLoadError(f"model path {path!r} does not exist")
@@ -187,7 +196,9 @@ def resolve_model(path: str, work_dir: str | Path) -> ResolvedModel:
         export = p.parent / MODEL_DIR
         vocab = export / VOCAB_FILE if (export / VOCAB_FILE).is_file() else None
         run_id = recorded_run_id(p)
-        model_dir = _export_checkpoint(p, Path(work_dir).resolve() / MODEL_DIR, vocab)
+        output = work_dir() if callable(work_dir) else open_output_dir(work_dir, EVALUATE_JOB, overwrite=None,
+                                                                        flag="output directory")[0]
+        model_dir = _export_checkpoint(p, output, vocab)
     else:
         candidates = [Path(c) for c in model_dir_candidates(str(p), best=True)]
         model_dir = next((c for c in candidates if (c / CONFIG_FILE).exists()), p)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from unispeech_platform.evaluate.scoring import MACRO, WEIGHTED, Score
+from unispeech_platform.runtime.output_paths import OutputDir
 
 COLUMNS = ("split", "lang", "utterances", "ref_phones", "PER %", "sub %", "del %", "ins %", "CER %", "WER %",
            "OOV phones", "dropped")
@@ -16,6 +17,30 @@ LEGEND = ("PER: jiwer's error rate over the model's tokens against the corpus `p
           "(lower-cased, punctuation removed), only for character models (vocabulary with `|`); `–` = not "
           "meaningful or no text. OOV phones: reference phones outside the model's vocabulary (scored as errors).")
 TABLE_MD, TABLE_CSV, TABLE_JSON, CHART, PREDICTIONS = "per.md", "per.csv", "per.json", "per.png", "predictions.jsonl"
+REFERENCE_VOCAB = "reference_vocab.json"
+CONVERTED = ("model", "model/model.safetensors", "model/config.json", "model/vocab.json")
+"""What an evaluation writes besides its report when it converts a training checkpoint (model_source)."""
+LID_FILES = ("lid.json", PREDICTIONS, "confusion.png")
+
+
+def _earlier_report(root: Path, name: str, keys: tuple[str, ...], made: tuple[str, ...]) -> set[str] | None:
+    """The files an earlier version (no marker) wrote when ``root/name`` is its JSON report holding ``keys``."""
+    try:
+        doc = json.loads((root / name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return set(made) if isinstance(doc, dict) and all(k in doc for k in keys) else None
+
+
+def per_report_made(root: Path) -> set[str] | None:
+    """An evaluation directory of an earlier version, recognised by its per.json (runtime/output_paths.py)."""
+    return _earlier_report(root, TABLE_JSON, ("model", "scores"),
+                           (TABLE_MD, TABLE_CSV, TABLE_JSON, CHART, PREDICTIONS, REFERENCE_VOCAB, *CONVERTED))
+
+
+def lid_report_made(root: Path) -> set[str] | None:
+    """A LID report directory of an earlier version, recognised by its lid.json."""
+    return _earlier_report(root, LID_FILES[0], ("accuracy", "labels"), LID_FILES)
 
 
 def _cells(s: Score) -> list[str]:
@@ -55,21 +80,21 @@ def per_chart(scores: list[Score], path: Path, title: str) -> Path:
     return path
 
 
-def write_per_report(scores: list[Score], predictions, out_dir: str | Path, model_path: str) -> Path:
-    """Write per.md, per.csv, per.json, per.png and predictions.jsonl into out_dir (created)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / TABLE_MD).write_text(f"PER of `{model_path}`\n\n{LEGEND}\n\n" + markdown_table(scores), encoding="utf-8")
-    with open(out / TABLE_CSV, "w", newline="", encoding="utf-8") as f:
+def write_per_report(scores: list[Score], predictions, out: OutputDir, model_path: str) -> Path:
+    """Write per.md, per.csv, per.json, per.png and predictions.jsonl into the evaluation's output directory,
+    each name claimed there first (never a file the job did not make: runtime/output_paths.py)."""
+    out.claim(TABLE_MD).write_text(f"PER of `{model_path}`\n\n{LEGEND}\n\n" + markdown_table(scores),
+                                   encoding="utf-8")
+    with open(out.claim(TABLE_CSV), "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(scores[0].as_dict()))
         writer.writeheader()
         writer.writerows(s.as_dict() for s in scores)
-    (out / TABLE_JSON).write_text(
+    out.claim(TABLE_JSON).write_text(
         json.dumps({"model": model_path, "scores": [s.as_dict() for s in scores]}, indent=1), encoding="utf-8"
     )
-    predictions.to_json(out / PREDICTIONS, orient="records", lines=True, force_ascii=False)
-    per_chart(scores, out / CHART, f"PER of {model_path}")
-    return out
+    predictions.to_json(out.claim(PREDICTIONS), orient="records", lines=True, force_ascii=False)
+    per_chart(scores, out.claim(CHART), f"PER of {model_path}")
+    return out.root
 
 
 def confusion_plot(labels: list[str], matrix: list[list[int]], path: Path, title: str) -> Path:

@@ -26,8 +26,16 @@ import numpy as np
 
 from unispeech_platform.data import audio_file
 from unispeech_platform.data.audio_file import AudioFileError, read_audio_file
+from unispeech_platform.evaluate.model_source import WorkDir
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.failures import Failure
+from unispeech_platform.runtime.output_paths import (
+    OutputPathError,
+    atomic_output_file,
+    check_kind,
+    check_not_input,
+    open_output_dir,
+)
 
 PARQUET = ".parquet"
 # Reasons an input is not transcribed (besides the audio reasons of data/audio.py).
@@ -55,6 +63,8 @@ class TranscribeOptions:
     num_actors: int = 1
     use_gpu: bool | None = None
     progress: bool = True
+    overwrite: bool = False
+    """Replace an existing --out file that is not an earlier transcription (docs/data.md#where-a-job-writes)."""
 
 
 @dataclass
@@ -283,9 +293,44 @@ def _run_ray(paths: list[str], opts: TranscribeOptions, model_dir: str, out, bar
     return done, failures
 
 
+TRANSCRIBE_JOB = "transcribe"
+
+
+def is_transcription(path: Path) -> bool:
+    """Whether ``path`` (a regular file) is empty or an earlier output of this job: its first line is one of our
+    JSON objects (``path``, ``text``, ``tokens``). Only such a file is replaced without --overwrite."""
+    with open(path, "rb") as f:
+        first = f.readline(1 << 20)
+    if not first.strip():
+        return True
+    try:
+        row = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(row, dict) and {"path", "text", "tokens"} <= set(row)
+
+
+def check_out_file(out: Path, inputs: list[str], overwrite: bool) -> None:
+    """--out may be replaced (runtime/output_paths.py): not an input, not a directory, FIFO, device or link, and
+    an earlier transcription unless ``overwrite``. OutputPathError (exit 3) naming it otherwise."""
+    check_not_input(out, inputs, "--out")
+    st = check_kind(out, "--out", allowed=("a regular file",))
+    if st is not None and not overwrite and not is_transcription(out):
+        raise OutputPathError(f"--out {out} exists and is not an earlier transcription: pass --overwrite to "
+                              "replace it, or choose another path")
+
+
+def _conversion_dir(out: Path) -> WorkDir:
+    """Where a training checkpoint given as --model is converted: ``<out stem>-model/`` beside --out, a directory
+    this job marks (opened only when a checkpoint needs it)."""
+    return lambda: open_output_dir(out.parent / f"{out.stem}-model", TRANSCRIBE_JOB, overwrite=None,
+                                   flag="the model conversion directory")[0]
+
+
 def transcribe(opts: TranscribeOptions) -> Summary:
-    """Transcribe every input into ``opts.out`` (JSONL). Raises JobSetupError for a bad model or when nothing at
-    all could be transcribed; unreadable inputs are listed in the summary."""
+    """Transcribe every input into ``opts.out`` (JSONL, written whole or not at all). Raises JobSetupError for a
+    bad model, an output that may not be replaced, or when nothing at all could be transcribed; unreadable inputs
+    are listed in the summary."""
     from tqdm import tqdm
 
     from unispeech_platform.evaluate.model_source import resolve_model
@@ -294,30 +339,24 @@ def transcribe(opts: TranscribeOptions) -> Summary:
         raise JobSetupError(f"--decoder {opts.decoder!r}: expected greedy or beam")
     if opts.lm_path and not Path(opts.lm_path).is_file():
         raise JobSetupError(f"--lm {opts.lm_path}: no such file")
-    out_path = Path(opts.out).resolve()
-    model = resolve_model(opts.model, out_path.parent / f"{out_path.stem}-model")
+    out_path = Path(os.path.abspath(opts.out))  # not resolved: a link named by --out is refused, not followed
+    paths, failures = collect_inputs(opts.inputs)
+    check_out_file(out_path, [*paths, *([opts.lm_path] if opts.lm_path else [])], opts.overwrite)
+    model = resolve_model(opts.model, _conversion_dir(out_path))
     if model.architecture != "UniSpeechForCTC":
         raise JobSetupError(f"{model.model_dir}: a {model.architecture}; transcription needs a UniSpeechForCTC model")
-    paths, failures = collect_inputs(opts.inputs)
     if not paths:
         raise JobSetupError("no input audio found: " + "; ".join(f"{f.where}: {f.message()}" for f in failures))
     use_ray = opts.ray == "always" or (opts.ray == "auto" and len(paths) >= opts.ray_min_inputs)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(out_path.name + ".partial")  # renamed when complete: no half file on failure
-    try:
-        with open(partial, "w", encoding="utf-8") as out, tqdm(
-            total=None if any(p.endswith(PARQUET) for p in paths) else len(paths), unit="utt", file=sys.stderr,
-            disable=not opts.progress, desc="transcribing",
-        ) as bar:
-            run = _run_ray if use_ray else _run_local
-            done, more = run(paths, opts, model.model_dir, out, bar)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    failures += more
-    if done == 0:
-        partial.unlink(missing_ok=True)
-        raise JobSetupError(f"nothing transcribed; {len(failures)} inputs failed, e.g. "
-                            f"{failures[0].where}: {failures[0].message()}" if failures else "nothing transcribed")
-    os.replace(partial, out_path)
+    with atomic_output_file(out_path) as out, tqdm(  # a unique temp file renamed when complete: no half file
+        total=None if any(p.endswith(PARQUET) for p in paths) else len(paths), unit="utt", file=sys.stderr,
+        disable=not opts.progress, desc="transcribing",
+    ) as bar:
+        run = _run_ray if use_ray else _run_local
+        done, more = run(paths, opts, model.model_dir, out, bar)
+        failures += more
+        if done == 0:  # raised inside the block: the temp file is removed, --out is left as it was
+            raise JobSetupError(f"nothing transcribed; {len(failures)} inputs failed, e.g. "
+                                f"{failures[0].where}: {failures[0].message()}" if failures else "nothing transcribed")
     return Summary(done, failures, use_ray)

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import posixpath
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import torch
 
 from unispeech_core.checkpoint import swap_dir
 from unispeech_core.config import CONFIG_NAME
+from unispeech_core.export_dir import check_replaceable, fresh_staging_dir
 from unispeech_core.model_card import ModelCard, write_model_card
 from unispeech_core.processor_files import save_processor_files
 from unispeech_platform.runtime.errors import first_line
@@ -249,8 +249,8 @@ def export_model(engine, out_dir: str, tokenizer=None, card: ModelCard | None = 
         if engine.global_rank != 0:
             return
         tmp = out_dir.rstrip("/") + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
+        check_replaceable(out_dir)  # preflight checked it; the swap must not take a directory made since
+        fresh_staging_dir(tmp)  # carries the export marker: swap_dir only ever replaces an export
         dtype = next(module.parameters()).dtype
         if dtype != torch.float32:  # bf16 training: export fp32 weights from a copy
             import copy

@@ -11,6 +11,7 @@ import os
 
 from unispeech_core import UniSpeechModel
 from unispeech_core.config import CONFIG_NAME
+from unispeech_core.export_dir import NotAnExportError, check_replaceable
 from unispeech_platform.config.model import check_model_json
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.layout import RunLayout
@@ -50,16 +51,14 @@ def read_model_config(model_dir: str, key: str) -> dict:
 
 def check_export_dirs(layout: RunLayout) -> None:
     """A user-chosen checkpoint.export_dir is replaced by every export (with its _best/_ctchead siblings and
-    their .tmp staging and .old swap dirs): refuse one that holds something other than a model, so a path such as
-    ``/`` or a home directory is never swapped out. The default exports live inside the run directory, ours."""
+    their .tmp staging and .old swap dirs): refuse one that is not a model export (our marker, or only an
+    export's files: unispeech_core/export_dir.py), so a project directory that holds a config.json, a home
+    directory or ``/`` is never swapped out. The default exports live inside the run directory, ours."""
     if not layout.export_override:
         return
     for path in (layout.export_dir, layout.best_export_dir, layout.ctc_head_export_dir):
         for candidate in (path, path + ".tmp", path + ".old"):
-            if os.path.isdir(candidate) and os.listdir(candidate) and not os.path.isfile(
-                    os.path.join(candidate, CONFIG_NAME)):
-                raise JobSetupError(
-                    f"checkpoint.export_dir: {candidate} exists and is not a model directory (no {CONFIG_NAME}); "
-                    "exports replace it: choose a new or empty directory")
-            if os.path.exists(candidate) and not os.path.isdir(candidate):
-                raise JobSetupError(f"checkpoint.export_dir: {candidate} exists and is not a directory")
+            try:
+                check_replaceable(candidate)
+            except NotAnExportError as e:
+                raise JobSetupError(f"checkpoint.export_dir: {e}") from None

@@ -19,13 +19,14 @@ from typing import Any
 from unispeech_platform.data.audio_file import AudioFileError, read_audio_file
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.failures import Failure
+from unispeech_platform.runtime.output_paths import component_problem
 
 from ..audio import TOO_FEW_SAMPLES, decode_audio, encode_flac, to_mono_16k
 from ..espeak import G2PError
 from ..schema import MIN_SAMPLES, TARGET_SAMPLE_RATE
+from ..schema import REPORT_FILE as REPORT_FILE  # its home before the corpus jobs shared it
 from .g2p import foreign_words, phonemize_lib, voice_for
 
-REPORT_FILE = "import_report.tsv"
 TARGETS = ("phones", "chars")
 WORD_BOUNDARY = "|"  # the word separator of character targets (wav2vec 2.0's convention)
 
@@ -37,6 +38,7 @@ BAD_SEGMENT = "bad_segment"
 UNSUPPORTED_AUDIO_SOURCE = "unsupported_audio_source"
 NO_VOICE = "no_voice"
 DUPLICATE_ID = "duplicate_id"
+UNSAFE_NAME = "unsafe_name"  # a language or split value that cannot name a partition directory
 
 # Why a word of a row's text is listed as unknown to the G2P (summary.json's ``unknown_words``).
 FOREIGN_WORD = "language_switch"  # espeak-ng reads it in another language: the row is not imported
@@ -143,6 +145,10 @@ def convert(rec: Record, opts: Options) -> Converted:
         return fail(*rec.problem)
     if not rec.lang:
         return fail(NO_LANGUAGE, "no --lang and the language column is empty")
+    for what, value in (("language", rec.lang), ("split", rec.split)):
+        problem = component_problem(value)  # it names lang=<language>/split=<split>: never a path outside --out
+        if problem:
+            return fail(UNSAFE_NAME, f"{what} {problem}")
     text = " ".join((rec.text or "").split()) or None
     phones = " ".join((rec.phones or "").split()) or None
     if phones is None and opts.targets is not None:

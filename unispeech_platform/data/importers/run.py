@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from unispeech_platform.runtime.failures import Failure
+from unispeech_platform.runtime.output_paths import OutputDir
 
 from ..summary import atomic_write_text, print_table, write_summary
 from ..writer import CorpusWriter, prepare_output
@@ -51,12 +52,17 @@ def run_import(
     first = next(stream, None)  # the readers raise their input errors lazily: before Ray, staging or a writer
     pending = itertools.chain([] if first is None else [first], stream)
     remote = check_destination(str(out), overwrite)
-    executor = resolve_executor(executor)
-    prepare_executor(executor)
+    inputs = [str(v) for k in ("input", "source") if (v := args.get(k))]
     with local_corpus_dir(str(out), remote) as local:
-        return write_corpus(fmt, pending, local, args=args, opts=opts, langs_for_voices=langs_for_voices,
-                            workers=workers, executor=executor, overwrite=overwrite, progress=progress,
-                            source_info=source_info, report_columns=report_columns)
+        output, existing = prepare_output(local, args, overwrite=overwrite, inputs=inputs)  # before Ray starts
+        if existing is not None:
+            print(f"corpus {out} is complete for these arguments: reusing it")
+            return existing, [Failure.from_dict(f) for f in existing.get("failures", [])]
+        check_voices(langs_for_voices, opts)
+        executor = resolve_executor(executor)
+        prepare_executor(executor)
+        return write_corpus(fmt, pending, output, args=args, opts=opts, workers=workers, executor=executor,
+                            progress=progress, source_info=source_info, report_columns=report_columns)
 
 
 def check_voices(langs: Iterable[str], opts: Options) -> None:
@@ -73,33 +79,24 @@ def check_voices(langs: Iterable[str], opts: Options) -> None:
 def write_corpus(
     fmt: str,
     records: Iterable[Record],
-    out: Path,
+    output: OutputDir,
     *,
     args: dict[str, Any],
     opts: Options,
-    langs_for_voices: Iterable[str],
     workers: int | None,
     executor: str,
-    overwrite: bool,
     progress: bool,
     source_info: dict[str, Any] | None,
     report_columns: dict[str, str],
 ) -> tuple[dict[str, Any], list[Failure]]:
-    """Stream the converted ``records`` into a corpus in the local directory ``out``, then its report and
-    summary (``source_info`` goes into summary.json)."""
-    try:
-        existing = prepare_output(out, args, overwrite=overwrite)
-    except FileExistsError as e:
-        raise ImportInputError(str(e)) from None
-    if existing is not None:
-        print(f"corpus {out} is complete for these arguments: reusing it")
-        return existing, [Failure.from_dict(f) for f in existing.get("failures", [])]
-    check_voices(langs_for_voices, opts)
+    """Stream the converted ``records`` into the corpus directory ``output`` (prepared: writer.prepare_output),
+    then its report and summary (``source_info`` goes into summary.json)."""
+    out = output.root
     failures: list[Failure] = []
     seen: set[str] = set()  # ids must be unique corpus-wide (validate_data checks it): a repeat is listed
     unknown: dict[str, Counter[tuple[str, str]]] = {}
     fields = tuple(report_columns.values())
-    with CorpusWriter(out) as writer:
+    with CorpusWriter(output) as writer:
         stream = convert_with(executor, records, opts, workers)
         for rec, row, failure, words in tqdm(stream, desc=f"importing ({fmt})", unit="row", disable=not progress):
             if words:
