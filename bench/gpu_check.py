@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             print(f"config error: {e}", file=sys.stderr)
             return 2
+        print(f"# table rows: {', '.join(Check.ROWS)}")
         print(f"# pretraining config ({BASE_CONFIG} + overrides; finetune and evaluate configs validate too)")
         print(to_yaml(configs["pretrain"]), end="")
         return 0

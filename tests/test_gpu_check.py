@@ -50,8 +50,10 @@ def test_dry_run_plans_base_pretraining_on_one_gpu_with_zero2_bf16(tmp_path):
     assert "evaluate.use_gpu=true" in _sets(evaluate)
     assert commands["corpus"][1:5] == ["-m", "jobs.make_corpus", "--out", str(tmp_path / "corpus")]
 
-    assert lines[5].startswith("# pretraining config (configs/base.yaml")
-    config = yaml.safe_load("\n".join(lines[6:]))
+    rows = lines[5].removeprefix("# table rows: ").split(", ")
+    assert {"throughput", "mfu", "mfu (job)", "time_share"} <= set(rows), rows  # MFU and the step-time breakdown
+    assert lines[6].startswith("# pretraining config (configs/base.yaml")
+    config = yaml.safe_load("\n".join(lines[7:]))
     base = yaml.safe_load((REPO / "configs" / "base.yaml").read_text())
     assert config["model"] == base["model"]
     assert {k: config["train"][k] for k in ("use_gpu", "num_workers", "zero_stage", "precision", "max_steps")} == {

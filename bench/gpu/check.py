@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from unispeech_platform.train.phase_clock import PHASES
+
 from .parity import base_model_config, hardware_row, parity_rows
 from .plan import Plan
 from .readback import mean_train_clip_seconds, metric_history, run_id_from
@@ -36,6 +38,10 @@ class Check:
         if code != 0:
             self.rows.append(Row(name, label, status(code, time.monotonic() - started), False, log))
         return code == 0, log, text
+
+    ROWS = ("hardware", "parity UniSpeechForPreTraining", "parity UniSpeechForCTC", "corpus", "model flops",
+            "optimizer", "pretrain", "throughput", "mfu", "mfu (job)", "time_share", "finetune", "evaluate")
+    """The table's rows, in order (--dry-run lists them)."""
 
     def skip(self, *names: str, why: str) -> None:
         self.rows.extend(Row(n, why, "", None) for n in names)
@@ -85,7 +91,8 @@ class Check:
         if ok:
             self.pretrain_rows(text, log, time.monotonic() - started, flops, gpu_name)
         else:
-            self.skip("throughput", "mfu", "finetune", "evaluate", why="pretraining failed")
+            self.skip("throughput", "mfu", "mfu (job)", "time_share", "finetune", "evaluate",
+                      why="pretraining failed")
             return
 
         started = time.monotonic()
@@ -126,10 +133,30 @@ class Check:
         if flops is None or peak is None:
             why = "no FLOP count" if flops is None else f"no peak known for {gpu_name}"
             self.rows.append(Row("mfu", why, "", None))
-            return
-        util = mfu(audio_per_s, flops, peak)
-        self.rows.append(Row("mfu", f"vs {peak / 1e12:.0f} TFLOP/s dense bf16 ({gpu_name})",
-                             f"{100 * util:.1f}%", 0 < util < 1))
+        else:
+            util = mfu(audio_per_s, flops, peak)
+            self.rows.append(Row("mfu", f"vs {peak / 1e12:.0f} TFLOP/s dense bf16 ({gpu_name})",
+                                 f"{100 * util:.1f}%", 0 < util < 1))
+        self.job_breakdown_rows(uri, run_id)
+
+    def job_breakdown_rows(self, uri: str, run_id: str) -> None:
+        """What the job itself logged (train/phase_clock.py): its perf/mfu and its step-time breakdown, the median
+        over the log windows after the first (warm-up)."""
+        def steady(key: str) -> float | None:
+            values = [v for _, v in metric_history(uri, run_id, key)]
+            values = values[1:] or values
+            return statistics.median(values) if values else None
+
+        job_mfu = steady("perf/mfu")
+        self.rows.append(Row("mfu (job)", "perf/mfu as the run logged it",
+                             "not logged" if job_mfu is None else f"{100 * job_mfu:.1f}%",
+                             None if job_mfu is None else 0 < job_mfu < 1))
+        shares = {p: steady(f"time_share/{p}") for p in (*PHASES, "other")}
+        logged = {p: v for p, v in shares.items() if v is not None}
+        top = sorted(logged.items(), key=lambda kv: -kv[1])
+        self.rows.append(Row("time_share", "median share of wall time per phase (largest first)",
+                             ", ".join(f"{p} {100 * v:.0f}%" for p, v in top) or "not logged",
+                             abs(sum(logged.values()) - 1) < 0.05 if logged else False))
 
     def finetune_row(self, text: str, log: str, seconds: float) -> None:
         run_id = run_id_from(text)
