@@ -1,12 +1,17 @@
-"""Training throughput and per-rank state memory on CPU, measured through the real job path.
+"""The job against the bare model step, and where the job's seconds go (docs/performance.md#where-a-step-goes).
 
-    .venv/bin/python bench/train_throughput.py [--corpus DIR] [--steps 12] [--preset configs/tiny.yaml]
+    .venv/bin/python bench/train_throughput.py [--corpus DIR] [--steps 60] [--precisions fp32,auto]
+    .venv/bin/python bench/train_throughput.py --zero-memory      # per-rank state memory for ZeRO 0/1/2/3
 
-Runs jobs' `run_training` (Ray Train + DeepSpeed + MLflow) on a generated corpus and prints:
-  - audio-seconds/s (all ranks, mean over logged windows after the first) for 1 vs 2 workers (ZeRO-0);
-  - per-rank parameters + optimizer state (MB, measured from the tensors each rank holds: parameters or their
-    ZeRO-3 partitions, fp32 master partitions, Adam moments) for ZeRO 0/1/2/3 with 2 workers.
-ZeRO-3 runs with stage3_param_persistence_threshold=0 so that even small tensors are partitioned.
+One table, one row per setting and precision: the demo's pretraining settings (configs/tiny.yaml + the
+pretrain overrides of configs/quickstart.yaml) and the tiny preset's own, each
+- **bare**: UniSpeechForPreTraining's forward + backward + AdamW step on the same batches (the job's data
+  config, read in this process before timing), the same precision (autocast bf16 or fp32) and the threads one
+  worker gets, times the number of workers (each worker has its own cores);
+- **job**: the real `run_training` (local Ray, DeepSpeed, MLflow sqlite), audio-s/s as the run logged it (median
+  of the log windows after the first: start-up and warm-up are not the steady state);
+- **ratio** (= perf/step_efficiency): job / bare; then the job's `time_share/<phase>` medians.
+Measure on a quiet machine (nothing else running) and quote the CPU model and flags with the table.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,61 +29,113 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+PHASE_COLUMNS = ("data_wait", "forward", "backward", "optimizer", "logging", "checkpoint", "other")
+
+
+def settings(corpus: Path, steps: int, tmp: Path) -> dict[str, tuple[str, dict]]:
+    """Setting name -> (preset, typed overrides) for run_training."""
+    import yaml
+
+    demo = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())["pretrain"]["overrides"]
+    common = {"data.path": str(corpus), "train.max_steps": steps, "train.log_every": max(1, steps // 6),
+              "train.eval_every": 0, "checkpoint.every_steps": steps, "checkpoint.storage_path": str(tmp / "runs"),
+              "tracking.uri": f"sqlite:///{tmp / 'mlflow.db'}"}
+    return {"demo": ("configs/tiny.yaml", {**demo, **common}), "tiny": ("configs/tiny.yaml", dict(common))}
+
+
+def bare_step(job, steps: int) -> float:
+    """Audio-s/s of forward + backward + AdamW on the job's batches, one worker's threads, times its workers."""
+    import torch
+
+    from unispeech_core import UniSpeechForPreTraining
+    from unispeech_core.quantizer import gumbel_temperature
+    from unispeech_platform.data.decode import vocab_from
+    from unispeech_platform.data.pipeline import iter_local_batches
+    from unispeech_platform.runtime.hardware import detect_hardware, resolve_precision, threads_per_worker
+    from unispeech_platform.train.engine import autocast
+    from unispeech_platform.train.tasks.base import model_inputs
+
+    t = job.train
+    torch.set_num_threads(threads_per_worker(t.cpus_per_worker, os.cpu_count() or 1))
+    precision = resolve_precision(t.precision, use_gpu=False, facts=detect_hardware(probe_cuda=False)).precision
+    model = UniSpeechForPreTraining(job.model.unispeech_config(vocab_from(job.data.resolved_vocab_path()))).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=job.optim.lr)
+    batches, epoch = [], 0
+    while len(batches) < steps:  # read (and decode) before timing: the bare step has no data path
+        batches += list(iter_local_batches(job.data, job.data.train_splits, epoch=epoch, train=True))
+        epoch += 1
+    cpu, c = torch.device("cpu"), model.config
+    audio = seconds = 0.0
+    for i, batch in enumerate(batches[:steps]):
+        started = time.perf_counter()
+        model.set_gumbel_temperature(gumbel_temperature(i, c.max_gumbel_temperature, c.min_gumbel_temperature,
+                                                        c.gumbel_temperature_decay))
+        with autocast(precision, False):
+            out = model(**model_inputs(batch, cpu), labels=batch["labels"], labeled=batch["labeled"])
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i >= 2:  # the first steps allocate and warm the caches
+            seconds += time.perf_counter() - started
+            audio += float(batch["attention_mask"].sum()) / 16_000
+    return audio / seconds * t.num_workers
+
+
+def job_run(job) -> dict[str, float]:
+    """The job's steady audio-s/s and phase shares (medians over the log windows after the first)."""
+    from unispeech_platform.tracking import metric_history
+    from unispeech_platform.train import run_training
+
+    result = run_training(job)
+
+    def steady(key: str) -> float:
+        values = [v for _, v in metric_history(result.tracking_uri, result.run_id, key)]
+        return statistics.median(values[1:] or values) if values else float("nan")
+
+    return {"audio": steady("audio_seconds_per_s"), **{p: steady(f"time_share/{p}") for p in PHASE_COLUMNS}}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", help="existing corpus (default: generate ~100 es utterances)")
-    ap.add_argument("--preset", default=str(ROOT / "configs" / "tiny.yaml"))
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--corpus", help="existing corpus (default: generate es + it, 100 utterances each)")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--precisions", default="fp32,auto")
+    ap.add_argument("--zero-memory", action="store_true", help="the ZeRO 0/1/2/3 per-rank memory table instead")
     args = ap.parse_args()
+    if args.zero_memory:
+        from bench.zero_memory import main as zero_memory
+
+        zero_memory()
+        return
 
     import ray
 
     from unispeech_platform.config import PretrainJobConfig, load_config
-    from unispeech_platform.tracking import metric_history
-    from unispeech_platform.train import run_training
+    from unispeech_platform.runtime.hardware import machine_line
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     corpus = Path(args.corpus) if args.corpus else tmp / "corpus"
     if not args.corpus:
         from unispeech_platform.data.synthetic import make_corpus
 
-        make_corpus(corpus, ["es"], 100, speakers=5, min_words=2, max_words=3, workers=1, progress=False)
-
-    def run(name: str, workers: int, stage: int) -> dict[str, float]:
-        overrides = [
-            f"data.path={corpus}", "data.max_batch_size=4", "data.decode_batch_rows=4",
-            "ray.data_context.target_max_block_size=262144",
-            f"checkpoint.storage_path={tmp / 'runs'}", f"checkpoint.name={name}",
-            f"checkpoint.every_steps={args.steps}", f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
-            f"train.num_workers={workers}", f"train.zero_stage={stage}", f"train.max_steps={args.steps}",
-            "train.log_every=2", "train.eval_every=0", "train.eval_max_batches=1",
-        ]
-        if stage == 3:
-            overrides.append("train.deepspeed={zero_optimization: {stage3_param_persistence_threshold: 0}}")
-        result = run_training(load_config(PretrainJobConfig, args.preset, overrides))
-        hist = {k: [v for _, v in metric_history(result.tracking_uri, result.run_id, k)]
-                for k in ("audio_seconds_per_s", "memory/params_mb", "memory/optimizer_mb", "seconds_per_update")}
-        return {
-            "audio_s_per_s": statistics.mean(hist["audio_seconds_per_s"][1:] or hist["audio_seconds_per_s"]),
-            "s_per_update": statistics.mean(hist["seconds_per_update"][1:] or hist["seconds_per_update"]),
-            "params_mb": hist["memory/params_mb"][-1],
-            "optim_mb": hist["memory/optimizer_mb"][-1],
-        }
-
-    ray.init(address="local", num_cpus=8, include_dashboard=False)
+        make_corpus(corpus, ["es", "it"], 100, speakers=5, min_words=2, max_words=4, workers=1, progress=False)
+    rows = []
+    ray.init(address="local", include_dashboard=False)
     try:
-        rows = [("1 worker, ZeRO-0", run("w1z0", 1, 0))]
-        rows += [(f"2 workers, ZeRO-{s}", run(f"w2z{s}", 2, s)) for s in (0, 1, 2, 3)]
+        for name, (preset, overrides) in settings(corpus, args.steps, tmp).items():
+            for precision in args.precisions.split(","):
+                job = load_config(PretrainJobConfig, ROOT / preset, values={
+                    **overrides, "train.precision": precision, "checkpoint.name": f"{name}-{precision}"})
+                rows.append((name, precision, bare_step(job, args.steps), job_run(job)))
     finally:
         ray.shutdown()
-    print(f"\npreset {Path(args.preset).name}, {args.steps} updates, CPU fp32, {os.cpu_count()} cores\n")
-    print("| run | audio-s/s (all ranks) | s/update | params MB/rank | optimizer state MB/rank | total MB/rank |")
-    print("|---|---|---|---|---|---|")
-    for name, r in rows:
-        total = r["params_mb"] + r["optim_mb"]
-        print(f"| {name} | {r['audio_s_per_s']:.1f} | {r['s_per_update']:.2f} | {r['params_mb']:.2f} | "
-              f"{r['optim_mb']:.2f} | {total:.2f} |")
+    print(f"\n{machine_line()}; {args.steps} updates per job\n")
+    print("| setting | precision | bare audio-s/s | job audio-s/s | job / bare | "
+          + " | ".join(PHASE_COLUMNS) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(PHASE_COLUMNS))
+    for name, precision, bare, job in rows:
+        shares = " | ".join(f"{100 * job[p]:.0f}%" for p in PHASE_COLUMNS)
+        print(f"| {name} | {precision} | {bare:.1f} | {job['audio']:.1f} | {job['audio'] / bare:.2f} | {shares} |")
 
 
 if __name__ == "__main__":
