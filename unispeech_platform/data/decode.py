@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import soundfile as sf
 
-from .audio import BAD_REASONS, UNKNOWN_PHONES, decode_audio, to_mono_16k
+from .audio import BAD_REASONS, UNKNOWN_PHONES, decode_audio, frames_in_header, to_mono_16k
 from .schema import READ_SCHEMA, TARGET_SAMPLE_RATE, PartFile
 from .storage import is_uri, locate
 
@@ -74,13 +74,14 @@ def check_phones(phones: str | None, vocab: dict[str, int]) -> tuple[list[int] |
 
 
 def header_frames(audio: bytes | None) -> int | None:
-    """Samples per channel as the encoded file's header states them (MP3: an estimate); None if unreadable.
-    Reads the header only, so it is cheap enough for length filters and hour counts of parts without
-    ``num_samples``."""
+    """Samples per channel as the encoded file's header states them (MP3: an estimate); None if unreadable or
+    unstated (a streamed FLAC). Reads the header only, so it is cheap enough for length filters and hour counts of
+    parts without ``num_samples``."""
     if not audio:
         return None
     try:
-        return sf.info(io.BytesIO(audio)).frames
+        with sf.SoundFile(io.BytesIO(audio)) as f:
+            return frames_in_header(f)
     except Exception:  # not audio: the decode stage reports it with its reason
         return None
 
