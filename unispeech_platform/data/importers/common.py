@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from unispeech_platform.data.audio_file import AudioFileError, read_audio_file
+from unispeech_platform.data.audio_file import AudioFileError, AudioLimits, read_audio_file
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.failures import Failure
 
@@ -124,6 +124,7 @@ class Options:
     targets: str | None  # None: keep existing phones, otherwise unlabeled
     voices: dict[str, str]
     keep_original: bool = False
+    limits: AudioLimits = AudioLimits()  # of every audio file a row names by path
 
 
 Unknown = tuple[tuple[str, str], ...]  # (word, why) pairs of one row: FOREIGN_WORD or NOT_LETTERS
@@ -170,7 +171,7 @@ def convert(rec: Record, opts: Options) -> Converted:
     audio = rec.audio
     if audio is None and rec.path is not None:
         try:
-            audio = read_audio_file(rec.path)  # regular files only, capped: data/audio_file.py
+            audio = read_audio_file(rec.path, opts.limits.max_bytes, opts.limits.timeout_s)  # data/audio_file.py
         except AudioFileError as e:
             return fail(e.reason, e.detail)
     d = decode_audio(audio, None, None)
