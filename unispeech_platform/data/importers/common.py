@@ -106,6 +106,7 @@ class Record:
     text: str | None = None
     phones: str | None = None
     problem: tuple[str, str] | None = None  # the source already knows this row is bad: (reason, detail)
+    rows: int = 1  # source rows it stands for: an unreadable Parquet row group is one record (data/row_groups.py)
 
 
 def not_letter_words(text: str) -> list[str]:
@@ -138,7 +139,7 @@ def convert(rec: Record, opts: Options) -> Converted:
 
     def fail(reason: str, detail: str) -> Converted:
         return rec, None, Failure(where=rec.where, id=rec.id, lang=rec.lang or "", split=rec.split, reason=reason,
-                                  detail=detail), unknown
+                                  detail=detail, rows=rec.rows), unknown
 
     if rec.problem:
         return fail(*rec.problem)
