@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 
+from unispeech_platform.data.audio_file import MAX_AUDIO_BYTES, READ_TIMEOUT_S, AudioLimits
 from unispeech_platform.data.importers.common import TARGETS
 from unispeech_platform.data.importers.executors import EXECUTORS
 from unispeech_platform.data.importers.sources import COLUMNS, READERS, import_source
@@ -58,6 +59,12 @@ def parser() -> argparse.ArgumentParser:
                         "(ray when RAY_ADDRESS names a cluster, as under `ray job submit`; else processes)")
     p.add_argument("--workers", type=int, default=None,
                    help="decode processes of --executor processes (default: all cores)")
+    p.add_argument("--max-audio-mb", type=float, default=MAX_AUDIO_BYTES / 2**20,
+                   help="an audio file a row names by path that is larger is not read: its row fails "
+                        "(audio_file_too_large; default %(default)g MiB)")
+    p.add_argument("--audio-read-timeout", type=float, default=READ_TIMEOUT_S,
+                   help="seconds to read one such audio file before its row fails (audio_read_timeout; "
+                        "default %(default)g)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a corpus made with other arguments, or write into a non-empty directory this job "
                         "did not make (only what the job made is ever removed: docs/data.md#where-a-job-writes)")
@@ -73,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         problem = None if value is None else component_problem(value)
         if problem:  # it names the partition directory lang=<lang>/split=<split> under --out
             parser().error(f"{flag}: {problem}")
+    if not (0 < a.max_audio_mb < float("inf")) or not (0 < a.audio_read_timeout < float("inf")):
+        parser().error("--max-audio-mb and --audio-read-timeout must be positive numbers")
     _, failures = run_or_exit(
         import_source, a.format, a.input, a.out, lang=a.lang, split=a.split,
         columns={col: getattr(a, f"{col}_column") for col in COLUMNS}, targets=a.targets, voices=a.voice,
         keep_original=a.keep_original, executor=a.executor, workers=a.workers, overwrite=a.overwrite,
         progress=not a.no_progress,
+        limits=AudioLimits(int(a.max_audio_mb * 2**20), a.audio_read_timeout),
     )
     return 1 if failures else 0
 

@@ -2,6 +2,8 @@
 
     python -m jobs.validate_data data/synth [--vocab data/synth/vocab.json] [--report bad_rows.json]
 
+A row group whose pages cannot be read is listed once (unreadable_row_group: the file, the group and its rows, all
+counted as bad) and the other row groups are checked as usual (docs/data.md#unreadable-row-groups).
 Exit status: 0 all rows valid, 1 bad rows found (each listed with id, reason and file), 3 layout/schema error
 (found before Ray starts; the data exit status of every job, docs/architecture.md).
 """
@@ -15,7 +17,7 @@ from dataclasses import asdict
 
 from unispeech_platform.data.schema import CorpusError, scan_corpus
 from unispeech_platform.data.summary import print_table
-from unispeech_platform.data.validate import report_lines, validate_corpus
+from unispeech_platform.data.validate import EXECUTORS, report_lines, validate_corpus
 from unispeech_platform.runtime.errors import EXIT_SETUP
 
 
@@ -30,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         "--num-cpus", type=int, default=None,
         help="logical CPUs of a local Ray (default max(8, 4x cores), as every job; ignored with RAY_ADDRESS)",
     )
+    p.add_argument(
+        "--executor", choices=EXECUTORS, default="ray",
+        help="where rows are decoded: ray (tasks on RAY_ADDRESS's cluster or a local Ray) or local (this process, "
+             "no Ray: small corpora)",
+    )
     a = p.parse_args(argv)
 
     from unispeech_platform.config import RaySection
@@ -37,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         scan_corpus(a.root)  # layout and every footer's schema before Ray starts
-        connect_ray(RaySection(local_num_cpus=a.num_cpus))  # RAY_ADDRESS (e.g. `ray job submit`) or a local Ray
-        report = validate_corpus(a.root, a.vocab)
+        if a.executor == "ray":  # RAY_ADDRESS (e.g. `ray job submit`) or a local Ray
+            connect_ray(RaySection(local_num_cpus=a.num_cpus))
+        report = validate_corpus(a.root, a.vocab, executor=a.executor)
     except CorpusError as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return EXIT_SETUP

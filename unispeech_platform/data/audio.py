@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,57 @@ def _fail(reason: str, detail: str, sample_rate: int = 0) -> Decoded:
     return Decoded(None, sample_rate, reason, detail)
 
 
+UNKNOWN_LENGTH = 2**63 - 1
+"""libsndfile's frame count of a stream whose header gives no length (a FLAC written to a pipe: STREAMINFO's total
+samples 0, as ``ffmpeg ... -f flac pipe:1`` or libsndfile on a pipe leave it): not a length, decode to the end."""
+STREAM_BLOCK = 1 << 16
+"""Frames per read of a stream of unknown length (the whole clip is never allocated up front)."""
+_DATA_CHUNK = re.compile(r"^\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_PLACEHOLDER_SIZE = 0x7FFFF000
+"""A data-chunk size at or above this is a streaming writer's placeholder (ffmpeg 0xFFFFFFFF, sox 0x7FFFF000), not a
+length: such a WAV is decoded to its end."""
+
+
+def short_body(log: str) -> str | None:
+    """Why a WAV/AIFF body is shorter than its header says, from libsndfile's own log of the header
+    (``data : 64000 (should be 31960)``), or None. libsndfile clamps its frame count to the bytes present, so the
+    frame count alone cannot tell a cut file from a short one; its log can."""
+    for m in _DATA_CHUNK.finditer(log):
+        declared, present = int(m[2]), int(m[3])
+        if present < declared < _PLACEHOLDER_SIZE:
+            return f"header promises a {declared}-byte {m[1]} chunk, the file holds {present} bytes"
+    return None
+
+
+def frames_in_header(f: sf.SoundFile) -> int | None:
+    """Samples per channel as the open file's header states them; None when the header gives no length."""
+    return None if f.frames >= UNKNOWN_LENGTH else f.frames
+
+
+def read_stream(f: sf.SoundFile) -> np.ndarray:
+    """Every frame of a stream of unknown length, [frames, channels] float32, read block by block until the decoder
+    stops (never one allocation of the 2^63-frame "length").
+
+    libsndfile raises at such a stream's end instead of returning a short read ("psf_fseek() failed" at a clean end;
+    "lost sync" where its own pipe writer appended the header update it could not seek back to) and may lose its
+    position (``tell`` -1). So each block is read into a buffer of NaN, a value no FLAC or Vorbis decoder produces:
+    the frames it wrote are the rows before the first row left NaN."""
+    blocks = []
+    while True:
+        out = np.full((STREAM_BLOCK, f.channels), np.nan, dtype=np.float32)
+        try:
+            n = len(f.read(STREAM_BLOCK, dtype="float32", always_2d=True, out=out))
+        except Exception:  # the stream's end as libsndfile reports it
+            untouched = np.isnan(out).all(axis=1)
+            n = int(np.argmax(untouched)) if untouched.any() else STREAM_BLOCK
+            blocks.append(out[:n])
+            break
+        blocks.append(out[:n])
+        if n < STREAM_BLOCK:
+            break
+    return np.concatenate(blocks)
+
+
 def decode_audio(audio: bytes | None, declared_rate: int | None, declared_samples: int | None) -> Decoded:
     """Decode encoded bytes with libsndfile and check them against the row's declared metadata."""
     if audio is None:
@@ -63,13 +115,16 @@ def decode_audio(audio: bytes | None, declared_rate: int | None, declared_sample
     except Exception as e:  # libsndfile cannot open it: not audio, or a header it does not know
         return _fail(UNDECODABLE, str(e).replace("<_io.BytesIO object", "<bytes").split(" at 0x")[0])
     with f:
-        rate, header_frames, fmt = f.samplerate, f.frames, f.format
+        rate, header_frames, fmt = f.samplerate, frames_in_header(f), f.format
+        cut = short_body(f.extra_info)
+        if cut:  # a WAV/AIFF cut short: libsndfile would decode what is there as if it were the whole clip
+            return _fail(TRUNCATED, cut, rate)
         try:
-            wave = f.read(dtype="float32", always_2d=True).T  # [channels, samples]
+            wave = (f.read(dtype="float32", always_2d=True) if header_frames is not None else read_stream(f)).T
         except Exception as e:  # opened but broke mid-stream, e.g. "flac decoder lost sync"
             return _fail(TRUNCATED, f"decoding stopped: {e}", rate)
     n = wave.shape[1]
-    if 0 < n < header_frames and fmt != "MP3":  # MP3 headers only estimate their length
+    if header_frames is not None and 0 < n < header_frames and fmt != "MP3":  # MP3 headers only estimate it
         return _fail(TRUNCATED, f"header promises {header_frames} samples, only {n} decode", rate)
     if declared_rate is not None and declared_rate != rate:
         return _fail(SAMPLE_RATE_MISMATCH, f"row declares {declared_rate} Hz, file is {rate} Hz", rate)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import soundfile as sf
 
-from .audio import BAD_REASONS, UNKNOWN_PHONES, decode_audio, to_mono_16k
+from .audio import BAD_REASONS, UNKNOWN_PHONES, decode_audio, frames_in_header, to_mono_16k
+from .row_groups import read_or_raise
 from .schema import READ_SCHEMA, TARGET_SAMPLE_RATE, PartFile
 from .storage import is_uri, locate
 
@@ -74,13 +76,14 @@ def check_phones(phones: str | None, vocab: dict[str, int]) -> tuple[list[int] |
 
 
 def header_frames(audio: bytes | None) -> int | None:
-    """Samples per channel as the encoded file's header states them (MP3: an estimate); None if unreadable.
-    Reads the header only, so it is cheap enough for length filters and hour counts of parts without
-    ``num_samples``."""
+    """Samples per channel as the encoded file's header states them (MP3: an estimate); None if unreadable or
+    unstated (a streamed FLAC). Reads the header only, so it is cheap enough for length filters and hour counts of
+    parts without ``num_samples``."""
     if not audio:
         return None
     try:
-        return sf.info(io.BytesIO(audio)).frames
+        with sf.SoundFile(io.BytesIO(audio)) as f:
+            return frames_in_header(f)
     except Exception:  # not audio: the decode stage reports it with its reason
         return None
 
@@ -149,23 +152,41 @@ def read_part(part: PartFile) -> pads.Dataset:
     return pads.dataset(str(part.path), schema=READ_SCHEMA, format="parquet", filesystem=part.fs)
 
 
+def read_part_groups(part: PartFile, columns: list[str], groups: list[int] | None = None) -> Iterator[pa.Table]:
+    """A part's row groups (all, or ``groups``) with ``columns``, cast like ``read_part``, one table per group; the
+    first group that cannot be read raises UnreadableRowGroup naming the file and the group (data/row_groups.py)."""
+    fragment = next(iter(read_part(part).get_fragments()))
+
+    def read(g: int) -> pa.Table:
+        return fragment.subset(row_group_ids=[g]).to_table(schema=READ_SCHEMA, columns=columns)
+
+    return read_or_raise(fragment.metadata, str(part.location), read, groups)
+
+
+def read_columns(part: PartFile, columns: list[str]) -> pa.Table:
+    """Some columns of a whole part, read group by group (an unreadable group raises UnreadableRowGroup)."""
+    tables = list(read_part_groups(part, columns))
+    return pa.concat_tables(tables) if tables else pa.schema([READ_SCHEMA.field(c) for c in columns]).empty_table()
+
+
 def read_row_groups(part: PartFile, row_groups: list[int], *, labeled_only: bool) -> pa.Table:
     """Some row groups of a part with ``READ_COLUMNS`` (the ``lang`` partition column added), cast like
-    ``read_part``: the Ray reader's unit (data/pieces.py)."""
-    fragment = next(iter(read_part(part).get_fragments())).subset(row_group_ids=row_groups)
-    table = fragment.to_table(schema=READ_SCHEMA, columns=READ_COLUMNS[:-1])
+    ``read_part``: the Ray reader's unit (data/pieces.py). An unreadable group raises UnreadableRowGroup."""
+    table = pa.concat_tables(read_part_groups(part, READ_COLUMNS[:-1], row_groups))
     if labeled_only:
         table = table.filter(pc.is_valid(table["phones"]))
     return table.append_column("lang", pa.array([part.lang] * table.num_rows, pa.string()))
 
 
 def read_part_batches(part: PartFile, *, labeled_only: bool, batch_rows: int):
-    """The local (non-Ray) reader: a part's rows in record batches, with the ``lang`` partition column."""
-    for batch in read_part(part).to_batches(batch_size=batch_rows, columns=READ_COLUMNS[:-1]):
-        table = pa.Table.from_batches([batch])
-        if labeled_only:
-            table = table.filter(pc.is_valid(table["phones"]))
-        yield table.append_column("lang", pa.array([part.lang] * table.num_rows, pa.string()))
+    """The local (non-Ray) reader: a part's rows in tables of at most ``batch_rows`` rows, with the ``lang``
+    partition column, read group by group (an unreadable group raises UnreadableRowGroup)."""
+    for group in read_part_groups(part, READ_COLUMNS[:-1]):
+        for batch in group.to_batches(max_chunksize=batch_rows):
+            table = pa.Table.from_batches([batch], schema=group.schema)
+            if labeled_only:
+                table = table.filter(pc.is_valid(table["phones"]))
+            yield table.append_column("lang", pa.array([part.lang] * table.num_rows, pa.string()))
 
 
 def language_rates(parts: list[PartFile], alpha: float, *, labeled_only: bool) -> dict[str, float]:
@@ -177,7 +198,7 @@ def language_rates(parts: list[PartFile], alpha: float, *, labeled_only: bool) -
     hours: dict[str, float] = {}
     for part in parts:
         cols = ["sample_rate", "num_samples"] + (["phones"] if labeled_only else [])
-        t = read_part(part).to_table(columns=cols)
+        t = read_columns(part, cols)
         if labeled_only:
             t = t.filter(pc.is_valid(t["phones"]))
         if t["num_samples"].null_count:  # a part without the column: read the audio headers
@@ -194,7 +215,7 @@ def language_rates(parts: list[PartFile], alpha: float, *, labeled_only: bool) -
 
 def _with_header_frames(part: PartFile, labeled_only: bool) -> pa.Table:
     """sample_rate and num_samples of a part, the missing num_samples taken from each audio file's header."""
-    t = read_part(part).to_table(columns=["sample_rate", "num_samples", "phones", "audio"])
+    t = read_columns(part, ["sample_rate", "num_samples", "phones", "audio"])
     if labeled_only:
         t = t.filter(pc.is_valid(t["phones"]))
     declared = t["num_samples"].to_pylist()

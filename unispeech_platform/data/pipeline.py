@@ -28,14 +28,12 @@ from typing import Any
 import ray
 import ray.data
 import ray.train
-from ray.data import DataContext
-from ray.data.datasource import Partitioning
 
 from unispeech_platform.config.data import DataConfig
 
 from .batching import BatchStream
-from .decode import DecodeOptions, decode_table, language_rates, read_part_batches, vocab_from
-from .schema import READ_SCHEMA, PartFile, scan_corpus, select_parts
+from .decode import DecodeOptions, decode_table, language_rates, read_columns, read_part_batches, vocab_from
+from .schema import PartFile, scan_corpus, select_parts
 
 
 def _parts_and_options(cfg: DataConfig, split: str | Sequence[str]) -> tuple[list[PartFile], DecodeOptions]:
@@ -52,29 +50,6 @@ def _parts_and_options(cfg: DataConfig, split: str | Sequence[str]) -> tuple[lis
         rates=rates,
     )
     return parts, opts
-
-
-def read_parts(parts: list[PartFile], root: str, **kwargs: Any) -> ray.data.Dataset:
-    """``ray.data.read_parquet`` of the chosen parts with hive partition columns (lang, split).
-
-    ``root`` is the corpus root as a path inside the parts' filesystem (``locate(cfg.path).path``); the
-    filesystem object travels with the read tasks, so object stores need no local copy. Every part is cast
-    to ``READ_SCHEMA`` while it is read (pandas' int64 sample_rate, large strings, a missing num_samples...),
-    so blocks of differently written parts share one schema.
-
-    Uses Ray Data's V1 Parquet datasource: in ray 2.60 the default V2 path starts and kills a pool of
-    footer-reader actors on every execution, which cost 6-20 s per epoch on a 2-core machine (V1: ~0.1 s).
-    The choice is made when the read is planned, so the flag is only flipped for this call.
-    """
-    ctx = DataContext.get_current()
-    previous, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
-    try:
-        return ray.data.read_parquet(
-            [str(p.path) for p in parts], filesystem=parts[0].fs, schema=READ_SCHEMA,
-            partitioning=Partitioning("hive", base_dir=root), **kwargs,
-        )
-    finally:
-        ctx.use_datasource_v2 = previous
 
 
 SHARDING_KEY = "unispeech.sharding"  # DataContext config key: a ShardingHint (survives pickling, unlike attributes)
@@ -108,7 +83,7 @@ def labeled_rows(part: PartFile) -> int:
     for g in range(meta.num_row_groups):
         stats = meta.row_group(g).column(column).statistics
         if stats is None or not stats.has_null_count:
-            return len(pf.read(columns=["phones"]).column(0).drop_null())
+            return len(read_columns(part, ["phones"]).column(0).drop_null())
         nulls += stats.null_count
     return meta.num_rows - nulls
 

@@ -1,8 +1,10 @@
-"""Corpus validation: schema of every file, then every row decoded in parallel with Ray Data.
+"""Corpus validation: schema of every file, then every row decoded in parallel with Ray Data (or in this process).
 
 A row is bad for exactly the reasons the training pipeline drops it for (``audio.decode_audio`` and
-``decode.check_phones`` are shared), plus duplicate or null ids. Odd but usable audio (stereo, 8 or
-44.1 kHz, OGG, MP3, WAV) and unlabeled rows are valid.
+``decode.check_phones`` are shared), plus duplicate or null ids, plus the rows of a row group whose pages cannot be
+read (``unreadable_row_group``: one report entry per group, naming the file, the group and its rows; the other
+groups are checked as usual, data/row_groups.py). Odd but usable audio (stereo, 8 or 44.1 kHz, OGG, MP3, WAV) and
+unlabeled rows are valid.
 
 ``check_corpus`` is the cheap, Ray-free part every job runs before it starts or joins Ray: layout, footers,
 the requested splits, the vocabulary and the first data pages of a few parts.
@@ -11,18 +13,21 @@ the requested splits, the vocabulary and the first data pages of a few parts.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from unispeech_platform.config.data import DataConfig, join_path
 from unispeech_platform.runtime.failures import Failure
 
 from .audio import decode_audio
 from .decode import check_phones, read_part, vocab_from
-from .schema import COLUMNS, VOCAB_FILE, CorpusError, PartFile, scan_corpus, select_parts
+from .row_groups import UNREADABLE_ROW_GROUP, BadGroup, read_groups
+from .schema import COLUMNS, READ_SCHEMA, VOCAB_FILE, CorpusError, PartFile, scan_corpus, select_parts
 from .storage import locate
 from .summary import CorpusStats
 
@@ -40,8 +45,17 @@ CHECKED_SCHEMA = pa.schema(
         ("seconds", pa.float64()),
         ("error", pa.string()),
         ("detail", pa.string()),
+        ("rows", pa.int64()),  # rows this entry stands for: 1, or all rows of an unreadable row group
     ]
 )
+CHECK_COLUMNS = ["id", "audio", "sample_rate", "num_samples", "speaker", "phones"]
+"""What the validator reads of each row group (cast to READ_SCHEMA, as every reader casts)."""
+GROUP_ROWS_SCHEMA = pa.schema([READ_SCHEMA.field(c) for c in CHECK_COLUMNS] + [
+    ("lang", pa.string()), ("split", pa.string()), ("path", pa.string()),
+    ("problem", pa.string()),  # an unreadable row group's description (one row stands for the group)
+    ("rows", pa.int64()),
+])
+EXECUTORS = ("ray", "local")
 
 
 @dataclass
@@ -60,7 +74,11 @@ class ValidationReport:
         return not self.bad
 
     def reasons(self) -> Counter:
-        return Counter(b.reason for b in self.bad)
+        """Bad rows by reason (an unreadable row group counts all of its rows)."""
+        counts: Counter = Counter()
+        for b in self.bad:
+            counts[b.reason] += b.rows
+        return counts
 
 
 SAMPLE_PARTS = 4
@@ -108,12 +126,43 @@ def check_corpus(cfg: DataConfig, splits: list[str], *, samples: int = SAMPLE_PA
     return parts
 
 
+def group_tables(part: PartFile, groups: list[int] | None = None) -> Iterator[pa.Table]:
+    """A part's rows to check (``GROUP_ROWS_SCHEMA``), one table per row group; an unreadable group is one row
+    with its ``problem`` and its row count, so its rows are failed and the part's other groups still checked."""
+    fragment = next(iter(read_part(part).get_fragments()))
+
+    def read(g: int) -> pa.Table:
+        return fragment.subset(row_group_ids=[g]).to_table(schema=READ_SCHEMA, columns=CHECK_COLUMNS)
+
+    for _, got in read_groups(fragment.metadata, str(part.location), read, groups):
+        if isinstance(got, BadGroup):
+            row = {**{name: None for name in CHECK_COLUMNS}, "id": got.label()}
+            got_table = pa.Table.from_pylist([{**row, "problem": got.describe(), "rows": got.rows}],
+                                             schema=pa.schema([GROUP_ROWS_SCHEMA.field(c) for c in
+                                                               (*CHECK_COLUMNS, "problem", "rows")]))
+        else:
+            got_table = got.append_column("problem", pa.nulls(got.num_rows, pa.string())).append_column(
+                "rows", pa.array([1] * got.num_rows, pa.int64()))
+        n = got_table.num_rows
+        for name, value in (("lang", part.lang), ("split", part.split), ("path", str(part.path))):
+            got_table = got_table.append_column(name, pa.array([value] * n, pa.string()))
+        yield got_table.select(GROUP_ROWS_SCHEMA.names)
+
+
+def read_group_rows(items: pa.Table, parts: list[PartFile]) -> Iterator[pa.Table]:
+    """Ray Data ``map_batches`` function over ``{"part", "group"}`` items: the rows of each row group to check."""
+    for item in items.to_pylist():
+        yield from group_tables(parts[item["part"]], [item["group"]])
+
+
 def check_table(table: pa.Table, vocab: dict[str, int] | None) -> pa.Table:
     """Ray Data ``map_batches`` function: one checked row (no audio) per input row."""
     out: dict[str, list[Any]] = {name: [] for name in CHECKED_SCHEMA.names}
     for row in table.to_pylist():
         error, detail, seconds = None, "", 0.0
-        if row["id"] is None:
+        if row["problem"] is not None:
+            error, detail = UNREADABLE_ROW_GROUP, row["problem"]
+        if error is None and row["id"] is None:
             error, detail = NULL_ID, "id is null"
         if error is None and vocab is not None:
             _, error, detail = check_phones(row["phones"], vocab)
@@ -122,58 +171,79 @@ def check_table(table: pa.Table, vocab: dict[str, int] | None) -> pa.Table:
             error, detail = d.error, d.detail
             if d.wave is not None:
                 seconds = d.wave.shape[1] / d.sample_rate
-        out["id"].append(row["id"])
-        out["path"].append(row["path"])
-        out["lang"].append(row["lang"])
-        out["split"].append(row["split"])
-        out["speaker"].append(row["speaker"])
-        out["phones"].append(row["phones"])
+        for name in ("id", "path", "lang", "split", "speaker", "phones", "rows"):
+            out[name].append(row[name])
         out["seconds"].append(seconds)
         out["error"].append(error)
         out["detail"].append(detail)
     return pa.Table.from_pydict(out, schema=CHECKED_SCHEMA)
 
 
+def _checked_on_ray(parts: list[PartFile], vocab: dict[str, int] | None, batch_rows: int) -> Iterator[pa.Table]:
+    """Every row group read and checked in Ray Data tasks, one item per row group (groups read in parallel, each
+    decoded in ``batch_rows`` batches). Local files are read on this node, as Ray's own Parquet reader does."""
+    import ray
+    import ray.data
+
+    items = [{"part": i, "group": g} for i, part in enumerate(parts) for g in range(part.open().num_row_groups)]
+    here = None  # local files: read on this node (the label selector Ray's own local reads use)
+    if all(isinstance(p.fs, pafs.LocalFileSystem) for p in parts):
+        here = {"ray.io/node-id": ray.get_runtime_context().get_node_id()}
+    rows = ray.data.from_items(items).map_batches(read_group_rows, fn_kwargs={"parts": parts}, batch_size=1,
+                                                  batch_format="pyarrow", label_selector=here)
+    checked = rows.map_batches(check_table, fn_kwargs={"vocab": vocab}, batch_format="pyarrow",
+                               batch_size=batch_rows)
+    yield from checked.iter_batches(batch_size=None, batch_format="pyarrow")
+
+
+def _checked_here(parts: list[PartFile], vocab: dict[str, int] | None, batch_rows: int) -> Iterator[pa.Table]:
+    """The same checks in this process, part by part (no Ray: small corpora, a laptop, tests)."""
+    for part in parts:
+        for group in group_tables(part):
+            for batch in group.to_batches(max_chunksize=batch_rows):
+                yield check_table(pa.Table.from_batches([batch], schema=group.schema), vocab)
+
+
 def validate_corpus(
-    root: str | Path, vocab_path: str | Path | None = None, *, decode_batch_rows: int = 16
+    root: str | Path, vocab_path: str | Path | None = None, *, decode_batch_rows: int = 16, executor: str = "ray"
 ) -> ValidationReport:
     """Check every file and row under ``root``. Layout/schema problems raise ``CorpusError`` naming the file
-    and column; bad rows are collected in the report. Uses the running Ray (or starts a local one)."""
-    from .pipeline import read_parts
-
+    and column; bad rows (and unreadable row groups) are collected in the report. ``executor`` "ray" uses the
+    running Ray (or starts a local one); "local" checks in this process."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
     parts = scan_corpus(root)
     loc = locate(root)
     vocab_file = str(vocab_path) if vocab_path else join_path(str(root), VOCAB_FILE)
     vocab = vocab_from(vocab_file) if (vocab_path or locate(vocab_file).is_file()) else None
-    ds = read_parts(parts, loc.path, include_paths=True).select_columns(
-        ["id", "audio", "sample_rate", "num_samples", "speaker", "phones", "lang", "split", "path"]
-    )
-    checked = ds.map_batches(
-        check_table, fn_kwargs={"vocab": vocab}, batch_format="pyarrow", batch_size=decode_batch_rows
-    )
+    run = _checked_on_ray if executor == "ray" else _checked_here
     report = ValidationReport(root=str(loc), stats=CorpusStats(), vocab_checked=vocab is not None)
     seen: set[str] = set()
-    for block in checked.iter_batches(batch_size=None, batch_format="pyarrow"):
+    for block in run(parts, vocab, decode_batch_rows):
         for row in block.to_pylist():
-            error, detail = row["error"], row["detail"]
-            if error is None and row["id"] in seen:
-                error, detail = DUPLICATE_ID, "id appears more than once in the corpus"
-            if row["id"] is not None:
-                seen.add(row["id"])
-            if error is not None:
-                report.bad.append(Failure(where=row["path"], id=row["id"] or "<null>", lang=row["lang"],
-                                          split=row["split"], reason=error, detail=detail))
-                report.bad_by_partition[(row["lang"], row["split"])] += 1
-                continue
-            report.stats.add_utterance(
-                row["lang"],
-                row["split"],
-                seconds=row["seconds"],
-                phones=row["phones"],
-                speaker=row["speaker"],
-            )
+            _add_row(report, row, seen)
     report.bad.sort(key=lambda b: (b.where, b.id))
     return report
+
+
+def _add_row(report: ValidationReport, row: dict[str, Any], seen: set[str]) -> None:
+    """One checked row into the report: a bad row (or unreadable group) with its reason, or the stats."""
+    error, detail = row["error"], row["detail"]
+    if error is None and row["id"] in seen:
+        error, detail = DUPLICATE_ID, "id appears more than once in the corpus"
+    if row["id"] is not None and error != UNREADABLE_ROW_GROUP:
+        seen.add(row["id"])
+    if error == UNREADABLE_ROW_GROUP:
+        report.bad.append(Failure(where=row["path"], id=row["id"], lang=row["lang"],
+                                  split=row["split"], reason=error, detail=detail, rows=row["rows"]))
+        report.bad_by_partition[(row["lang"], row["split"])] += row["rows"]
+    elif error is not None:
+        report.bad.append(Failure(where=row["path"], id=row["id"] or "<null>", lang=row["lang"],
+                                  split=row["split"], reason=error, detail=detail))
+        report.bad_by_partition[(row["lang"], row["split"])] += 1
+    else:
+        report.stats.add_utterance(row["lang"], row["split"], seconds=row["seconds"], phones=row["phones"],
+                                   speaker=row["speaker"])
 
 
 def report_lines(report: ValidationReport) -> list[str]:
@@ -192,8 +262,9 @@ def report_lines(report: ValidationReport) -> list[str]:
     for b in report.bad:
         lines.append(f"BAD {b.id}\t{b.reason}\t{b.detail}\t{b.where}")
     if report.bad:
-        summary = ", ".join(f"{r}={n}" for r, n in sorted(report.reasons().items()))
-        lines.append(f"{len(report.bad)} bad rows ({summary})")
+        reasons = report.reasons()
+        summary = ", ".join(f"{r}={n}" for r, n in sorted(reasons.items()))
+        lines.append(f"{sum(reasons.values())} bad rows ({summary})")
     else:
         total = sum(p.utterances for p in report.stats.partitions.values())
         lines.append(f"OK: all {total} rows valid")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from unispeech_platform.data.row_groups import UnreadableRowGroup
 from unispeech_platform.runtime.errors import first_line
 
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate")
@@ -38,8 +39,21 @@ def is_out_of_memory(error: BaseException) -> bool:
     return False
 
 
+def unreadable_row_group(error: BaseException) -> str | None:
+    """The one line of an UnreadableRowGroup anywhere in the chain (the file and the row group), or None. Ray
+    wraps a read task's error in a RayTaskError whose text is a traceback; its ``cause`` is the original."""
+    for e in _chain(error):
+        original = getattr(e, "cause", e)
+        if isinstance(original, UnreadableRowGroup):
+            return first_line(original, limit=600, with_type=False)
+    return None
+
+
 def likely_cause(error: BaseException) -> str:
     """A short diagnosis for a person: what probably failed and what to change."""
+    named = unreadable_row_group(error)
+    if named is not None:
+        return f"unreadable data: {named}"
     if is_out_of_memory(error):
         return ("out of memory on a batch (lower data.max_batch_seconds or data.max_batch_size, or give each "
                 f"worker more memory): {first_line(error)}")

@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from unispeech_platform.data.audio_file import AudioFileError, read_audio_file
+from unispeech_platform.data.audio_file import AudioFileError, AudioLimits, read_audio_file
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.failures import Failure
 from unispeech_platform.runtime.output_paths import component_problem
@@ -108,6 +108,7 @@ class Record:
     text: str | None = None
     phones: str | None = None
     problem: tuple[str, str] | None = None  # the source already knows this row is bad: (reason, detail)
+    rows: int = 1  # source rows it stands for: an unreadable Parquet row group is one record (data/row_groups.py)
 
 
 def not_letter_words(text: str) -> list[str]:
@@ -126,6 +127,7 @@ class Options:
     targets: str | None  # None: keep existing phones, otherwise unlabeled
     voices: dict[str, str]
     keep_original: bool = False
+    limits: AudioLimits = AudioLimits()  # of every audio file a row names by path
 
 
 Unknown = tuple[tuple[str, str], ...]  # (word, why) pairs of one row: FOREIGN_WORD or NOT_LETTERS
@@ -139,7 +141,7 @@ def convert(rec: Record, opts: Options) -> Converted:
 
     def fail(reason: str, detail: str) -> Converted:
         return rec, None, Failure(where=rec.where, id=rec.id, lang=rec.lang or "", split=rec.split, reason=reason,
-                                  detail=detail), unknown
+                                  detail=detail, rows=rec.rows), unknown
 
     if rec.problem:
         return fail(*rec.problem)
@@ -176,7 +178,7 @@ def convert(rec: Record, opts: Options) -> Converted:
     audio = rec.audio
     if audio is None and rec.path is not None:
         try:
-            audio = read_audio_file(rec.path)  # regular files only, capped: data/audio_file.py
+            audio = read_audio_file(rec.path, opts.limits.max_bytes, opts.limits.timeout_s)  # data/audio_file.py
         except AudioFileError as e:
             return fail(e.reason, e.detail)
     d = decode_audio(audio, None, None)

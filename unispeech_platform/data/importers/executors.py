@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from unispeech_platform.config.sections import RaySection
-from unispeech_platform.data.audio_file import AudioFileError, read_audio_file
+from unispeech_platform.data.audio_file import AudioFileError, AudioLimits, read_audio_file
 from unispeech_platform.runtime.ray_session import connect_ray
 
 from .common import Converted, Options, Record, chunks, convert_chunk
@@ -74,7 +74,7 @@ def convert_stream(
             yield from window.popleft().result()
 
 
-def with_audio_bytes(chunk: list[Record]) -> list[Record]:
+def with_audio_bytes(chunk: list[Record], limits: AudioLimits = AudioLimits()) -> list[Record]:
     """``chunk`` with every ``path`` replaced by the file's bytes (read once per chunk), or a missing-file
     problem the worker reports."""
     read: dict[str, bytes | AudioFileError] = {}
@@ -85,7 +85,7 @@ def with_audio_bytes(chunk: list[Record]) -> list[Record]:
             continue
         if rec.path not in read:
             try:
-                read[rec.path] = read_audio_file(rec.path)  # regular files only, capped: data/audio_file.py
+                read[rec.path] = read_audio_file(rec.path, limits.max_bytes, limits.timeout_s)  # data/audio_file.py
             except AudioFileError as e:
                 read[rec.path] = e
         got = read[rec.path]
@@ -107,7 +107,7 @@ def convert_on_ray(
     window_size = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     window: deque = deque()
     for chunk in chunks(records, chunk_rows):
-        window.append(remote.remote(with_audio_bytes(chunk), opts))
+        window.append(remote.remote(with_audio_bytes(chunk, opts.limits), opts))
         if len(window) >= window_size:
             yield from ray.get(window.popleft())
     while window:

@@ -5,10 +5,17 @@ the file's own header gives its rate. The ``huggingface`` schema metadata (``inf
 column and its ``sampling_rate`` (the rate ``datasets`` would resample to; shown in the summary). A row with
 null bytes and a ``path`` is read from that path, relative to the Parquet file. The split comes from the file
 name (``train.clean.100-00000-of-00014.parquet``) or its directory (``validation/0000.parquet``).
+
+Every file's footer is read before the first row is converted: a file whose footer cannot be read (a download cut
+short) stops the import with one line naming it (exit 3), nothing written, since without its footer neither its
+rows nor how many were lost are known. A row group whose pages cannot be read fails its rows (one report line
+naming the file, the group and its rows: ``unreadable_row_group``) and the other groups and files are imported
+(data/row_groups.py, docs/data.md#unreadable-row-groups).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -19,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..row_groups import UNREADABLE_ROW_GROUP, BadGroup, first_rows, one_line, read_groups
 from .common import ImportInputError, Record, map_split, pick_column
 
 TEXT_COLUMNS = ("text", "transcript", "sentence", "transcription", "normalized_text", "raw_transcription")
@@ -27,7 +35,7 @@ ID_COLUMNS = ("id", "utt_id", "key", "segment_id")
 LANG_COLUMNS = ("language", "lang", "locale")
 PHONE_COLUMNS = ("phones", "phonemes", "phonetic")
 _SHARD = re.compile(r"-\d{5}-of-\d{5}$")
-_BATCH_ROWS = 32  # rows per Parquet read: a few MB of audio, whatever the file's row-group size
+_BATCH_ROWS = 32  # rows turned into records at a time (a row group is read whole: data/row_groups.py)
 
 
 @dataclass(frozen=True)
@@ -104,48 +112,80 @@ def _str(v: Any) -> str | None:
     return None if v is None else str(v)
 
 
+def footer_schema(path: Path) -> pa.Schema:
+    """The file's schema from its Parquet footer (with the ``huggingface`` metadata); ImportInputError naming the
+    file when the footer cannot be read (a cut download)."""
+    try:
+        return pq.read_schema(path)
+    except MemoryError:
+        raise
+    except Exception as e:  # pyarrow: ArrowInvalid "Parquet magic bytes not found", OSError...
+        raise ImportInputError(f"{path}: not a readable Parquet file ({one_line(e)}); a download or copy cut "
+                               "short? Fetch it again: nothing was imported") from None
+
+
+def _row_record(row: dict[str, Any], cols: Columns, path: Path, index: int, lang: str | None, split: str) -> Record:
+    audio = row[cols.audio]
+    data, rel = (audio.get("bytes"), audio.get("path")) if isinstance(audio, dict) else (audio, None)
+    file = None
+    if data is None and rel:
+        file = str(Path(rel) if Path(rel).is_absolute() else path.parent / rel)
+    rid = _str(row.get(cols.id)) if cols.id else None
+    return Record(
+        id=rid or f"{path.stem}-{index:07d}",
+        split=split,
+        lang=lang or _str(row.get(cols.lang)),
+        where=f"{path}:{index}",
+        audio=data,
+        path=file,
+        speaker=_str(row.get(cols.speaker)) if cols.speaker else None,
+        text=_str(row.get(cols.text)) if cols.text else None,
+        phones=_str(row.get(cols.phones)) if cols.phones else None,
+    )
+
+
+def _read_group(pf: pq.ParquetFile, columns: list[str], group: int) -> pa.Table:
+    return pf.read_row_group(group, columns=columns)
+
+
+def _bad_group_record(bad: BadGroup, path: Path, lang: str | None, split: str) -> Record:
+    """One record that fails all rows of an unreadable row group (``rows``), naming the file and the group."""
+    return Record(id=bad.label(), split=split, lang=lang or "", where=f"{path}#row_group={bad.group}",
+                  problem=(UNREADABLE_ROW_GROUP, bad.describe()), rows=bad.rows)
+
+
 def read_records(
     input_path: str | Path, *, lang: str | None, split: str | None, overrides: dict[str, str | None]
 ) -> Iterator[Record]:
-    """Every row of every Parquet file under ``input_path``, streamed a few rows at a time."""
+    """Every row of every Parquet file under ``input_path``, read one row group at a time and yielded a few rows
+    at a time. All footers and columns are checked before the first record."""
     root = Path(input_path)
     files = parquet_files(root)
     base = root if root.is_dir() else root.parent
-    for path in files:
-        pf = pq.ParquetFile(path)
-        cols = resolve_columns(path, pf.schema_arrow, overrides, need_lang=lang is None)
+    plans = [(path, resolve_columns(path, footer_schema(path), overrides, need_lang=lang is None)) for path in files]
+    for path, cols in plans:
         wanted = [c for c in dict.fromkeys(
             (cols.audio, cols.text, cols.speaker, cols.id, cols.lang, cols.phones)) if c]
         row_split = split or split_of(path, base)
-        index = 0
-        for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=wanted):
-            for row in batch.to_pylist():
-                where = f"{path}:{index}"
-                audio = row[cols.audio]
-                data, rel = (audio.get("bytes"), audio.get("path")) if isinstance(audio, dict) else (audio, None)
-                file = None
-                if data is None and rel:
-                    file = str(Path(rel) if Path(rel).is_absolute() else path.parent / rel)
-                rid = _str(row.get(cols.id)) if cols.id else None
-                yield Record(
-                    id=rid or f"{path.stem}-{index:07d}",
-                    split=row_split,
-                    lang=lang or _str(row.get(cols.lang)),
-                    where=where,
-                    audio=data,
-                    path=file,
-                    speaker=_str(row.get(cols.speaker)) if cols.speaker else None,
-                    text=_str(row.get(cols.text)) if cols.text else None,
-                    phones=_str(row.get(cols.phones)) if cols.phones else None,
-                )
-                index += 1
+        with pq.ParquetFile(path) as pf:
+            starts = first_rows(pf.metadata)
+            read = functools.partial(_read_group, pf, wanted)
+            for g, got in read_groups(pf.metadata, str(path), read):
+                if isinstance(got, BadGroup):
+                    yield _bad_group_record(got, path, lang, row_split)
+                    continue
+                index = starts[g]
+                for batch in got.to_batches(max_chunksize=_BATCH_ROWS):
+                    for row in batch.to_pylist():
+                        yield _row_record(row, cols, path, index, lang, row_split)
+                        index += 1
 
 
 def describe(input_path: str | Path) -> dict[str, Any]:
     """Per file: the Audio feature's declared sampling rate (for the summary)."""
     out = {}
     for path in parquet_files(Path(input_path)):
-        schema = pq.read_schema(path)
+        schema = footer_schema(path)
         names = [n for n, f in features(schema).items() if isinstance(f, dict) and f.get("_type") == "Audio"]
         out[path.name] = {"audio_sampling_rate": sampling_rate(schema, names[0]) if names else None}
     return out

@@ -113,20 +113,22 @@ def write_corpus(
                 writer.write(rec.lang, rec.split, row)
         if not writer.stats.partitions:
             source = args.get("input") or args.get("source")
-            raise ImportInputError(f"{source}: no row could be imported ({len(failures)} failed)")
+            raise ImportInputError(f"{source}: no row could be imported ({sum(f.rows for f in failures)} failed)")
     header = "\t".join(report_columns) + "\n"
     atomic_write_text(out / REPORT_FILE, header + "".join(f.line(fields) + "\n" for f in failures))
     unknown_words = {
         lang: [{"word": w, "why": why, "rows": n} for (w, why), n in counts.most_common(UNKNOWN_WORDS_LISTED)]
         for lang, counts in sorted(unknown.items())
     }
-    reasons = Counter(f.reason for f in failures)
+    reasons: Counter[str] = Counter()
+    for f in failures:  # rows, not entries: an unreadable row group is one entry for all of its rows
+        reasons[f.reason] += f.rows
     summary = write_summary(out, writer.stats, args=args, source=source_info or {}, failed=dict(reasons),
                             failures=[asdict(f) for f in failures], unknown_words=unknown_words)
     print_table(writer.stats.table(f"{fmt} import {out}"))
     print_unknown_words(unknown_words)
     if failures:
-        print(f"{len(failures)} rows not imported ({dict(reasons)}); see {out / REPORT_FILE}")
+        print(f"{sum(reasons.values())} rows not imported ({dict(reasons)}); see {out / REPORT_FILE}")
     return summary, failures
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from unispeech_platform.data.audio_file import AudioLimits
 from unispeech_platform.runtime.failures import Failure
 
 from . import fairseq, hf, kaldi, manifest
@@ -33,8 +34,10 @@ def import_source(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    limits: AudioLimits = AudioLimits(),
 ) -> tuple[dict[str, Any], list[Failure]]:
-    """Import the ``fmt`` source at ``input_path`` into a corpus at ``out`` (see ``run.run_import``)."""
+    """Import the ``fmt`` source at ``input_path`` into a corpus at ``out`` (see ``run.run_import``); ``limits``:
+    the cap and deadline of each audio file a row names by path."""
     source = Path(input_path)
     if not source.exists():
         raise FileNotFoundError(f"--input {source}: no such file or directory")
@@ -45,6 +48,6 @@ def import_source(
             "voices": voices, "columns": overrides, "keep_original": keep_original}
     info = hf.describe(source) if fmt == "hf" else None
     records = READERS[fmt](source, lang=lang, split=split, overrides=overrides)
-    return run_import(fmt, records, out, args=args, opts=Options(targets, voices, keep_original),
+    return run_import(fmt, records, out, args=args, opts=Options(targets, voices, keep_original, limits),
                       langs_for_voices=[lang] if lang else [], workers=workers, executor=executor,
                       overwrite=overwrite, progress=progress, source_info=info)
