@@ -120,7 +120,9 @@ def main() -> None:
 
         make_corpus(corpus, ["es", "it"], 100, speakers=5, min_words=2, max_words=4, workers=1, progress=False)
     rows = []
-    ray.init(address="local", include_dashboard=False)
+    from unispeech_platform.runtime.ray_session import local_num_cpus
+
+    ray.init(address="local", num_cpus=local_num_cpus(), include_dashboard=False)  # as the jobs start it
     try:
         for name, (preset, overrides) in settings(corpus, args.steps, tmp).items():
             for precision in args.precisions.split(","):
