@@ -79,3 +79,23 @@ def test_the_wheel_carries_the_presets_and_the_scripts(tmp_path):
     assert presets == {p.name for p in (ROOT / "configs").glob("*.yaml")}
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "unispeech-pretrain = jobs.scripts:pretrain" in entry_points
+
+
+@pytest.mark.parametrize("job, config", [
+    ("pretrain", "tiny"), ("finetune", "finetune_tiny"), ("evaluate", "evaluate_tiny"), ("lid", "lid_tiny"),
+    ("sweep", "sweep_tiny"), ("crosslingual", "crosslingual_tiny"), ("quickstart", "quickstart_tiny"),
+])
+def test_print_config_round_trips_for_every_config_job(job, config, tmp_path, capsys):
+    """(Issue 32) --print-config prints the resolved config and runs nothing; fed back as --config it resolves to
+    the same config."""
+    import importlib
+
+    main = importlib.import_module(f"jobs.{job}").main
+    printed = []
+    for source in (config, str(tmp_path / "printed.yaml")):
+        with pytest.raises(SystemExit) as done:
+            main(["--config", source, "--set", "tracking.enabled=false", "--print-config"])
+        assert done.value.code == 0
+        printed.append(capsys.readouterr().out)
+        (tmp_path / "printed.yaml").write_text(printed[-1])
+    assert printed[0] == printed[1] and "tracking:" in printed[0]

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from unispeech_platform.config import ConfigError, load_config
+from unispeech_platform.config import ConfigError, load_config, to_yaml
 from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.runtime.console import set_verbose, verbose
 from unispeech_platform.runtime.errors import (
@@ -69,6 +69,9 @@ def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_c
                                  "refuses to start and keeps that run's checkpoints)")
     parser.add_argument("--verbose", action="store_true",
                         help="also show Ray's worker logs, Ray Data progress bars and library INFO logs")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config (every key, defaults included, secrets redacted) as YAML "
+                             "and exit without running; the output is a valid --config")
     return parser
 
 
@@ -87,6 +90,9 @@ def load_job_config(parser: argparse.ArgumentParser, config_cls: type[T], argv: 
         cfg = load_config(config_cls, ns.config, ns.overrides)
     except ConfigError as e:
         exit_with(f"config error: {e}", EXIT_CONFIG)
+    if getattr(ns, "print_config", False):
+        print(to_yaml(cfg), end="")
+        raise SystemExit(0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     set_verbose(ns.verbose or verbose())
     return cfg, ns
