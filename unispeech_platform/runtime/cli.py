@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import textwrap
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from unispeech_platform.config import ConfigError, load_config, to_yaml
+from unispeech_platform.config.describe import describe_keys, example_override
 from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.runtime.console import set_verbose, verbose
 from unispeech_platform.runtime.errors import (
@@ -31,17 +31,20 @@ R = TypeVar("R")
 
 
 def config_keys(config_cls: type[BaseModel]) -> str:
-    """The keys a job config takes, section by section (for --help): what --set and the YAML accept."""
-    lines = ["config keys (YAML sections, or --set section.key=value):"]
-    for name, field in config_cls.model_fields.items():
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys = ", ".join(ann.model_fields)
-            lines.append(textwrap.fill(f"{name}: {keys}", width=100, initial_indent="  ",
-                                       subsequent_indent="      "))
-        else:
-            lines.append(f"  {name}")
-    return "\n".join(lines) + "\nEvery key is described in docs/ and in the field docstrings of its section."
+    """Every key a job config takes, with type, default and range (for --help): what --set and the YAML accept."""
+    lines = ["config keys (YAML sections, or --set section.key=value):", *describe_keys(config_cls)]
+    return "\n".join(lines) + "\nEach key is described in full in docs/ and in the field docstrings of its section."
+
+
+def prog_name() -> str:
+    """How the user started the job, for the usage line: ``python -m jobs.pretrain`` (argparse would say
+    ``pretrain.py``) or the console script's name (``unispeech-pretrain``)."""
+    from pathlib import Path
+
+    argv0 = Path(sys.argv[0])
+    if argv0.suffix == ".py" and argv0.parent.name == "jobs":
+        return f"python -m jobs.{argv0.stem}"
+    return argv0.name
 
 
 def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_config: str | None = None,
@@ -50,7 +53,8 @@ def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_c
     """The parser of a config-driven job; ``doc`` (the entry point's module docstring) is shown whole, followed
     by the config keys the job takes. ``overwrite``: the job replaces a previous run of the same name only when
     asked (``--overwrite``); without it the job refuses and keeps what is there."""
-    parser = argparse.ArgumentParser(description=doc, epilog=config_keys(config_cls) if config_cls else None,
+    parser = argparse.ArgumentParser(prog=prog_name(), description=doc,
+                                     epilog=config_keys(config_cls) if config_cls else None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--config", required=default_config is None, default=default_config,
@@ -59,7 +63,8 @@ def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_c
     )
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override one key, e.g. --set train.max_steps=20 (repeatable; value parsed as YAML)",
+        help=f"override one key, e.g. --set {example_override(config_cls) if config_cls else 'train.max_steps=20'} "
+             "(repeatable; value parsed as YAML)",
     )
     if resume:
         parser.add_argument("--resume", action="store_true", help=resume_help)
