@@ -134,6 +134,19 @@ def check_table(table: pa.Table, vocab: dict[str, int] | None) -> pa.Table:
     return pa.Table.from_pydict(out, schema=CHECKED_SCHEMA)
 
 
+def load_vocab(root: str | Path, vocab_path: str | Path | None = None) -> dict[str, int] | None:
+    """The vocabulary phones are checked against: ``vocab_path``, else ``<root>/vocab.json`` when there (None:
+    phones are not checked). A missing or broken file raises CorpusError naming it, cheap enough for a job to
+    call before Ray starts (``jobs.validate_data`` does)."""
+    vocab_file = str(vocab_path) if vocab_path else join_path(str(root), VOCAB_FILE)
+    if not vocab_path and not locate(vocab_file).is_file():
+        return None
+    try:
+        return vocab_from(vocab_file)
+    except (OSError, ValueError) as e:  # the message names the file
+        raise CorpusError(str(e)) from None
+
+
 def validate_corpus(
     root: str | Path, vocab_path: str | Path | None = None, *, decode_batch_rows: int = 16
 ) -> ValidationReport:
@@ -143,8 +156,7 @@ def validate_corpus(
 
     parts = scan_corpus(root)
     loc = locate(root)
-    vocab_file = str(vocab_path) if vocab_path else join_path(str(root), VOCAB_FILE)
-    vocab = vocab_from(vocab_file) if (vocab_path or locate(vocab_file).is_file()) else None
+    vocab = load_vocab(root, vocab_path)
     ds = read_parts(parts, loc.path, include_paths=True).select_columns(
         ["id", "audio", "sample_rate", "num_samples", "speaker", "phones", "lang", "split", "path"]
     )

@@ -104,8 +104,8 @@ def check_model_dir(directory: Path, *, need_vocab: bool = True) -> str:
     if need_vocab:
         try:
             tok = PhoneTokenizer.from_file(directory / VOCAB_FILE)
-        except (FileNotFoundError, ValueError) as e:
-            raise ModelLoadError(f"{directory / VOCAB_FILE}: {e}") from None
+        except (FileNotFoundError, ValueError) as e:  # the message names the file
+            raise ModelLoadError(str(e)) from None
         if config.vocab_size is not None and len(tok) > config.vocab_size:
             raise ModelLoadError(
                 f"{directory / VOCAB_FILE}: {len(tok)} tokens but the model's vocab_size is {config.vocab_size}"
