@@ -13,6 +13,7 @@ from unispeech_platform.evaluate.config import EvaluateJobConfig, scored_archite
 from unispeech_platform.evaluate.model_source import ModelLoadError, resolve_model
 from unispeech_platform.evaluate.references import is_character_model, read_references, reference_vocab
 from unispeech_platform.evaluate.scoring import Score
+from unispeech_platform.runtime.output_parent import check_output_parent
 
 log = logging.getLogger("unispeech.evaluate")
 REFERENCE_VOCAB = "reference_vocab.json"
@@ -37,6 +38,7 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     from unispeech_platform.tracking import checked_tracking_uri
 
     ev = cfg.evaluate
+    check_output_parent(ev.output_dir, "evaluate.output_dir", makes_parents=True, is_file=False)
     out_dir = Path(ev.output_dir).resolve()
     model = resolve_model(ev.model_path, out_dir)  # raises ModelLoadError before any Ray work
     if model.architecture not in scored_architectures("per"):

@@ -28,6 +28,7 @@ from unispeech_platform.data import audio_file
 from unispeech_platform.data.audio_file import AudioFileError, read_audio_file
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.failures import Failure
+from unispeech_platform.runtime.output_parent import check_output_parent
 
 PARQUET = ".parquet"
 # Reasons an input is not transcribed (besides the audio reasons of data/audio.py).
@@ -294,6 +295,7 @@ def transcribe(opts: TranscribeOptions) -> Summary:
         raise JobSetupError(f"--decoder {opts.decoder!r}: expected greedy or beam")
     if opts.lm_path and not Path(opts.lm_path).is_file():
         raise JobSetupError(f"--lm {opts.lm_path}: no such file")
+    check_output_parent(opts.out, "--out", makes_parents=True)  # written at the end: the place is checked now
     out_path = Path(opts.out).resolve()
     model = resolve_model(opts.model, out_path.parent / f"{out_path.stem}-model")
     if model.architecture != "UniSpeechForCTC":
