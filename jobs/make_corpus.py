@@ -1,6 +1,10 @@
 """Synthesise an offline multilingual speech corpus with espeak-ng + wordfreq.
 
 python -m jobs.make_corpus --out data/synth --langs en-us,es,fr --per-lang 300 --speakers 6 --seed 0
+
+Exit status: 0 done (or reused), 2 bad flags (e.g. more --speakers than espeak-ng has variants), 3 a missing
+tool, word list or voice, an --out that cannot be written or holds a corpus made with other flags
+(--overwrite replaces it); each named in one line before any audio is made.
 """
 
 from __future__ import annotations
@@ -8,7 +12,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from unispeech_platform.data.synthetic import CLEAN_LANGS, SynthesisSpec, make_corpus
+from unispeech_platform.data.synthetic import CLEAN_LANGS, SynthesisSpec, make_corpus, synthesis_args
+from unispeech_platform.runtime.cli import exit_with, run_or_exit
+from unispeech_platform.runtime.errors import EXIT_CONFIG
+from unispeech_platform.runtime.output_parent import check_output_parent
 
 
 def comma_list(text: str) -> list[str]:
@@ -38,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace a corpus made with other arguments")
     a = p.parse_args(argv)
     spec = {f.name: getattr(a, f.name) for f in fields(SynthesisSpec) if hasattr(a, f.name)}
-    make_corpus(a.out, workers=a.workers, overwrite=a.overwrite, **spec)
+    try:
+        synthesis_args(**spec)  # the flags' values (speakers, fractions, word counts): exit 2 naming the value
+    except ValueError as e:
+        exit_with(f"bad flags: {e}", EXIT_CONFIG)
+    run_or_exit(check_output_parent, a.out, "--out", makes_parents=True, is_file=False)
+    run_or_exit(make_corpus, a.out, workers=a.workers, overwrite=a.overwrite, **spec)
     return 0
 
 
