@@ -26,6 +26,7 @@ import numpy as np
 
 from unispeech_platform.data import audio_file
 from unispeech_platform.data.audio_file import AudioFileError, read_audio_file
+from unispeech_platform.evaluate.finite import NON_FINITE_OUTPUT, NonFiniteOutputError, check_finite
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.failures import Failure
 from unispeech_platform.runtime.output_parent import check_output_parent
@@ -149,6 +150,7 @@ class Transcriber:
         from unispeech_core.tokenizer import SPECIAL_TOKENS
 
         self.torch = torch
+        self.model_dir = model_dir
         self.tokenizer = PhoneTokenizer.from_file(model_dir)
         self.model = UniSpeechForCTC.from_pretrained(model_dir).to(device).eval()
         self.device = device
@@ -191,6 +193,7 @@ class Transcriber:
                 logits = out.logits.float()
                 lengths = out.frame_lengths if out.frame_lengths is not None else torch.full(
                     (len(group),), logits.shape[1])
+                check_finite(logits, lengths, self.model_dir, utts[group[0][0]].path)  # never an empty transcript
                 if self.beam is not None:
                     decoded = self.beam(logits.log_softmax(-1), lengths)
                 else:
@@ -240,7 +243,10 @@ class TranscribeActor:
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         lines, failed = [], []
         for utts, fails in _batches(list(batch["path"]), self.opts.batch_size):
-            lines += [json.dumps(r, ensure_ascii=False) for r in (self.transcriber(utts) if utts else [])]
+            try:
+                lines += [json.dumps(r, ensure_ascii=False) for r in (self.transcriber(utts) if utts else [])]
+            except NonFiniteOutputError as e:  # cannot cross Ray as itself: the driver raises it (_run_ray)
+                fails = [*fails, Failure(where=utts[0].path, reason=NON_FINITE_OUTPUT, detail=str(e))]
             failed += [json.dumps(asdict(f), ensure_ascii=False) for f in fails]
         return {"line": lines + [None] * len(failed), "failure": [None] * len(lines) + failed}
 
@@ -279,7 +285,10 @@ def _run_ray(paths: list[str], opts: TranscribeOptions, model_dir: str, out, bar
             out.write(row["line"] + "\n")
             done += 1
         else:
-            failures.append(Failure.from_dict(json.loads(row["failure"])))
+            failure = Failure.from_dict(json.loads(row["failure"]))
+            if failure.reason == NON_FINITE_OUTPUT:
+                raise NonFiniteOutputError(failure.detail)
+            failures.append(failure)
         bar.update(1)
     return done, failures
 
