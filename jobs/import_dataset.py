@@ -21,7 +21,7 @@ import argparse
 from unispeech_platform.data.importers.common import TARGETS
 from unispeech_platform.data.importers.executors import EXECUTORS
 from unispeech_platform.data.importers.sources import COLUMNS, READERS, import_source
-from unispeech_platform.runtime.cli import run_or_exit
+from unispeech_platform.runtime.cli import positive_int, run_or_exit
 
 
 def voice_pairs(text: str) -> dict[str, str]:
@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
                    help="where rows are decoded, labeled and transcoded: processes (a local pool of --workers), "
                         "ray (tasks over the whole Ray cluster; the audio is read here and shipped) or auto "
                         "(ray when RAY_ADDRESS names a cluster, as under `ray job submit`; else processes)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="decode processes of --executor processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace a corpus made with other arguments")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -63,8 +63,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
-    if a.workers is not None and a.workers < 1:
-        parser().error("--workers must be at least 1")
     if a.split is not None and not a.split.strip():
         parser().error("--split must not be empty")
     _, failures = run_or_exit(

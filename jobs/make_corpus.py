@@ -13,7 +13,13 @@ import argparse
 from dataclasses import fields
 
 from unispeech_platform.data.synthetic import CLEAN_LANGS, SynthesisSpec, make_corpus, synthesis_args
-from unispeech_platform.runtime.cli import exit_with, run_or_exit
+from unispeech_platform.runtime.cli import (
+    exit_with,
+    finite_float,
+    non_negative_int,
+    positive_int,
+    run_or_exit,
+)
 from unispeech_platform.runtime.errors import EXIT_CONFIG
 from unispeech_platform.runtime.output_parent import check_output_parent
 
@@ -28,20 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="corpus root directory")
     p.add_argument("--langs", type=comma_list, default="en-us,es",
                    help=f"comma-separated espeak voices; clean ones: {','.join(CLEAN_LANGS)}")
-    p.add_argument("--per-lang", type=int, required=True, help="utterances per language (all splits)")
-    p.add_argument("--speakers", type=int, default=SynthesisSpec.speakers,
+    p.add_argument("--per-lang", type=positive_int, required=True, help="utterances per language (all splits)")
+    p.add_argument("--speakers", type=positive_int, default=SynthesisSpec.speakers,
                    help="voices per language (espeak variants, max 13)")
-    p.add_argument("--dev-speakers", type=int, default=SynthesisSpec.dev_speakers,
+    p.add_argument("--dev-speakers", type=non_negative_int, default=SynthesisSpec.dev_speakers,
                    help="speakers per language held out for dev")
-    p.add_argument("--test-speakers", type=int, default=SynthesisSpec.test_speakers,
+    p.add_argument("--test-speakers", type=non_negative_int, default=SynthesisSpec.test_speakers,
                    help="speakers per language held out for test")
-    p.add_argument("--unlabeled-fraction", type=float, default=SynthesisSpec.unlabeled_fraction,
+    p.add_argument("--unlabeled-fraction", type=finite_float, default=SynthesisSpec.unlabeled_fraction,
                    help="train rows stored without phones")
-    p.add_argument("--min-words", type=int, default=SynthesisSpec.min_words,
+    p.add_argument("--min-words", type=positive_int, default=SynthesisSpec.min_words,
                    help="shortest text (2-4 words give ~1-2 s clips)")
-    p.add_argument("--max-words", type=int, default=SynthesisSpec.max_words, help="longest text")
-    p.add_argument("--seed", type=int, default=SynthesisSpec.seed)
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--max-words", type=positive_int, default=SynthesisSpec.max_words, help="longest text")
+    p.add_argument("--seed", type=non_negative_int, default=SynthesisSpec.seed)
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace a corpus made with other arguments")
     a = p.parse_args(argv)
     spec = {f.name: getattr(a, f.name) for f in fields(SynthesisSpec) if hasattr(a, f.name)}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unispeech_platform.runtime.cli import run_or_exit
+from unispeech_platform.runtime.cli import finite_float, positive_float, positive_int, run_or_exit
 
 
 def main(argv: list[str] | None = None):
@@ -27,15 +27,17 @@ def main(argv: list[str] | None = None):
                    "a training job dir or a step_N checkpoint")
     p.add_argument("--out", required=True, help="JSONL output file")
     p.add_argument("--decoder", choices=["greedy", "beam"], default="greedy")
-    p.add_argument("--beam-size", type=int, default=16)
+    p.add_argument("--beam-size", type=positive_int, default=16)
     p.add_argument("--lm", default=None, help="KenLM n-gram (.arpa/.bin) over the model's tokens (beam only)")
-    p.add_argument("--lm-weight", type=float, default=0.5)
-    p.add_argument("--batch-size", type=int, default=8, help="audio windows per forward pass")
-    p.add_argument("--chunk-seconds", type=float, default=30.0, help="longer audio is cut into windows this long")
+    p.add_argument("--lm-weight", type=finite_float, default=0.5)
+    p.add_argument("--batch-size", type=positive_int, default=8, help="audio windows per forward pass")
+    p.add_argument("--chunk-seconds", type=positive_float, default=30.0,
+                   help="longer audio is cut into windows this long")
     p.add_argument("--ray", choices=["auto", "never", "always"], default="auto",
                    help="auto: Ray Data from --ray-min-inputs inputs on, in-process below")
-    p.add_argument("--ray-min-inputs", type=int, default=200)
-    p.add_argument("--num-actors", type=int, default=1, help="Ray Data inference actors (each loads the model)")
+    p.add_argument("--ray-min-inputs", type=positive_int, default=200)
+    p.add_argument("--num-actors", type=positive_int, default=1,
+                   help="Ray Data inference actors (each loads the model)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from unispeech_platform.data.schema import scan_corpus
 from unispeech_platform.data.summary import print_table
 from unispeech_platform.data.validate import ValidationReport, load_vocab, report_lines, validate_corpus
+from unispeech_platform.runtime.cli import positive_int
 from unispeech_platform.runtime.errors import EXIT_SETUP, JobSetupError
 from unispeech_platform.runtime.output_parent import check_output_parent
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--report", default=None, help="also write the bad rows and statistics to this JSON file")
     p.add_argument(
-        "--num-cpus", type=int, default=None,
+        "--num-cpus", type=positive_int, default=None,
         help="logical CPUs of a local Ray (default max(8, 4x cores), as every job; ignored with RAY_ADDRESS)",
     )
     a = p.parse_args(argv)

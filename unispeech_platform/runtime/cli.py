@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
 import sys
 import textwrap
 from collections.abc import Callable
@@ -71,6 +72,48 @@ def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_c
     parser.add_argument("--verbose", action="store_true",
                         help="also show Ray's worker logs, Ray Data progress bars and library INFO logs")
     return parser
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count (workers, batch size, actors): a bad value is a flag error (exit 2) naming the
+    flag, not a ValueError from ``range`` or Ray later."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of a count that may be 0 (held-out speakers) or of a seed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type of a weight: a number, not nan or inf (argparse's float accepts both)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a duration (seconds): finite and > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+    return value
 
 
 def exit_with(message: str, code: int) -> None:
