@@ -11,7 +11,8 @@ converted on a local process pool, or as Ray tasks over the whole cluster under 
 Words the G2P does not know are listed at the end and in summary.json. Every row
 that cannot be imported is printed and listed with its reason in <out>/import_report.tsv; a table of what was
 imported ends the run. Exit status: 0 all rows imported, 1 some rows failed (the rest imported), 2 bad flags,
-3 unusable input (named with its file and column).
+3 unusable input (named with its file and column; a manifest, Kaldi table or label file that is not UTF-8 is
+named with its line and byte offset before any row is imported) or an --out that cannot be written.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ audio files), globs, or a corpus directory (its Parquet rows). Each line: {"path
 
 Fewer than --ray-min-inputs files run in this process without Ray; more run on a Ray Data actor pool (RAY_ADDRESS
 or a local Ray; a GPU per actor when the cluster has them). Unreadable files are listed on stderr and skipped:
-the exit status is 0 when anything was transcribed, 3 for a bad model or when nothing could be read.
+the exit status is 0 when anything was transcribed, 2 for a bad flag, 3 for a bad model (also one whose outputs
+are NaN/inf: nothing is written), an --out that cannot be written, or when nothing could be read.
 """
 
 from __future__ import annotations
