@@ -16,7 +16,7 @@ import argparse
 from jobs.import_dataset import voice_pairs
 from unispeech_platform.data.importers.commonvoice import import_commonvoice
 from unispeech_platform.data.importers.executors import EXECUTORS
-from unispeech_platform.runtime.cli import run_or_exit
+from unispeech_platform.runtime.cli import positive_int, run_or_exit
 from unispeech_platform.runtime.output_paths import component_problem
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--executor", choices=EXECUTORS, default="auto",
                    help="processes (a local pool of --workers), ray (tasks over the Ray cluster) or auto "
                         "(ray when RAY_ADDRESS names a cluster, else processes)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a corpus made with other arguments, or write into a non-empty directory this job "
                         "did not make (only what the job made is ever removed: docs/data.md#where-a-job-writes)")

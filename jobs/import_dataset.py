@@ -11,8 +11,9 @@ converted on a local process pool, or as Ray tasks over the whole cluster under 
 Words the G2P does not know are listed at the end and in summary.json. Every row
 that cannot be imported is printed and listed with its reason in <out>/import_report.tsv; a table of what was
 imported ends the run. Exit status: 0 all rows imported, 1 some rows failed (the rest imported), 2 bad flags,
-3 unusable input (named with its file and column) or output (--out not empty and not made by a corpus job,
-an input, or an entry there the job did not make; docs/data.md#where-a-job-writes).
+3 unusable input (named with its file and column; a manifest, Kaldi table or label file that is not UTF-8 is
+named with its line and byte offset before any row is imported) or output (--out not empty and not made by a
+corpus job, an input, or an entry there the job did not make; docs/data.md#where-a-job-writes).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from unispeech_platform.data.audio_file import MAX_AUDIO_BYTES, READ_TIMEOUT_S, 
 from unispeech_platform.data.importers.common import TARGETS
 from unispeech_platform.data.importers.executors import EXECUTORS
 from unispeech_platform.data.importers.sources import COLUMNS, READERS, import_source
-from unispeech_platform.runtime.cli import run_or_exit
+from unispeech_platform.runtime.cli import positive_int, run_or_exit
 from unispeech_platform.runtime.output_paths import component_problem
 
 
@@ -57,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
                    help="where rows are decoded, labeled and transcoded: processes (a local pool of --workers), "
                         "ray (tasks over the whole Ray cluster; the audio is read here and shipped) or auto "
                         "(ray when RAY_ADDRESS names a cluster, as under `ray job submit`; else processes)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="decode processes of --executor processes (default: all cores)")
     p.add_argument("--max-audio-mb", type=float, default=MAX_AUDIO_BYTES / 2**20,
                    help="an audio file a row names by path that is larger is not read: its row fails "

@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None):
     result = run_or_exit(run_training, job, resume=ns.resume)
     best = result.layout.best_export_dir
     model_dir = best if os.path.isdir(best) else result.layout.export_dir
-    report = evaluate_lid(job, model_dir, lid_report_dir(job), uri=result.tracking_uri, run_id=result.run_id)
+    report = run_or_exit(evaluate_lid, job, model_dir, lid_report_dir(job), uri=result.tracking_uri,
+                         run_id=result.run_id)
     print(f"LID accuracy {100 * report.accuracy:.1f}% on {','.join(job.data.eval_splits)}: "
           + ", ".join(f"{k} {100 * v:.1f}%" for k, v in report.per_language.items()))
     print(f"confusion (rows true, cols predicted; {report.labels}): {report.confusion}")

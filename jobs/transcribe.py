@@ -9,9 +9,10 @@ audio files), globs, or a corpus directory (its Parquet rows). Each line: {"path
 
 Fewer than --ray-min-inputs files run in this process without Ray; more run on a Ray Data actor pool (RAY_ADDRESS
 or a local Ray; a GPU per actor when the cluster has them). Unreadable files are listed on stderr and skipped:
-the exit status is 0 when anything was transcribed, 3 for a bad model, when nothing could be read, or for an --out
-that may not be replaced (an input, a directory, FIFO, device or link, or a file that is not an earlier
-transcription without --overwrite) or cannot be written (disk full): --out then keeps what it held.
+the exit status is 0 when anything was transcribed, 2 for a bad flag, 3 for a bad model (also one whose outputs
+are NaN/inf: nothing is written), when nothing could be read, or for an --out that may not be replaced (an input,
+a directory, FIFO, device or link, or a file that is not an earlier transcription without --overwrite) or cannot be
+written (disk full): --out then keeps what it held.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unispeech_platform.runtime.cli import run_or_exit
+from unispeech_platform.runtime.cli import finite_float, positive_float, positive_int, run_or_exit
 
 
 def main(argv: list[str] | None = None):
@@ -32,15 +33,17 @@ def main(argv: list[str] | None = None):
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out that is not an earlier transcription (without it the job refuses)")
     p.add_argument("--decoder", choices=["greedy", "beam"], default="greedy")
-    p.add_argument("--beam-size", type=int, default=16)
+    p.add_argument("--beam-size", type=positive_int, default=16)
     p.add_argument("--lm", default=None, help="KenLM n-gram (.arpa/.bin) over the model's tokens (beam only)")
-    p.add_argument("--lm-weight", type=float, default=0.5)
-    p.add_argument("--batch-size", type=int, default=8, help="audio windows per forward pass")
-    p.add_argument("--chunk-seconds", type=float, default=30.0, help="longer audio is cut into windows this long")
+    p.add_argument("--lm-weight", type=finite_float, default=0.5)
+    p.add_argument("--batch-size", type=positive_int, default=8, help="audio windows per forward pass")
+    p.add_argument("--chunk-seconds", type=positive_float, default=30.0,
+                   help="longer audio is cut into windows this long")
     p.add_argument("--ray", choices=["auto", "never", "always"], default="auto",
                    help="auto: Ray Data from --ray-min-inputs inputs on, in-process below")
-    p.add_argument("--ray-min-inputs", type=int, default=200)
-    p.add_argument("--num-actors", type=int, default=1, help="Ray Data inference actors (each loads the model)")
+    p.add_argument("--ray-min-inputs", type=positive_int, default=200)
+    p.add_argument("--num-actors", type=positive_int, default=1,
+                   help="Ray Data inference actors (each loads the model)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 

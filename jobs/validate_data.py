@@ -4,8 +4,10 @@
 
 A row group whose pages cannot be read is listed once (unreadable_row_group: the file, the group and its rows, all
 counted as bad) and the other row groups are checked as usual (docs/data.md#unreadable-row-groups).
-Exit status: 0 all rows valid, 1 bad rows found (each listed with id, reason and file), 3 layout/schema error
-(found before Ray starts; the data exit status of every job, docs/architecture.md).
+Exit status: 0 all rows valid, 1 bad rows found (each listed with id, reason and file), 3 layout/schema error,
+a --vocab that is missing or not a vocabulary, or a --report that cannot be written (a missing or read-only
+directory): all found before Ray starts, one line naming the file (the data exit status of every job,
+docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -15,10 +17,18 @@ import json
 import sys
 from dataclasses import asdict
 
-from unispeech_platform.data.schema import CorpusError, scan_corpus
+from unispeech_platform.data.schema import scan_corpus
 from unispeech_platform.data.summary import print_table
-from unispeech_platform.data.validate import EXECUTORS, report_lines, validate_corpus
-from unispeech_platform.runtime.errors import EXIT_SETUP
+from unispeech_platform.data.validate import (
+    EXECUTORS,
+    ValidationReport,
+    load_vocab,
+    report_lines,
+    validate_corpus,
+)
+from unispeech_platform.runtime.cli import positive_int
+from unispeech_platform.runtime.errors import EXIT_SETUP, JobSetupError
+from unispeech_platform.runtime.output_parent import check_output_parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--report", default=None, help="also write the bad rows and statistics to this JSON file")
     p.add_argument(
-        "--num-cpus", type=int, default=None,
+        "--num-cpus", type=positive_int, default=None,
         help="logical CPUs of a local Ray (default max(8, 4x cores), as every job; ignored with RAY_ADDRESS)",
     )
     p.add_argument(
@@ -43,29 +53,33 @@ def main(argv: list[str] | None = None) -> int:
     from unispeech_platform.runtime.ray_session import connect_ray
 
     try:
+        if a.report:
+            check_output_parent(a.report, "--report")  # written at the end: its directory is checked now
         scan_corpus(a.root)  # layout and every footer's schema before Ray starts
+        load_vocab(a.root, a.vocab)  # and the vocabulary
         if a.executor == "ray":  # RAY_ADDRESS (e.g. `ray job submit`) or a local Ray
             connect_ray(RaySection(local_num_cpus=a.num_cpus))
         report = validate_corpus(a.root, a.vocab, executor=a.executor)
-    except CorpusError as e:
+    except JobSetupError as e:  # CorpusError included: one line naming the file
         print(f"ERROR: {e}", file=sys.stderr)
         return EXIT_SETUP
     print_table(report.stats.table(f"valid rows in {report.root}"))
     for line in report_lines(report):
         print(line)
     if a.report:
-        with open(a.report, "w", encoding="utf-8") as f:
-            json.dump(
-                {
-                    "stats": report.stats.to_dict(),
-                    "bad": [asdict(b) for b in report.bad],
-                    "reasons": dict(report.reasons()),
-                },
-                f,
-                indent=1,
-                ensure_ascii=False,
-            )
+        try:
+            write_report(a.report, report)
+        except OSError as e:  # checked before the run, but a disk may fill or a directory vanish meanwhile
+            print(f"ERROR: --report {a.report}: cannot write ({e.strerror or e})", file=sys.stderr)
+            return EXIT_SETUP
     return 0 if report.ok else 1
+
+
+def write_report(path: str, report: ValidationReport) -> None:
+    """The bad rows and statistics as JSON (``--report``)."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"stats": report.stats.to_dict(), "bad": [asdict(b) for b in report.bad],
+                   "reasons": dict(report.reasons())}, f, indent=1, ensure_ascii=False)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,7 +48,22 @@ class LoadingInfo:
 
 
 class WeightsMismatchError(ValueError):
-    """The weights in a model directory do not fit the model its config.json builds (keys missing or unused)."""
+    """The weights in a model directory do not fit the model its config.json builds (keys missing or unused, or
+    shapes that differ)."""
+
+
+_REFUSAL = re.compile(r"WeightsUnpickler error: ([^\n]*?)(?: was not an allowed global by default|\.\s|\n|$)")
+CONVERT_HINT = "convert it to model.safetensors with a tool you trust (safetensors.torch.save_file of its tensors)"
+"""What to do with a pickled model we refuse: never 'load it with weights_only=False' (torch's advice), which
+runs whatever the pickle asks for."""
+
+
+def unpickle_refusal(error: BaseException) -> str:
+    """The one informative line of torch's weights_only refusal (e.g. 'Unsupported global: GLOBAL posix.system'),
+    without the rest of torch's message, which advises ``weights_only=False``."""
+    text = str(error)
+    match = _REFUSAL.search(text)
+    return match.group(1).strip() if match else (text.strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 def _listed(keys: list[str], limit: int = 6) -> str:
@@ -65,8 +82,11 @@ def load_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
     if pt.is_file():
         try:
             return torch.load(pt, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:  # a pickle that wants more than tensors: never unpickled
+            raise ValueError(f"{pt}: refused to unpickle ({unpickle_refusal(e)}): not plain tensors; "
+                             f"{CONVERT_HINT}") from None
         except Exception as e:
-            raise ValueError(f"{pt}: cannot load with weights_only=True ({e})") from None
+            raise ValueError(f"{pt}: cannot load with weights_only=True ({unpickle_refusal(e)})") from None
     raise FileNotFoundError(f"no {WEIGHTS_NAME} or {PT_WEIGHTS_NAME} in {directory}")
 
 
@@ -98,13 +118,17 @@ def _rename_legacy(state: dict[str, V]) -> dict[str, V]:
     return out
 
 
-def _check_shapes(saved: dict[str, tuple[int, ...]], own: dict[str, tuple[int, ...]]) -> None:
-    for k, shape in saved.items():
-        if k in own and own[k] != shape:
-            raise ValueError(
-                f"checkpoint tensor {k!r} has shape {shape} but the model (from its config) "
-                f"expects {own[k]}: config and weights do not match"
-            )
+def _check_shapes(saved: dict[str, tuple[int, ...]], own: dict[str, tuple[int, ...]], source: str) -> None:
+    """WeightsMismatchError naming ``source`` (the model directory), the first tensor whose saved shape differs
+    from the one the config builds, and how many more do: e.g. config.json's hidden_size edited after saving."""
+    wrong = [k for k, shape in saved.items() if k in own and own[k] != shape]
+    if wrong:
+        k = wrong[0]
+        more = f" (and {len(wrong) - 1} more tensors)" if len(wrong) > 1 else ""
+        raise WeightsMismatchError(
+            f"{source}: checkpoint tensor {k!r} has shape {saved[k]} but the model its config.json builds "
+            f"expects {own[k]}{more}: config and weights do not match"
+        )
 
 
 def _align_prefix(state: dict[str, V], expected: set[str]) -> dict[str, V]:
@@ -137,16 +161,18 @@ class PreTrainedMixin:
         return directory
 
     def load_checkpoint_state(self, state: dict[str, torch.Tensor], *, strict_shapes: bool = True,
-                              reinit_mismatched_head: bool = False) -> LoadingInfo:
+                              reinit_mismatched_head: bool = False, source: str = "checkpoint") -> LoadingInfo:
         """Load a state dict (prefix aligned, legacy and foreign names renamed); shapes must match, missing/unexpected
         keys are returned (``check_loading_info`` decides which are errors). ``reinit_mismatched_head``: a head
-        tensor whose shape differs (a CTC head over another vocabulary) is left as initialised instead."""
+        tensor whose shape differs (a CTC head over another vocabulary) is left as initialised instead.
+        ``source``: where the state came from (a model directory), named by a shape error."""
         assert isinstance(self, nn.Module)
         own = self.state_dict()
         state = _align_prefix(_rename_legacy(state), set(own))
         state, reinit = self._split_mismatched_head(state, own, reinit_mismatched_head)
         if strict_shapes:
-            _check_shapes({k: tuple(v.shape) for k, v in state.items()}, {k: tuple(v.shape) for k, v in own.items()})
+            _check_shapes({k: tuple(v.shape) for k, v in state.items()}, {k: tuple(v.shape) for k, v in own.items()},
+                          source)
         result = self.load_state_dict(state, strict=False)
         missing = [k for k in result.missing_keys if k not in reinit]
         return LoadingInfo(missing, list(result.unexpected_keys), reinit)
@@ -189,7 +215,7 @@ class PreTrainedMixin:
             shapes = {k: tuple(v.shape) for k, v in load_state_dict(directory).items()}
         shapes = _align_prefix(_rename_legacy(shapes), set(own))
         shapes, reinit = model._split_mismatched_head(shapes, model.state_dict(), reinit_mismatched_head)
-        _check_shapes(shapes, own)
+        _check_shapes(shapes, own, str(directory))
         info = LoadingInfo(sorted(set(own) - set(shapes) - set(reinit)), sorted(set(shapes) - set(own)), reinit)
         model.check_loading_info(info, directory, allow_new_head=allow_new_head)
         return info
@@ -245,7 +271,8 @@ class PreTrainedMixin:
             raise FileNotFoundError(f"model directory not found: {directory}")
         config = UniSpeechConfig.from_pretrained(directory, convertible=convertible, **config_overrides)
         model = cls(config)  # type: ignore[call-arg]
-        info = model.load_checkpoint_state(load_state_dict(directory), reinit_mismatched_head=reinit_mismatched_head)
+        info = model.load_checkpoint_state(load_state_dict(directory), reinit_mismatched_head=reinit_mismatched_head,
+                                           source=str(directory))
         model.check_loading_info(info, directory, allow_new_head=allow_new_head)
         if info.missing_keys:
             log.warning("%s: newly initialised (not in %s): %s", cls.__name__, directory, info.missing_keys)

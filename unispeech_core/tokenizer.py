@@ -46,18 +46,37 @@ class PhoneTokenizer:
 
     @classmethod
     def from_file(cls, path: str | Path) -> PhoneTokenizer:
+        """vocab.json (or a directory holding it). Every error names the file: a user may pass a vocabulary to
+        several jobs, and "lacks '<s>'" alone does not say which of them is wrong."""
         path = Path(path)
         if path.is_dir():
             path = path / VOCAB_NAME
+        if path.exists() and not path.is_file():  # a FIFO or a device would block or never end
+            raise ValueError(f"{path}: not a regular file (expected a vocab.json)")
         try:
-            vocab = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise FileNotFoundError(f"vocabulary file not found: {path}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not a vocab.json (not UTF-8 at byte {e.start})") from None
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+        return cls.from_json(text, str(path))
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> PhoneTokenizer:
+        """A vocabulary from the text of a vocab.json read from ``source`` (a path or URI), which every error
+        names: not JSON, not a phone -> id mapping, a special token missing, ids with gaps."""
+        try:
+            vocab = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+            raise ValueError(f"{source}: not valid JSON ({e})") from None
         if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
-            raise ValueError(f"{path}: expected a JSON object mapping phone -> integer id")
-        return cls(vocab)
+            raise ValueError(f"{source}: expected a JSON object mapping phone -> integer id")
+        try:
+            return cls(vocab)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
 
     def save(self, path: str | Path) -> Path:
         """Write vocab.json (a file path or a directory); loadable by Wav2Vec2CTCTokenizer."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,10 +239,4 @@ def vocab_from(path: str | Path) -> dict[str, int]:
         text = loc.read_text()
     except FileNotFoundError:
         raise FileNotFoundError(f"vocabulary file not found: {loc}") from None
-    try:
-        vocab = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{loc}: not valid JSON ({e})") from None
-    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
-        raise ValueError(f"{loc}: expected a JSON object mapping phone -> integer id")
-    return PhoneTokenizer(vocab).vocab
+    return PhoneTokenizer.from_json(text, str(loc)).vocab

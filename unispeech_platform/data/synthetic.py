@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
+from unispeech_platform.runtime.errors import JobSetupError
+
 from .audio import encode_flac, to_mono_16k
 from .espeak import G2PError, check_voice, require_espeak, synthesize
 from .parallel import parallel_map
@@ -158,12 +160,17 @@ def _words(lang: str) -> tuple[str, ...]:
     return tuple(w for w in wordfreq.top_n_list(wordfreq_code(lang), TOP_WORDS) if w.isalpha())
 
 
-def make_speakers(lang: str, count: int, dev: int, test: int, seed: int) -> list[Speaker]:
-    """``count`` distinct voices; the first ``test`` go to test, the next ``dev`` to dev, the rest to train."""
+def check_speaker_counts(count: int, dev: int, test: int) -> None:
+    """ValueError unless ``count`` espeak variants exist and leave at least one train speaker."""
     if count > len(VARIANTS):
         raise ValueError(f"at most {len(VARIANTS)} speakers per language (espeak variants), got {count}")
     if count < dev + test + 1:
         raise ValueError(f"{count} speakers cannot cover {test} test + {dev} dev + at least 1 train speaker")
+
+
+def make_speakers(lang: str, count: int, dev: int, test: int, seed: int) -> list[Speaker]:
+    """``count`` distinct voices; the first ``test`` go to test, the next ``dev`` to dev, the rest to train."""
+    check_speaker_counts(count, dev, test)
     rng = np.random.default_rng(_stable("speakers", seed, lang))
     variants = rng.permutation(VARIANTS)[:count]
     splits = ["test"] * test + ["dev"] * dev + ["train"] * (count - dev - test)
@@ -329,6 +336,7 @@ class SynthesisSpec:
             raise ValueError(f"unlabeled_fraction must be in [0, 1), got {self.unlabeled_fraction}")
         if not 1 <= self.min_words <= self.max_words:
             raise ValueError(f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
+        check_speaker_counts(self.speakers, self.dev_speakers, self.test_speakers)
         args: dict[str, Any] = {
             "generator": f"espeak-ng/wordfreq v{GENERATOR_VERSION}",
             "langs": list(self.langs),
@@ -399,16 +407,25 @@ def make_corpus(
     return summary
 
 
+class MissingToolError(JobSetupError, ValueError):
+    """espeak-ng, a word list, a voice or a variant the corpus needs is not on this machine."""
+
+
 def check_tools(spec: SynthesisSpec) -> None:
-    """Fail before any work if espeak-ng, a word list, a voice or a shifted variant is missing."""
-    require_espeak()
-    for lang in spec.all_langs:
-        wordfreq_code(lang)
-        check_voice(lang)
+    """Fail before any work if espeak-ng, a word list, a voice or a shifted variant is missing: MissingToolError
+    (one line, exit 3 in a job) since the machine, not the code, lacks it."""
+    try:
+        require_espeak()
+        for lang in spec.all_langs:
+            wordfreq_code(lang)
+            check_voice(lang)
+    except (RuntimeError, ValueError) as e:
+        raise MissingToolError(str(e)) from None
     if spec.shifted is not None:
         missing = sorted(set(spec.shifted.voices) - espeak_variants())
         if missing:
-            raise ValueError(f"shifted.voices {missing}: espeak-ng has no such variant (espeak-ng --voices=variant)")
+            raise MissingToolError(
+                f"shifted.voices {missing}: espeak-ng has no such variant (espeak-ng --voices=variant)")
 
 
 def synthesise(

@@ -204,6 +204,19 @@ def _checked_here(parts: list[PartFile], vocab: dict[str, int] | None, batch_row
                 yield check_table(pa.Table.from_batches([batch], schema=group.schema), vocab)
 
 
+def load_vocab(root: str | Path, vocab_path: str | Path | None = None) -> dict[str, int] | None:
+    """The vocabulary phones are checked against: ``vocab_path``, else ``<root>/vocab.json`` when there (None:
+    phones are not checked). A missing or broken file raises CorpusError naming it, cheap enough for a job to
+    call before Ray starts (``jobs.validate_data`` does)."""
+    vocab_file = str(vocab_path) if vocab_path else join_path(str(root), VOCAB_FILE)
+    if not vocab_path and not locate(vocab_file).is_file():
+        return None
+    try:
+        return vocab_from(vocab_file)
+    except (OSError, ValueError) as e:  # the message names the file
+        raise CorpusError(str(e)) from None
+
+
 def validate_corpus(
     root: str | Path, vocab_path: str | Path | None = None, *, decode_batch_rows: int = 16, executor: str = "ray"
 ) -> ValidationReport:
@@ -214,8 +227,7 @@ def validate_corpus(
         raise ValueError(f"executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
     parts = scan_corpus(root)
     loc = locate(root)
-    vocab_file = str(vocab_path) if vocab_path else join_path(str(root), VOCAB_FILE)
-    vocab = vocab_from(vocab_file) if (vocab_path or locate(vocab_file).is_file()) else None
+    vocab = load_vocab(root, vocab_path)
     run = _checked_on_ray if executor == "ray" else _checked_here
     report = ValidationReport(root=str(loc), stats=CorpusStats(), vocab_checked=vocab is not None)
     seen: set[str] = set()

@@ -4,7 +4,8 @@
 
 One row per utterance: ``id, lang, split, ref, hyp, error``. CTC: ref/hyp are phone strings (greedy decoding);
 LID: the true and the predicted language. Rows the data path cannot use (undecodable audio, unknown phones,
-out-of-range duration) come back with ``error`` set and are left out of the scores, never silently lost.
+out-of-range duration) come back with ``error`` set and are left out of the scores, never silently lost. A model
+whose outputs are NaN/inf fails the whole inference (``evaluate.finite``): its scores would mean nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from typing import Any
 import pyarrow as pa
 
 from unispeech_platform.config.data import DataConfig
+from unispeech_platform.evaluate.finite import (
+    NON_FINITE_OUTPUT,
+    NonFiniteOutputError,
+    check_finite,
+    raise_if_marked,
+)
 from unispeech_platform.runtime.hardware import threads_per_worker, usable_cpus
 
 OUTPUT_SCHEMA = pa.schema(
@@ -32,6 +39,7 @@ class Predictor:
         from unispeech_core import PhoneTokenizer
         from unispeech_platform.data.decode import vocab_from
 
+        self.model_dir = model_dir
         self.cfg = DataConfig.model_validate(data)
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         # The corpus vocabulary: batches carry reference phones as its ids (the model's may differ).
@@ -63,9 +71,15 @@ class Predictor:
                 emit(rid, lang, None, None, error)
         with torch.inference_mode():
             for batch in BatchStream([table.drop_columns(["split"])], self.cfg, epoch=0, train=False):
-                refs, hyps = self.predict(batch)
+                try:
+                    refs, hyps = self.predict(batch)
+                except NonFiniteOutputError:  # the driver fails the job on these rows (run_inference)
+                    refs = hyps = [None] * len(batch["id"])
+                    error = NON_FINITE_OUTPUT
+                else:
+                    error = None
                 for rid, lang, ref, hyp in zip(batch["id"], batch["lang"], refs, hyps):
-                    emit(rid, lang, ref, hyp, None)
+                    emit(rid, lang, ref, hyp, error)
         return pa.table(out, schema=OUTPUT_SCHEMA)
 
     def _inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +99,7 @@ class CTCPredictor(Predictor):
         from unispeech_core import ctc_greedy_decode
 
         out = self.model(**self._inputs(batch))
+        check_finite(out.logits, out.frame_lengths, self.model_dir, f"utterance {batch['id'][0]}")
         hyps = ctc_greedy_decode(out.logits.float(), out.frame_lengths, self.tokenizer)
         refs = [self.corpus_tokenizer.decode([int(i) for i in row if i >= 0]) for row in batch["labels"]]
         return refs, hyps
@@ -100,6 +115,7 @@ class LIDPredictor(Predictor):
 
     def predict(self, batch: dict[str, Any]) -> tuple[list[str], list[str]]:
         logits = self.model(**self._inputs(batch)).logits
+        check_finite(logits, None, self.model_dir, f"utterance {batch['id'][0]}")
         labels = self.model.config.id2label
         return list(batch["lang"]), [labels[int(i)] for i in logits.argmax(-1).tolist()]
 
@@ -121,7 +137,8 @@ def run_inference(
     data: DataConfig, splits: list[str], model_dir: str, predictor: type[Predictor], *,
     num_actors: int = 1, cpus_per_actor: float = 1.0, use_gpu: bool = False, batch_rows: int = 32,
 ):
-    """Predictions for every row of the chosen splits (pandas DataFrame, OUTPUT_SCHEMA columns)."""
+    """Predictions for every row of the chosen splits (pandas DataFrame, OUTPUT_SCHEMA columns);
+    NonFiniteOutputError naming the model when any batch's outputs were NaN/inf."""
     import ray.data
 
     from unispeech_platform.data.pipeline import build_dataset
@@ -141,4 +158,6 @@ def run_inference(
         num_cpus=cpus_per_actor,
         num_gpus=1 if use_gpu else 0,
     )
-    return ds.to_pandas()
+    predictions = ds.to_pandas()
+    raise_if_marked(predictions["error"], predictions["id"], model_dir)
+    return predictions

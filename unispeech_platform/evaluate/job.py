@@ -14,6 +14,7 @@ from unispeech_platform.evaluate.model_source import EVALUATE_JOB, ModelLoadErro
 from unispeech_platform.evaluate.references import is_character_model, read_references, reference_vocab
 from unispeech_platform.evaluate.report import REFERENCE_VOCAB, per_report_made
 from unispeech_platform.evaluate.scoring import Score
+from unispeech_platform.runtime.output_parent import check_output_parent
 from unispeech_platform.runtime.output_paths import open_output_dir
 
 log = logging.getLogger("unispeech.evaluate")
@@ -38,6 +39,7 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     from unispeech_platform.tracking import checked_tracking_uri
 
     ev = cfg.evaluate
+    check_output_parent(ev.output_dir, "evaluate.output_dir", makes_parents=True, is_file=False)
     output, _ = open_output_dir(ev.output_dir, EVALUATE_JOB, overwrite=None, legacy=per_report_made,
                                 flag="evaluate.output_dir")  # before any Ray work, as the model check
     out_dir = output.root

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from unispeech_core.checkpoint import PT_WEIGHTS_NAME, WEIGHTS_NAME
+from unispeech_core.checkpoint import PT_WEIGHTS_NAME, WEIGHTS_NAME, unpickle_refusal
 from unispeech_core.config import CONFIG_NAME as CONFIG_FILE
 from unispeech_core.tokenizer import VOCAB_NAME as VOCAB_FILE
 from unispeech_platform.runtime.errors import JobSetupError
@@ -110,8 +110,8 @@ def check_model_dir(directory: Path, *, need_vocab: bool = True) -> str:
     if need_vocab:
         try:
             tok = PhoneTokenizer.from_file(directory / VOCAB_FILE)
-        except (FileNotFoundError, ValueError) as e:
-            raise ModelLoadError(f"{directory / VOCAB_FILE}: {e}") from None
+        except (FileNotFoundError, ValueError) as e:  # the message names the file
+            raise ModelLoadError(str(e)) from None
         if config.vocab_size is not None and len(tok) > config.vocab_size:
             raise ModelLoadError(
                 f"{directory / VOCAB_FILE}: {len(tok)} tokens but the model's vocab_size is {config.vocab_size}"
@@ -171,8 +171,8 @@ def _export_checkpoint(ckpt: Path, output: OutputDir, vocab: Path | None) -> Pat
         raise ModelLoadError(f"{ckpt}: a training checkpoint without {DS_MODEL_STATES}")
     try:
         module = torch.load(states, map_location="cpu", weights_only=True)["module"]
-    except Exception as e:
-        raise ModelLoadError(f"{states}: cannot load with weights_only=True ({e})") from None
+    except Exception as e:  # torch's own message would advise weights_only=False: only its reason is kept
+        raise ModelLoadError(f"{states}: cannot load with weights_only=True ({unpickle_refusal(e)})") from None
     if any(t.numel() == 0 for t in module.values()):
         raise ModelLoadError(f"{ckpt}: ZeRO-3 checkpoint (sharded weights); evaluate the job's exported model/")
     out_dir = output.claim(MODEL_DIR, directory=True)

@@ -26,9 +26,11 @@ import numpy as np
 
 from unispeech_platform.data import audio_file
 from unispeech_platform.data.audio_file import AudioFileError, read_audio_file
+from unispeech_platform.evaluate.finite import NON_FINITE_OUTPUT, NonFiniteOutputError, check_finite
 from unispeech_platform.evaluate.model_source import WorkDir
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.failures import Failure
+from unispeech_platform.runtime.output_parent import check_output_parent
 from unispeech_platform.runtime.output_paths import (
     OutputPathError,
     atomic_output_file,
@@ -158,6 +160,7 @@ class Transcriber:
         from unispeech_core.tokenizer import SPECIAL_TOKENS
 
         self.torch = torch
+        self.model_dir = model_dir
         self.tokenizer = PhoneTokenizer.from_file(model_dir)
         self.model = UniSpeechForCTC.from_pretrained(model_dir).to(device).eval()
         self.device = device
@@ -200,6 +203,7 @@ class Transcriber:
                 logits = out.logits.float()
                 lengths = out.frame_lengths if out.frame_lengths is not None else torch.full(
                     (len(group),), logits.shape[1])
+                check_finite(logits, lengths, self.model_dir, utts[group[0][0]].path)  # never an empty transcript
                 if self.beam is not None:
                     decoded = self.beam(logits.log_softmax(-1), lengths)
                 else:
@@ -249,7 +253,10 @@ class TranscribeActor:
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         lines, failed = [], []
         for utts, fails in _batches(list(batch["path"]), self.opts.batch_size):
-            lines += [json.dumps(r, ensure_ascii=False) for r in (self.transcriber(utts) if utts else [])]
+            try:
+                lines += [json.dumps(r, ensure_ascii=False) for r in (self.transcriber(utts) if utts else [])]
+            except NonFiniteOutputError as e:  # cannot cross Ray as itself: the driver raises it (_run_ray)
+                fails = [*fails, Failure(where=utts[0].path, reason=NON_FINITE_OUTPUT, detail=str(e))]
             failed += [json.dumps(asdict(f), ensure_ascii=False) for f in fails]
         return {"line": lines + [None] * len(failed), "failure": [None] * len(lines) + failed}
 
@@ -288,7 +295,10 @@ def _run_ray(paths: list[str], opts: TranscribeOptions, model_dir: str, out, bar
             out.write(row["line"] + "\n")
             done += 1
         else:
-            failures.append(Failure.from_dict(json.loads(row["failure"])))
+            failure = Failure.from_dict(json.loads(row["failure"]))
+            if failure.reason == NON_FINITE_OUTPUT:
+                raise NonFiniteOutputError(failure.detail)
+            failures.append(failure)
         bar.update(1)
     return done, failures
 
@@ -339,6 +349,7 @@ def transcribe(opts: TranscribeOptions) -> Summary:
         raise JobSetupError(f"--decoder {opts.decoder!r}: expected greedy or beam")
     if opts.lm_path and not Path(opts.lm_path).is_file():
         raise JobSetupError(f"--lm {opts.lm_path}: no such file")
+    check_output_parent(opts.out, "--out", makes_parents=True)  # written at the end: the place is checked now
     out_path = Path(os.path.abspath(opts.out))  # not resolved: a link named by --out is refused, not followed
     paths, failures = collect_inputs(opts.inputs)
     check_out_file(out_path, [*paths, *([opts.lm_path] if opts.lm_path else [])], opts.overwrite)

@@ -7,7 +7,9 @@ Config errors exit before Ray is imported or started. Entry points stay ``parse 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import math
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -80,6 +82,48 @@ def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_c
     return parser
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count (workers, batch size, actors): a bad value is a flag error (exit 2) naming the
+    flag, not a ValueError from ``range`` or Ray later."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of a count that may be 0 (held-out speakers) or of a seed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type of a weight: a number, not nan or inf (argparse's float accepts both)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a duration (seconds): finite and > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+    return value
+
+
 def exit_with(message: str, code: int) -> None:
     """One clear line on stderr (redacted: a library's message may quote a URI with credentials), then the exit
     code."""
@@ -109,15 +153,36 @@ def parse_job_args(doc: str, config_cls: type[T], argv: list[str] | None = None,
     return load_job_config(job_parser(doc, config_cls, resume=resume), config_cls, argv)
 
 
+FULL_DISK = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def environment_error_line(error: OSError) -> str | None:
+    """One line for an OSError that the environment caused rather than our code: one naming a file (permission
+    denied, read-only file system, a directory where a file was expected, ...) or a full disk, whose writes name
+    none. None for the rest (a refused connection, a bug's bad file descriptor): those keep their traceback."""
+    if error.filename is not None:
+        names = f"{error.filename}" + (f" -> {error.filename2}" if error.filename2 is not None else "")
+        return f"{names}: {error.strerror or error}"
+    if error.errno in FULL_DISK:
+        return f"{error.strerror or error} (while writing the job's output)"
+    return None
+
+
 def run_or_exit(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-    """Run a job step; config errors exit 2, setup errors (tracking, data, model, run-directory conflicts) exit 3,
-    each with one line. Anything else is a real failure and keeps its traceback."""
+    """Run a job step; config errors exit 2, setup errors (tracking, data, model, run-directory conflicts, a
+    file the environment will not let us read or write, a full disk) exit 3, each with one line. Anything else
+    is a real failure and keeps its traceback."""
     try:
         return fn(*args, **kwargs)
     except ConfigError as e:
         exit_with(f"config error: {e}", EXIT_CONFIG)
-    except (JobSetupError, FileNotFoundError) as e:
+    except (JobSetupError, FileNotFoundError, FileExistsError) as e:
         exit_with(f"setup error: {e}", EXIT_SETUP)
     except TrainingStoppedError as e:
         exit_with(f"training stopped: {e}", EXIT_FAILED)
+    except OSError as e:
+        line = environment_error_line(e)
+        if line is None:
+            raise
+        exit_with(f"setup error: {line}", EXIT_SETUP)
     raise AssertionError("unreachable")

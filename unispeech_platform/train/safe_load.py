@@ -12,12 +12,13 @@ it wanted to build.
 from __future__ import annotations
 
 import pickle
-import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from unispeech_core.checkpoint import unpickle_refusal
 
 
 class UnsafeCheckpointError(RuntimeError):
@@ -34,16 +35,6 @@ def deepspeed_safe_globals() -> list[Any]:
     return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
 
 
-_REASON = re.compile(r"WeightsUnpickler error: ([^\n]*?)(?: was not an allowed global by default|\.\s|\n|$)")
-
-
-def refusal_reason(error: Exception) -> str:
-    """The one informative line of torch's weights_only error (e.g. 'Unsupported global: GLOBAL posix.system')."""
-    text = str(error)
-    match = _REASON.search(text)
-    return match.group(1).strip() if match else text.strip().splitlines()[0][:200]
-
-
 def safe_torch_load(path: str | Path, map_location: Any = None, *, mmap: bool = False) -> Any:
     """``torch.load`` with ``weights_only=True`` and DeepSpeed's safe globals; refusals raise
     UnsafeCheckpointError naming the file. ``mmap``: leave tensor data on disk (a cheap check of the pickle)."""
@@ -53,7 +44,7 @@ def safe_torch_load(path: str | Path, map_location: Any = None, *, mmap: bool = 
             return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
-            f"{path}: refused to unpickle ({refusal_reason(e)}): not tensors or DeepSpeed state, "
+            f"{path}: refused to unpickle ({unpickle_refusal(e)}): not tensors or DeepSpeed state, "
             f"the file may have been tampered with") from None
 
 

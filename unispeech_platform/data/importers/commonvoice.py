@@ -19,6 +19,7 @@ from unispeech_platform.runtime.failures import Failure
 from .common import ImportInputError, Options, Record
 from .g2p import voice_for
 from .run import run_import
+from .text_files import check_text_file, csv_rows
 
 SPLIT_FILES = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
 REQUIRED_COLUMNS = ("client_id", "path", "sentence")
@@ -30,12 +31,15 @@ EMPTY_SENTENCE = "empty_sentence"
 
 def read_tsv(path: Path) -> list[dict[str, str]]:
     """Rows of a Common Voice TSV (no quoting: sentences contain quotes); errors name the file and column."""
+    check_text_file(path)
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        rows = csv_rows(path, reader)
+        first = next(rows, None)  # reads the header (and a first row) inside csv_rows' error handling
         for col in REQUIRED_COLUMNS:
             if col not in (reader.fieldnames or []):
                 raise ImportInputError(f"{path}: missing column {col!r} (has {reader.fieldnames})")
-        return list(reader)
+        return ([] if first is None else [first]) + list(rows)
 
 
 def split_rows(root: Path, *, validated_extra: bool) -> dict[str, list[dict[str, str]]]:

@@ -11,6 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .common import ImportInputError, Record, map_split
+from .text_files import check_text_file
+
+LABELS = ("phn", "wrd", "ltr")
 
 
 def manifests(path: Path) -> list[Path]:
@@ -29,8 +32,12 @@ def read_records(
 ) -> Iterator[Record]:
     if lang is None:
         raise ImportInputError("fairseq manifests carry no language: pass --lang")
-    for tsv in manifests(Path(input_path)):
-        labels = {ext: tsv.with_suffix(f".{ext}") for ext in ("phn", "wrd", "ltr")}
+    found = manifests(Path(input_path))
+    for text_file in (p for tsv in found for p in [tsv, *(tsv.with_suffix(f".{e}") for e in LABELS)]):
+        if text_file.exists():  # every manifest and label file, before the first row
+            check_text_file(text_file)
+    for tsv in found:
+        labels = {ext: tsv.with_suffix(f".{ext}") for ext in LABELS}
         with contextlib.ExitStack() as stack:
             f = stack.enter_context(tsv.open(encoding="utf-8"))
             root_line = f.readline().rstrip("\n")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .common import ImportInputError, Record, map_split, pick_column
 from .hf import ID_COLUMNS, LANG_COLUMNS, PHONE_COLUMNS, SPEAKER_COLUMNS, TEXT_COLUMNS
+from .text_files import check_text_file, csv_rows
 
 PATH_COLUMNS = ("path", "audio", "audio_path", "audio_filepath", "file", "filename", "wav")
 SPLIT_COLUMNS = ("split",)
@@ -20,6 +21,7 @@ SPLIT_COLUMNS = ("split",)
 
 def _rows(path: Path) -> Iterator[dict]:
     suffix = path.suffix.lower()
+    check_text_file(path)  # a regular file, UTF-8 throughout: before the first row is imported
     with path.open(encoding="utf-8", newline="") as f:
         if suffix in (".jsonl", ".json", ".ndjson"):
             for n, line in enumerate(f, 1):
@@ -34,7 +36,7 @@ def _rows(path: Path) -> Iterator[dict]:
         elif suffix in (".tsv", ".csv", ".txt"):
             # TSV: no quoting (transcripts contain quotes, as in Common Voice); CSV: standard quoting.
             kw = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if suffix != ".csv" else {}
-            yield from csv.DictReader(f, **kw)
+            yield from csv_rows(path, csv.DictReader(f, **kw))
         else:
             raise ImportInputError(f"{path}: unknown manifest type (use .tsv, .csv or .jsonl)")
 

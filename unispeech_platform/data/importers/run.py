@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from unispeech_platform.runtime.failures import Failure
+from unispeech_platform.runtime.output_parent import check_output_parent
 from unispeech_platform.runtime.output_paths import OutputDir
 
 from ..summary import atomic_write_text, print_table, write_summary
@@ -48,6 +49,7 @@ def run_import(
     connected or a local Ray) or "auto" (ray when RAY_ADDRESS names a cluster). Input errors (ImportInputError,
     FileNotFoundError) come before any work; re-running with the same ``args`` into a complete corpus is a no-op,
     other arguments need ``overwrite``."""
+    check_output_parent(out, "--out", makes_parents=True, is_file=False)  # a place it can write, before any work
     stream = iter(records)
     first = next(stream, None)  # the readers raise their input errors lazily: before Ray, staging or a writer
     pending = itertools.chain([] if first is None else [first], stream)
