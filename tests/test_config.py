@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -210,11 +211,17 @@ def test_numbers_torch_would_reject_later_are_refused_naming_the_key(override, k
     ("train:\n  max_steps: 5\n  max_steps: 6\n", "duplicate key 'max_steps'"),
     (b"\x89PNG\r\n\x1a\n\x00\x00", "not a text file"),
     (None, "is a directory"),
+    ("fifo", "not a regular file"),  # would block the job forever
+    ("train: !!python/object/apply:os.system ['touch {tmp}/PWNED']\n", "not valid YAML"),  # never executed
 ])
 def test_a_config_file_that_cannot_be_one_is_refused_in_one_line(tmp_path, content, message):
     path = tmp_path / "job.yaml"
     if content is None:
         path.mkdir()
+    elif content == "fifo":
+        os.mkfifo(path)
+    elif isinstance(content, str) and "{tmp}" in content:
+        path.write_text(content.format(tmp=tmp_path))
     elif isinstance(content, bytes):
         path.write_bytes(content)
     else:
@@ -222,6 +229,7 @@ def test_a_config_file_that_cannot_be_one_is_refused_in_one_line(tmp_path, conte
     with pytest.raises(ConfigError, match=message) as e:
         load_config(PretrainJobConfig, path)
     assert "\n" not in str(e.value) and str(path) in str(e.value)
+    assert not (tmp_path / "PWNED").exists()
 
 
 def test_bad_numbers_from_yaml_and_set_exit_2_in_one_line_and_write_nothing(tmp_path):
