@@ -390,12 +390,12 @@ def make_corpus(
     """
     spec = SynthesisSpec(langs, per_lang, **fields)
     args = spec.args()
+    check_tools(spec)  # before the output is touched: a missing voice or word list leaves no trace
     output, existing = prepare_output(out, args, overwrite=overwrite)
     if existing is not None:
         print(f"corpus {out} is complete for these arguments: reusing it")
         return existing
     out = output.root
-    check_tools(spec)
     jobs = plan_jobs(args)
     stats, rejected = synthesise(output, jobs, spec.all_langs, workers, progress, row_group_bytes)
     summary = write_summary(out, stats, args=args, speakers=speaker_table(spec, jobs),

@@ -82,27 +82,26 @@ def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_c
     return parser
 
 
-def positive_int(text: str) -> int:
-    """argparse type of a count (workers, batch size, actors): a bad value is a flag error (exit 2) naming the
-    flag, not a ValueError from ``range`` or Ray later."""
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}" if minimum else
+                                         f"must not be negative, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count (workers, batch size, actors): a bad value is a flag error (exit 2) naming the
+    flag, not a ValueError from ``range`` or Ray later."""
+    return _whole_number(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """argparse type of a count that may be 0 (held-out speakers) or of a seed."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+    return _whole_number(text, 0)
 
 
 def finite_float(text: str) -> float:
