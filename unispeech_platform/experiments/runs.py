@@ -17,7 +17,7 @@ from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.experiments.config import ExperimentConfig
 from unispeech_platform.runtime.hardware import machine_line
 from unispeech_platform.runtime.layout import RunLayout
-from unispeech_platform.tracking import PARENT_TAG, RunStore, RunTracking, TrackingError
+from unispeech_platform.tracking import PARENT_TAG, RunStore, RunTracking, TrackingError, resolve_experiment
 from unispeech_platform.tracking.retry import with_retries
 
 EXPERIMENT_TAG = "unispeech.experiment"
@@ -46,7 +46,7 @@ class ExperimentRuns:
         self.waiting: set[str] = set()
         """Planned runs no stage has started: KILLED if the experiment stops before it reaches them."""
         self.experiment_id = self._at_start("find the MLflow experiment",
-                                            lambda: self.store.experiment_id(cfg.tracking.experiment))
+                                            lambda: self.store.experiment_id(resolve_experiment(cfg.tracking)))
 
     def _at_start(self, what: str, call):
         """A call made before any stage runs: an unusable server fails the experiment here (exit 3), before hours
