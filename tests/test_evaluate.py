@@ -61,7 +61,9 @@ def test_per_per_language_matches_jiwer_and_lands_in_the_training_run(corpus, tm
             "--set", f"tracking.uri={uri}", "--set", "evaluate.batch_rows=8",
         ])
 
-    assert result.run_id == train_run
+    evaluation = client.get_run(result.run_id)  # the evaluation's own run, nested under the training run
+    assert result.run_id != train_run and evaluation.data.tags["mlflow.parentRunId"] == train_run
+    assert evaluation.info.experiment_id == client.get_run(train_run).info.experiment_id
     for split in ("dev", "test"):
         expected = _expected_per(corpus, model_dir, split)
         assert set(expected) == {"es", "ru"}
@@ -76,12 +78,15 @@ def test_per_per_language_matches_jiwer_and_lands_in_the_training_run(corpus, tm
         assert result.metrics[f"per/avg/{split}"] == pytest.approx(macro, abs=1e-12)
         assert f"per/weighted/{split}" in result.metrics
 
-    run = client.get_run(train_run)
+    run = evaluation
     assert run.data.metrics["per/es/test"] == pytest.approx(result.metrics["per/es/test"])
     assert "per/avg/dev" in run.data.metrics and "per/weighted/test" in run.data.metrics
-    artifacts = {f.path for f in client.list_artifacts(train_run, "evaluation")}
+    assert [m.step for m in client.get_metric_history(result.run_id, "per/avg/dev")] == [3]  # the model's update
+    assert not any(k.startswith("per/") for k in client.get_run(train_run).data.metrics)
+    assert run.info.status == "FINISHED" and run.data.tags["unispeech.model_step"] == "3"
+    artifacts = {f.path for f in client.list_artifacts(result.run_id, "evaluation")}
     assert {"evaluation/per.md", "evaluation/per.csv", "evaluation/per.json", "evaluation/per.png"} <= artifacts
-    table = Path(client.download_artifacts(train_run, "evaluation/per.md", str(tmp_path / "dl"))).read_text()
+    table = Path(client.download_artifacts(result.run_id, "evaluation/per.md", str(tmp_path / "dl"))).read_text()
     assert "| dev | es |" in table and "avg (macro)" in table
     assert "| test | ru |" in capsys.readouterr().out
 

@@ -52,8 +52,11 @@ def test_lid_separates_two_languages_far_above_chance(corpus, tmp_path):
     assert min(report.per_language.values()) >= 0.6
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("unispeech-tiny").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("unispeech-tiny").experiment_id])
+    (train,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    (run,) = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == train.info.run_id]  # the LID's own run
     assert run.data.metrics["lid/accuracy"] == pytest.approx(report.accuracy)
-    assert "dev_accuracy" in run.data.metrics
+    assert "dev_accuracy" in train.data.metrics
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "lid/accuracy")] == [STEPS]
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "lid")}
     assert {"lid/confusion.png", "lid/lid.json"} <= artifacts

@@ -121,7 +121,8 @@ def test_mlflow_model_loads_and_predicts_phone_strings(export_dir, logged_run):
     try:
         model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
         signature = model.metadata.signature
-        assert signature.inputs.input_names() == ["waveform"] and signature.outputs.to_dict()[0]["type"] == "string"
+        assert signature.inputs.input_names() == ["waveform", "audio", "path"]
+        assert signature.outputs.to_dict()[0]["type"] == "string"
         waves = _waves()
         texts = model.predict(pd.DataFrame({"waveform": [w.astype(np.float64) for w in waves]}))
         assert texts == _our_transcripts(export_dir, waves) and all(texts)
@@ -131,7 +132,7 @@ def test_mlflow_model_loads_and_predicts_phone_strings(export_dir, logged_run):
         served = mlflow.models.validate_serving_input(f"runs:/{run_id}/model", serving)
         assert list(served) == texts[1:]
         with pytest.raises(Exception, match="waveform"):  # a wrong column is named
-            model.predict(pd.DataFrame({"audio": [waves[0].tolist()]}))
+            model.predict(pd.DataFrame({"samples": [waves[0].tolist()]}))
 
         client = MlflowClient(uri)
         assert client.get_run(run_id).info.status == "FINISHED"

@@ -36,6 +36,11 @@ def test_quickstart_end_to_end(quickstart):
     jobs = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{arm.info.run_id}'")
     assert sorted(r.info.run_name for r in jobs) == ["unispeech/finetune", "unispeech/pretrain"]
     assert all(r.info.status == "FINISHED" and "loss" in r.data.metrics for r in jobs)
+    finetune = next(r for r in jobs if r.info.run_name == "unispeech/finetune")
+    (evaluation,) = client.search_runs([result.experiment_id], f"tags.`mlflow.parentRunId` = '{finetune.info.run_id}'")
+    assert evaluation.info.run_name == "unispeech/evaluate" and evaluation.info.status == "FINISHED"
+    (step,) = {m.step for m in client.get_metric_history(evaluation.info.run_id, "per/pt")}
+    assert step > 0 and step in {m.step for m in client.get_metric_history(finetune.info.run_id, "loss")}  # its update
 
 
 def test_bad_config_fails_before_ray(capsys):

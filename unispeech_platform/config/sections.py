@@ -115,8 +115,8 @@ class TrackingSection(Section):
     """Log to MLflow at all."""
     uri: str | None = None
     """Tracking URI; None = $MLFLOW_TRACKING_URI, else the embedded sqlite store ./mlflow.db (made absolute)."""
-    experiment: str = "unispeech"
-    """MLflow experiment name."""
+    experiment: str | None = None
+    """MLflow experiment name; None = $MLFLOW_EXPERIMENT_NAME, else "unispeech" (a name set here wins)."""
     run_name: str | None = None
     """MLflow run name (default: checkpoint.name)."""
     log_model: bool = True
@@ -126,6 +126,9 @@ class TrackingSection(Section):
     """Also register a CTC fine-tuning job's MLflow Model as a new version of this Model Registry name."""
     connect_timeout_s: float = Field(10.0, gt=0)
     """How long the driver waits for a remote tracking server before failing."""
+    system_metrics: bool | None = None
+    """Log the driver machine's CPU, memory, disk, network (and GPU) as system/* metrics; None =
+    $MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING, else off."""
 
 
 class CheckpointSection(Section):

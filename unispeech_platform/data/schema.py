@@ -17,14 +17,13 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from unispeech_core.audio import MIN_SAMPLES, TARGET_SAMPLE_RATE  # noqa: F401 (the corpus constants, re-exported)
 from unispeech_core.tokenizer import VOCAB_NAME
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.output_paths import component_problem
 
 from .storage import Location, locate
 
-TARGET_SAMPLE_RATE = 16_000
-MIN_SAMPLES = 400  # the model's conv receptive field at 16 kHz: anything shorter yields no frame
 SPLITS = ("train", "dev", "test")
 VOCAB_FILE = VOCAB_NAME  # the corpus vocabulary has the name a model directory gives it
 SUMMARY_FILE = "summary.json"

@@ -15,7 +15,7 @@ from unispeech_platform.evaluate.references import is_character_model, read_refe
 from unispeech_platform.evaluate.report import REFERENCE_VOCAB, per_report_made
 from unispeech_platform.evaluate.scoring import Score
 from unispeech_platform.runtime.output_parent import check_output_parent
-from unispeech_platform.runtime.output_paths import open_output_dir
+from unispeech_platform.runtime.output_paths import OutputDir, open_output_dir
 
 log = logging.getLogger("unispeech.evaluate")
 
@@ -30,12 +30,16 @@ class EvaluationResult:
     tracking_uri: str | None
     table: str
     """The Markdown table."""
+    step: int | None = None
+    """The training update the evaluated model is from, when recorded (its MLflow metrics' step)."""
 
 
 def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
+    """Score the model; its MLflow run (evaluate/tracking.py) is opened before the work, nested under the training
+    run at the model's update, and closed FINISHED with the results or FAILED."""
     from unispeech_platform.data.validate import check_corpus
-    from unispeech_platform.evaluate.tracking import log_evaluation
-    from unispeech_platform.runtime.ray_session import connect_ray, decide_use_gpu
+    from unispeech_platform.evaluate.report import LEGEND, markdown_table
+    from unispeech_platform.evaluate.tracking import EvaluationRun
     from unispeech_platform.tracking import checked_tracking_uri
 
     ev = cfg.evaluate
@@ -58,10 +62,41 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
         log.warning("%d corpus phones are not in the model's vocabulary (scored as errors, counted per language): %s",
                     len(oov), " ".join(oov))
     data = data.model_copy(update={"vocab_path": str(ref_vocab)})
+    run = None
+    if uri is not None:
+        run = EvaluationRun.open(uri, cfg.tracking, training_run=ev.run_id or model.run_id, model_path=ev.model_path,
+                                 step=model.step, job="evaluate", artifact_path="evaluation", out_dir=str(out_dir))
+    try:
+        scores, metrics = _score(cfg, data, model, model_vocab, texts, output)
+    except BaseException:
+        if run is not None:
+            run.finish(ok=False)
+        raise
+    if run is not None:
+        run.finish(ok=True, metrics=metrics, dataset=corpus_input(cfg.data, ev.splits))
+    return EvaluationResult(scores, metrics, str(out_dir), run.run_id if run else None, uri,
+                            f"{LEGEND}\n\n{markdown_table(scores)}", model.step)
 
+
+def corpus_input(data, splits: list[str]) -> dict | None:
+    """The evaluated splits as the run's dataset input (data/dataset_record.py); None when it cannot be read."""
+    from unispeech_platform.data.dataset_record import describe_corpus
+
+    try:
+        return describe_corpus(data, list(splits)).as_dict()
+    except (OSError, ValueError) as e:  # CorpusError is a ValueError
+        log.warning("the corpus is not recorded as the run's dataset input: %s", e)
+        return None
+
+
+def _score(cfg: EvaluateJobConfig, data, model, model_vocab, texts, output: OutputDir):
+    """Inference on Ray, scores and the report files: (scores, metrics)."""
+    from unispeech_platform.runtime.ray_session import connect_ray, decide_use_gpu
+
+    ev = cfg.evaluate
     connect_ray(cfg.ray)
     from unispeech_platform.evaluate.inference import CTCPredictor, data_for_actors, run_inference
-    from unispeech_platform.evaluate.report import LEGEND, markdown_table, write_per_report
+    from unispeech_platform.evaluate.report import write_per_report
     from unispeech_platform.evaluate.scoring import per_metrics, score_per, tokens_to_text
 
     predictions = run_inference(
@@ -74,10 +109,4 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     scores = score_per(predictions, set(model_vocab))
     metrics = per_metrics(scores)
     write_per_report(scores, predictions, output, ev.model_path)
-    run_id = None
-    if uri is not None:
-        run_id = log_evaluation(
-            uri, cfg.tracking, run_id=ev.run_id or model.run_id, model_path=ev.model_path, metrics=metrics,
-            out_dir=str(out_dir), artifact_path="evaluation", job="evaluate",
-        )
-    return EvaluationResult(scores, metrics, str(out_dir), run_id, uri, f"{LEGEND}\n\n{markdown_table(scores)}")
+    return scores, metrics

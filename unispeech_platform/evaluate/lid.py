@@ -59,10 +59,12 @@ def evaluate_lid(job: FinetuneJobConfig, model_dir: str, out_dir: str | Path, *,
     predictions.to_json(output.claim(predictions_name), orient="records", lines=True, force_ascii=False)
     confusion_plot(labels, confusion, output.claim(chart_name), f"LID accuracy {100 * accuracy:.1f}% ({model_dir})")
     if uri is not None:
+        from unispeech_platform.evaluate.model_source import recorded_training
         from unispeech_platform.evaluate.tracking import log_evaluation
 
+        step = recorded_training(Path(model_dir))[1]  # nested under the training run, at the model's update
         log_evaluation(uri, job.tracking, run_id=run_id, model_path=model_dir, metrics=report.metrics(),
-                       out_dir=str(out), artifact_path="lid", job="lid")
+                       out_dir=str(out), artifact_path="lid", job="lid", step=step)
     return report
 
 

@@ -9,8 +9,10 @@ Accepted paths:
 - one of our Ray Train checkpoints (``<storage>/<name>/step_NNNNNNNN``): the DeepSpeed module weights (ZeRO 0-2)
   are converted into a transformers-format directory under the evaluation's output directory.
 
-The MLflow run that trained the model is found in ``train_state.json`` of the job's newest checkpoint (training
-stores its run id there), so evaluation metrics land next to the training curves.
+The MLflow run that trained the model, and the update the model is from, are read from the export's
+``training_run.json`` (written with every export), else from ``train_state.json`` of the checkpoint or of the
+job's newest checkpoint (an export written before training_run.json existed: its best export's update is not
+known), so the evaluation's own run is nested under the training run at that update (evaluate/tracking.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from unispeech_core.tokenizer import VOCAB_NAME as VOCAB_FILE
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.layout import CHECKPOINT_PREFIX, MODEL_DIR, model_dir_candidates
 from unispeech_platform.runtime.output_paths import OutputDir, open_output_dir
-from unispeech_platform.train.checkpoint import STATE_FILE, TAG
+from unispeech_platform.train.checkpoint import STATE_FILE, TAG, TRAINING_RUN_FILE
 
 if TYPE_CHECKING:
     from unispeech_core import UniSpeechConfig
@@ -54,6 +56,8 @@ class ResolvedModel:
     """config.json's architectures[0], e.g. UniSpeechForCTC."""
     run_id: str | None
     """MLflow run of the training job that produced the model, when recorded."""
+    step: int | None = None
+    """The training update the model is from, when recorded."""
 
 
 def _read_json(path: Path) -> dict:
@@ -147,15 +151,31 @@ def _architecture_from_weights(directory: Path) -> str:
     return "UniSpeechModel"
 
 
-def recorded_run_id(model_dir: Path) -> str | None:
-    """The MLflow run id training stored in its newest checkpoint, searched from the model dir upwards."""
+def _run_and_step(path: Path) -> tuple[str | None, int | None]:
+    data = json.loads(path.read_text())
+    step = data.get("step")
+    return data.get("run_id"), int(step) if isinstance(step, int) else None
+
+
+def recorded_training(model_dir: Path) -> tuple[str | None, int | None]:
+    """(MLflow run id, training update) of the model: its export's training_run.json, else train_state.json of
+    the checkpoint it is or of the newest checkpoint, searched from the model dir upwards (the update only when
+    that checkpoint is the one the directory holds or the job's final export)."""
+    if (model_dir / TRAINING_RUN_FILE).is_file():
+        return _run_and_step(model_dir / TRAINING_RUN_FILE)
     for base in (model_dir, *list(model_dir.parents)[:2]):
         if (base / STATE_FILE).is_file():
-            return json.loads((base / STATE_FILE).read_text()).get("run_id")
+            return _run_and_step(base / STATE_FILE)
         steps = sorted(p for p in base.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file())
         if steps:
-            return json.loads((steps[-1] / STATE_FILE).read_text()).get("run_id")
-    return None
+            run_id, step = _run_and_step(steps[-1] / STATE_FILE)
+            return run_id, step if model_dir.name == MODEL_DIR else None
+    return None, None
+
+
+def recorded_run_id(model_dir: Path) -> str | None:
+    """The MLflow run id training recorded for the model (recorded_training)."""
+    return recorded_training(model_dir)[0]
 
 
 def _export_checkpoint(ckpt: Path, output: OutputDir, vocab: Path | None) -> Path:
@@ -195,13 +215,13 @@ def resolve_model(path: str, work_dir: str | Path | WorkDir) -> ResolvedModel:
     if (p / STATE_FILE).is_file() and (p / TAG).is_dir():  # a Ray Train checkpoint of ours
         export = p.parent / MODEL_DIR
         vocab = export / VOCAB_FILE if (export / VOCAB_FILE).is_file() else None
-        run_id = recorded_run_id(p)
+        run_id, step = recorded_training(p)
         output = work_dir() if callable(work_dir) else open_output_dir(work_dir, EVALUATE_JOB, overwrite=None,
                                                                         flag="output directory")[0]
         model_dir = _export_checkpoint(p, output, vocab)
     else:
         candidates = [Path(c) for c in model_dir_candidates(str(p), best=True)]
         model_dir = next((c for c in candidates if (c / CONFIG_FILE).exists()), p)
-        run_id = recorded_run_id(model_dir)
+        run_id, step = recorded_training(model_dir)
     arch = check_model_dir(model_dir)
-    return ResolvedModel(path, str(model_dir), arch, run_id)
+    return ResolvedModel(path, str(model_dir), arch, run_id, step)

@@ -16,6 +16,7 @@ from unispeech_platform.experiments.statistics import (
     UtteranceErrors,
     aggregate,
 )
+from unispeech_platform.tracking.uri import resolve_experiment
 
 
 @dataclass
@@ -198,7 +199,7 @@ def results_markdown(cfg, result, *, command: str, date: str, machine: str) -> s
            "pretraining on the unlabeled target audio, same total updates): "
            + ", ".join(f"{arm} (stage 2: {spec.share:.0%} of the updates, {spec.overrides})"
                        for arm, spec in cfg.experiment.continued.items())] if cfg.experiment.continued else []),
-        f"- MLflow: experiment `{cfg.tracking.experiment}`, parent run `{result.run_id}`",
+        f"- MLflow: experiment `{resolve_experiment(cfg.tracking)}`, parent run `{result.run_id}`",
         *resumed_lines(getattr(result, "kept", {})),
         "",
         "PER % on the test speakers of the targets (greedy CTC decoding):",

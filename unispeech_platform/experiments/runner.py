@@ -139,10 +139,16 @@ def run_arm(stages: ArmStages, seed: int, label: str, runs: ExperimentRuns | Non
             scores = evaluation.scores
             utterances = read_utterance_errors(Path(evaluation.out_dir) / PREDICTIONS,
                                                evaluation_speakers(stages.evaluate))
-            if runs and planned:
-                record_evaluation(runs.best, planned.arm, model_path=stages.evaluate.evaluate.model_path,
-                                  metrics=evaluation.metrics, out_dir=evaluation.out_dir,
-                                  artifact_path="evaluation", job="evaluate")
+            if runs and planned:  # the arm's table scores, and the evaluation's own run at the model's update
+                model_path = stages.evaluate.evaluate.model_path
+                record_evaluation(runs.best, planned.arm, model_path=model_path, metrics=evaluation.metrics,
+                                  out_dir=evaluation.out_dir, artifact_path="evaluation", job="evaluate")
+                if planned.evaluate:
+                    runs.start(planned.evaluate)
+                    record_evaluation(runs.best, planned.evaluate, model_path=model_path, metrics=evaluation.metrics,
+                                      out_dir=evaluation.out_dir, artifact_path="evaluation", job="evaluate",
+                                      step=evaluation.step)
+                    runs.finish(planned.evaluate, True)
         ok = True
     finally:
         if runs and planned:

@@ -1,5 +1,5 @@
 """The experiment's MLflow runs: a parent run, a child run per arm and seed, and that arm's pretrain/finetune job
-runs nested under it (the UI shows the tree).
+runs nested under it, the evaluation's run nested under the finetune run (the UI shows the tree).
 
 Every run is created when the experiment starts, while the server is known to answer, and waits SCHEDULED until
 its stage starts. After that nothing the experiment records needs the server: records go through RunTracking,
@@ -17,7 +17,14 @@ from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.experiments.config import ExperimentConfig
 from unispeech_platform.runtime.hardware import machine_line
 from unispeech_platform.runtime.layout import RunLayout
-from unispeech_platform.tracking import PARENT_TAG, RunStore, RunTracking, TrackingError
+from unispeech_platform.tracking import (
+    JOB_TAG,
+    PARENT_TAG,
+    RunStore,
+    RunTracking,
+    TrackingError,
+    resolve_experiment,
+)
 from unispeech_platform.tracking.retry import with_retries
 
 EXPERIMENT_TAG = "unispeech.experiment"
@@ -34,6 +41,8 @@ class ArmRuns:
     finetune: str
     continued: str | None = None
     """A two-stage arm's second pretraining stage (experiment.continued)."""
+    evaluate: str | None = None
+    """The evaluation of the fine-tuned model, nested under the finetune run (its metrics at the model's update)."""
 
 
 class ExperimentRuns:
@@ -46,7 +55,7 @@ class ExperimentRuns:
         self.waiting: set[str] = set()
         """Planned runs no stage has started: KILLED if the experiment stops before it reaches them."""
         self.experiment_id = self._at_start("find the MLflow experiment",
-                                            lambda: self.store.experiment_id(cfg.tracking.experiment))
+                                            lambda: self.store.experiment_id(resolve_experiment(cfg.tracking)))
 
     def _at_start(self, what: str, call):
         """A call made before any stage runs: an unusable server fails the experiment here (exit 3), before hours
@@ -92,10 +101,13 @@ class ExperimentRuns:
             names = ("pretrain", "finetune", "continued") if continued else ("pretrain", "finetune")
             stages = [self.store.schedule(self.store.create_run(self.experiment_id, f"{label}/{stage}", parent=arm))
                       for stage in names]
-            return ArmRuns(arm, *stages)
+            evaluate = self.store.schedule(self.store.create_run(
+                self.experiment_id, f"{label}/evaluate", parent=stages[1], tags={JOB_TAG: "evaluate"}))
+            return ArmRuns(arm, *stages, evaluate=evaluate)
 
         planned = self._at_start(f"create the runs of {label}", create)
-        self.waiting.update(r for r in (planned.arm, planned.pretrain, planned.finetune, planned.continued) if r)
+        self.waiting.update(r for r in (planned.arm, planned.pretrain, planned.finetune, planned.continued,
+                                        planned.evaluate) if r)
         return planned
 
     # -- during and after: best effort -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from unispeech_platform.config import FinetuneJobConfig, PretrainJobConfig, load
 from unispeech_platform.evaluate.config import EvaluateJobConfig
 from unispeech_platform.experiments.config import ExperimentConfig
 from unispeech_platform.runtime.layout import RunLayout
+from unispeech_platform.tracking.uri import resolve_experiment
 
 
 @dataclass
@@ -45,7 +46,7 @@ def arm_stages(cfg: ExperimentConfig, arm: str, uri: str | None, root: Path | No
         "checkpoint.storage_path": str(root),
         "tracking.enabled": uri is not None,
         "tracking.uri": uri,
-        "tracking.experiment": cfg.tracking.experiment,
+        "tracking.experiment": resolve_experiment(cfg.tracking),
     }
     pre = load_config(PretrainJobConfig, cfg.pretrain.config, values={
         **cfg.pretrain.overrides, **exp.arms[arm], **common, **seeded,

@@ -13,6 +13,8 @@ from unispeech_platform.tracking.uri import (
     TrackingError,
     check_reachable,
     checked_tracking_uri,
+    given_run_id,
+    resolve_experiment,
     resolve_tracking_uri,
 )
 
@@ -37,6 +39,8 @@ __all__ = [
     "make_tracker",
     "metric_history",
     "open_run",
+    "given_run_id",
+    "resolve_experiment",
     "resolve_tracking_uri",
     "run_line",
     "ui_path",

@@ -21,6 +21,7 @@ from unispeech_platform.runtime.errors import first_line
 from unispeech_platform.tracking.records import (
     KINDS,
     Artifacts,
+    DatasetInput,
     End,
     Metrics,
     Params,
@@ -104,6 +105,10 @@ class BestEffortStore:
     def log_phone_model(self, run_id: str, model_dir: str, registered_model: str | None) -> None:
         """A CTC export as the run's MLflow Model (tracking.model_logging), registered when a name is given."""
         self._submit(PhoneModel(run_id, os.path.abspath(model_dir), registered_model))
+
+    def log_dataset(self, run_id: str, dataset: dict[str, Any], context: str) -> None:
+        """A dataset input of the run (tracking.store.RunStore.log_dataset)."""
+        self._submit(DatasetInput(run_id, dataset, context))
 
     def reopen(self, run_id: str) -> None:
         """Mark the run RUNNING again (a job continuing a run whose end was recorded)."""

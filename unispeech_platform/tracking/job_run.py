@@ -18,7 +18,7 @@ from unispeech_platform.tracking.plots import PLOTTED
 from unispeech_platform.tracking.retry import with_retries
 from unispeech_platform.tracking.spool import Spool
 from unispeech_platform.tracking.store import RunStore
-from unispeech_platform.tracking.uri import TrackingError
+from unispeech_platform.tracking.uri import TrackingError, given_run_id, resolve_experiment
 
 __all__ = ["PLOTTED", "log_job_end", "log_job_start", "metric_history", "open_run"]
 Warn = Callable[[str], None] | None
@@ -34,7 +34,8 @@ def open_run(uri: str, section: TrackingSection, job_name: str, *, resume: bool,
                             "be replayed; the server stopped answering (start it and run again)")
     try:
         return with_retries(
-            lambda: RunStore(uri).open_job_run(section.experiment, job_name, section.run_name, resume=resume))
+            lambda: RunStore(uri).open_job_run(resolve_experiment(section), job_name, section.run_name,
+                                               resume=resume, given=given_run_id()))
     except Exception as e:
         raise TrackingError(f"cannot open the MLflow run of {job_name} in {redact_uri(uri)}: "
                             f"{redact_uri(str(e))[:300]}") from None

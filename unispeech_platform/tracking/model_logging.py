@@ -1,8 +1,9 @@
 """Log a CTC export as an MLflow Model at ``runs:/<run_id>/model`` and, when asked, register it.
 
 The pyfunc (tracking/phone_model.py, "model from code") carries the export directory as its artifact and
-``unispeech_core`` as its code, with a signature (a ``waveform`` column of float arrays in, phone strings out)
-and an input example: ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` need nothing of this platform.
+``unispeech_core`` as its code, with a signature (optional ``waveform`` float arrays, ``audio`` file bytes or
+``path`` columns in, phone strings out; params ``decoder``, ``beam_size``, ``batch_size``) and an input example:
+``mlflow.pyfunc.load_model`` and ``mlflow models serve`` need nothing of this platform.
 """
 
 from __future__ import annotations
@@ -19,27 +20,35 @@ EXAMPLE_SAMPLES = 1600
 
 
 def _requirements() -> list[str]:
-    import mlflow
-    import numpy
-    import pandas
-    import safetensors
-    import torch
+    """What the pyfunc imports, pinned to this environment's versions (flashlight-text, the beam search's decoder,
+    when installed)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    torch_version = torch.__version__.split("+")[0]  # a local build tag (+cpu, +cu121) is no pip version
-    return [f"mlflow=={mlflow.__version__}", f"torch=={torch_version}", f"numpy=={numpy.__version__}",
-            f"pandas=={pandas.__version__}", f"safetensors=={safetensors.__version__}"]
+    pins = []
+    for name in ("mlflow", "torch", "torchaudio", "soundfile", "numpy", "pandas", "safetensors", "flashlight-text"):
+        try:
+            pins.append(f"{name}=={version(name).split('+')[0]}")  # a local build tag (+cpu) is no pip version
+        except PackageNotFoundError:
+            if name != "flashlight-text":
+                raise
+    return pins
 
 
 def signature_and_example():
     import numpy as np
     import pandas as pd
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, DataType, Schema
+    from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
-    from unispeech_platform.tracking.phone_model import INPUT_COLUMN
+    from unispeech_platform.tracking.phone_model import AUDIO_COLUMN, DEFAULTS, INPUT_COLUMN, PATH_COLUMN
 
-    signature = ModelSignature(inputs=Schema([ColSpec(Array(DataType.double), INPUT_COLUMN)]),
-                               outputs=Schema([ColSpec(DataType.string)]))
+    inputs = Schema([ColSpec(Array(DataType.double), INPUT_COLUMN, required=False),
+                     ColSpec(DataType.binary, AUDIO_COLUMN, required=False),
+                     ColSpec(DataType.string, PATH_COLUMN, required=False)])
+    params = ParamSchema([ParamSpec("decoder", DataType.string, DEFAULTS["decoder"]),
+                          ParamSpec("beam_size", DataType.long, DEFAULTS["beam_size"]),
+                          ParamSpec("batch_size", DataType.long, DEFAULTS["batch_size"])])
+    signature = ModelSignature(inputs=inputs, outputs=Schema([ColSpec(DataType.string)]), params=params)
     tone = 0.1 * np.sin(2 * np.pi * 440 * np.arange(EXAMPLE_SAMPLES) / 16_000)
     return signature, pd.DataFrame({INPUT_COLUMN: [tone.tolist()]})
 

@@ -147,6 +147,19 @@ class PhoneModel(Record):
 
 
 @dataclass(frozen=True)
+class DatasetInput(Record):
+    """A dataset the run read (MLflow's dataset input): ``dataset`` is data.dataset_record.CorpusDataset's dict
+    (name, digest, source_type, source, columns, profile); ``context`` e.g. training, validation, evaluation."""
+
+    dataset: dict[str, Any]
+    context: str
+    kind: ClassVar[str] = "dataset"
+
+    def apply(self, to: RecordTarget) -> None:
+        with_retries(lambda: to.store.log_dataset(self.run_id, self.dataset, self.context))
+
+
+@dataclass(frozen=True)
 class Reopen(Record):
     """The run RUNNING again (a job continuing a run whose end was recorded)."""
 
@@ -181,7 +194,7 @@ class End(Record):
 
 
 KINDS: dict[str, type[Record]] = {
-    cls.kind: cls for cls in (Metrics, Params, Tags, Text, Artifacts, PhoneModel, Reopen, End)
+    cls.kind: cls for cls in (Metrics, Params, Tags, Text, Artifacts, PhoneModel, DatasetInput, Reopen, End)
 }
 
 

@@ -18,6 +18,7 @@ from unispeech_platform.runtime.layout import RunLayout
 from unispeech_platform.tracking.best_effort import BestEffortStore, held_spools, replay_spools
 from unispeech_platform.tracking.job_run import log_job_end, log_job_start, open_run
 from unispeech_platform.tracking.spool import SPOOL_NAME, Spool, spool_path
+from unispeech_platform.tracking.system_metrics import SystemMetrics, system_metrics_wanted, system_spool
 from unispeech_platform.tracking.uri import TrackingError
 
 Where = RunLayout | str | os.PathLike
@@ -44,6 +45,9 @@ class RunTracking:
         self.warn = warn
         self._spool_file = _spool_of(where)
         self._stage_spools = [_spool_of(stage) for stage in stages]
+        self._system_spool = system_spool(self._spool_file)
+        """The system-metrics sampler's records (tracking.system_metrics), replayed with this location's."""
+        self._system: SystemMetrics | None = None
 
     @cached_property
     def _records(self) -> BestEffortStore:
@@ -65,6 +69,10 @@ class RunTracking:
     def log_artifacts(self, run_id: str, local: str, artifact_path: str | None) -> None:
         self._records.log_artifacts(run_id, local, artifact_path)
 
+    def log_dataset(self, run_id: str, dataset: dict[str, Any], context: str) -> None:
+        """The corpus as one of the run's dataset inputs (``dataset``: data.dataset_record.CorpusDataset's dict)."""
+        self._records.log_dataset(run_id, dataset, context)
+
     def reopen(self, run_id: str) -> None:
         """The run RUNNING again (e.g. a SCHEDULED run whose stage starts)."""
         self._records.reopen(run_id)
@@ -77,7 +85,27 @@ class RunTracking:
     def open_job_run(self, section: TrackingSection, job_name: str, *, resume: bool) -> str:
         """The job's run, created or (resume) reopened, after replaying what an earlier start left (TrackingError,
         exit 3, when that or opening the run fails)."""
-        return open_run(self.uri, section, job_name, resume=resume, spool=self._spool_file, warn=self.warn)
+        run_id = open_run(self.uri, section, job_name, resume=resume, spool=self._spool_file, warn=self.warn)
+        replay_spools(self.uri, [self._system_spool], warn=self.warn)
+        return run_id
+
+    def watch_system(self, run_id: str, section: TrackingSection) -> None:
+        """Sample this machine's CPU, memory, disk, network (and GPU) into the run as system/* metrics until
+        ``log_job_end``, when tracking.system_metrics (or $MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING) asks for it.
+        Best effort: a sampler that cannot start is a warning."""
+        if self._system is not None or not system_metrics_wanted(section):
+            return
+        try:
+            self._system = SystemMetrics(self.uri, run_id, self._system_spool, warn=self.warn).start()
+        except Exception as e:  # e.g. psutil missing
+            (self.warn or print)(f"WARNING: system metrics not logged: {type(e).__name__}: "
+                                 f"{redact_uri(str(e))[:200]}")
+
+    def _stop_system(self) -> None:
+        if self._system is not None:
+            system, self._system = self._system, None
+            if line := system.stop():
+                (self.warn or print)(line)
 
     def log_job_start(self, run_id: str, params: dict[str, Any], tags: dict[str, str], config_yaml: str, *,
                       reopen: bool = False) -> None:
@@ -87,6 +115,7 @@ class RunTracking:
     def log_job_end(self, run_id: str, *, status: str, artifact_dirs: dict[str, str | None],
                     vocab: str | None = None, phone_model: str | None = None,
                     registered_model: str | None = None) -> None:
+        self._stop_system()
         log_job_end(self.uri, run_id, status=status, artifact_dirs=artifact_dirs, vocab=vocab,
                     spool=self._spool_file, warn=self.warn, phone_model=phone_model,
                     registered_model=registered_model)
@@ -96,8 +125,9 @@ class RunTracking:
         """Replay what this location and its stages hold, if the server answers; returns the files still holding
         records (while the server is away only one warning: the stages are not tried after this one failed)."""
         if not self._records.flush(force=True):
-            return [self._records.spool.where, *(spool.where for spool in held_spools(self._stage_spools))]
-        return replay_spools(self.uri, self._stage_spools, warn=self.warn)
+            return [self._records.spool.where,
+                    *(spool.where for spool in held_spools([self._system_spool, *self._stage_spools]))]
+        return replay_spools(self.uri, [self._system_spool, *self._stage_spools], warn=self.warn)
 
     def replay_or_fail(self, what: str) -> None:
         """Before a --resume reopens runs: replay what ``what`` (an earlier attempt) left, else TrackingError."""

@@ -25,6 +25,23 @@ by default) or this URL query, not from the experiment's kind: links we print ca
 JOB_TAG = "unispeech.job"
 """Names the job (checkpoint.name) a run belongs to, so a resumed job reopens its run."""
 PARAM_BATCH, METRIC_BATCH, PARAM_MAX_CHARS = 100, 1000, 6000
+_MLFLOW_TYPES = {"string": "string", "large_string": "string", "binary": "binary", "large_binary": "binary",
+                 "int32": "integer", "int64": "long", "float": "float", "double": "double", "bool": "boolean"}
+"""Arrow type names -> MLflow column-spec types (a dataset input's schema)."""
+
+
+def context_tags(tags: dict[str, str] | None = None) -> dict[str, str]:
+    """``tags`` over the tags ``mlflow.start_run`` sets from MLflow's run-context registry: ``mlflow.user``,
+    ``mlflow.source.name`` (the job's entry point, sys.argv[0]) and ``mlflow.source.type``, the git commit, branch
+    and repository of that entry point's checkout when there is one, and the tags of ``$MLFLOW_RUN_CONTEXT`` (a
+    JSON object). A repository URL's login is redacted: credentials never reach MLflow."""
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_REPO_URL
+
+    resolved = {k: str(v) for k, v in resolve_tags(tags or {}).items()}
+    if MLFLOW_GIT_REPO_URL in resolved:
+        resolved[MLFLOW_GIT_REPO_URL] = redact_uri(resolved[MLFLOW_GIT_REPO_URL])
+    return resolved
 
 
 def ui_path(experiment_id: str, run_id: str | None = None) -> str:
@@ -58,7 +75,8 @@ class RunStore:
 
     def create_run(self, experiment_id: str, name: str, *, parent: str | None = None,
                    tags: dict[str, str] | None = None) -> str:
-        all_tags = {**(tags or {}), **({PARENT_TAG: parent} if parent else {})}
+        """A new run with the tags ``mlflow.start_run`` would give it (context_tags) plus ``tags``."""
+        all_tags = context_tags({**(tags or {}), **({PARENT_TAG: parent} if parent else {})})
         return self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
 
     def find_runs(self, experiment_id: str, tags: dict[str, str]) -> list[Any]:
@@ -76,8 +94,14 @@ class RunStore:
         self.client.update_run(run_id, status="SCHEDULED")
         return run_id
 
-    def open_job_run(self, experiment: str, job_name: str, run_name: str | None, *, resume: bool) -> str:
-        """A job's run: with ``resume`` the newest run of this job name reopened (same id), else a new one."""
+    def open_job_run(self, experiment: str, job_name: str, run_name: str | None, *, resume: bool,
+                     given: str | None = None) -> str:
+        """A job's run: ``given`` (an existing run, e.g. $MLFLOW_RUN_ID) reopened and tagged with the job name,
+        else with ``resume`` the newest run of this job name reopened (same id), else a new one."""
+        if given:
+            self.client.get_run(given)  # a run that is not in this store fails the job's start
+            self.set_tags(given, {JOB_TAG: job_name})
+            return self.reopen(given)
         exp_id = self.experiment_id(experiment)
         if resume:
             runs = self.find_runs(exp_id, {JOB_TAG: job_name})
@@ -142,6 +166,20 @@ class RunStore:
 
         if tags:
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_dataset(self, run_id: str, dataset: dict[str, Any], context: str) -> None:
+        """One dataset input (MLflow's ``log_input``): ``dataset`` holds name, digest, source_type, source (JSON),
+        columns ([name, Arrow type] pairs, sent as an MLflow column-spec schema) and profile (sent as JSON)."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        schema = {"mlflow_colspec": [{"type": _MLFLOW_TYPES.get(kind, "binary"), "name": name, "required": False}
+                                     for name, kind in dataset.get("columns", [])]}
+        entity = Dataset(name=dataset["name"], digest=dataset["digest"], source_type=dataset["source_type"],
+                         source=dataset["source"], schema=json.dumps(schema), profile=json.dumps(dataset["profile"]))
+        self.client.log_inputs(run_id, datasets=[DatasetInput(entity, [InputTag(MLFLOW_DATASET_CONTEXT, context)])])
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)

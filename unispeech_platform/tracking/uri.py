@@ -12,6 +12,8 @@ from unispeech_platform.config.sections import TrackingSection
 from unispeech_platform.runtime.errors import JobSetupError
 
 DEFAULT_DB = "mlflow.db"
+DEFAULT_EXPERIMENT = "unispeech"
+"""The experiment of a job whose config names none and whose environment sets no $MLFLOW_EXPERIMENT_NAME."""
 
 
 class TrackingError(JobSetupError):
@@ -29,6 +31,19 @@ def resolve_tracking_uri(section: TrackingSection) -> str:
         path = os.path.abspath(uri)
         return "sqlite:///" + path if path.endswith(".db") else Path(path).as_uri()
     return uri
+
+
+def resolve_experiment(section: TrackingSection) -> str:
+    """tracking.experiment, else $MLFLOW_EXPERIMENT_NAME, else "unispeech": the order of the tracking URI (a value
+    the config names, in its file or with --set, beats the environment; the environment beats the default), and
+    MLflow's own (the variable picks the experiment when the code names none)."""
+    return section.experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+
+
+def given_run_id() -> str | None:
+    """$MLFLOW_RUN_ID: a run created by someone else (an orchestrator, a notebook) that this job records into
+    instead of creating its own, as ``mlflow.start_run()`` does."""
+    return os.environ.get("MLFLOW_RUN_ID") or None
 
 
 def check_reachable(uri: str, timeout_s: float) -> None:

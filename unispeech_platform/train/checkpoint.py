@@ -43,6 +43,9 @@ log = logging.getLogger("unispeech.checkpoint")
 TAG = "ds"
 """DeepSpeed's tag: the shards live in <checkpoint>/ds/."""
 STATE_FILE = "train_state.json"
+TRAINING_RUN_FILE = "training_run.json"
+"""In an export: ``{"run_id", "step"}``, the MLflow run that trained the model and the update it was exported at
+(an evaluation logs its own run under that run, at that step: evaluate/tracking.py)."""
 
 
 @dataclass
@@ -231,7 +234,8 @@ def _agreed(problem: str | None, state: Any = None) -> tuple[str | None, Any]:
     return (p if r == 0 else f"rank {r}: {p}"), None
 
 
-def export_model(engine, out_dir: str, tokenizer=None, card: ModelCard | None = None) -> None:
+def export_model(engine, out_dir: str, tokenizer=None, card: ModelCard | None = None, *,
+                 run_id: str | None = None) -> None:
     """Consolidated transformers-format model written by rank 0: config.json, model.safetensors, the processor's
     files (preprocessor_config.json; vocab.json, tokenizer_config.json, special_tokens_map.json with a
     tokenizer) and the model card README.md, so `transformers.pipeline(...)` and `AutoProcessor` load it
@@ -260,6 +264,7 @@ def export_model(engine, out_dir: str, tokenizer=None, card: ModelCard | None = 
             module.save_pretrained(tmp)
         save_processor_files(tmp, tokenizer)
         write_model_card(tmp, card or ModelCard(name=os.path.basename(out_dir.rstrip("/")), task="unknown"))
+        Path(tmp, TRAINING_RUN_FILE).write_text(json.dumps({"run_id": run_id, "step": card.step if card else None}))
         swap_dir(tmp, out_dir)
 
 

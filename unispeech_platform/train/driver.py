@@ -94,6 +94,23 @@ def _version_tags(job: PretrainJobConfig) -> dict[str, str]:
     }
 
 
+def record_start(tracking: RunTracking, job: PretrainJobConfig, run_id: str, *, reopen: bool) -> None:
+    """The run's start: the resolved config and environment tags, the corpus as dataset inputs (the training
+    splits, and the dev splits when there are any), and the system-metrics sampler when asked for
+    (docs/training.md#mlflow)."""
+    from unispeech_platform.data.dataset_record import describe_corpus
+    from unispeech_platform.data.schema import CorpusError
+
+    tracking.log_job_start(run_id, loggable_params(job), _version_tags(job), to_yaml(job), reopen=reopen)
+    for context, splits in (("training", job.data.train_splits), ("validation", job.data.eval_splits)):
+        try:
+            tracking.log_dataset(run_id, describe_corpus(job.data, list(splits)).as_dict(), context)
+        except (CorpusError, OSError) as e:  # no dev split; a store gone since the preflight read it
+            if context == "training":
+                log.warning("the corpus is not recorded as the run's dataset input: %s", redact_uri(str(e)))
+    tracking.watch_system(run_id, job.tracking)
+
+
 def vocab_path(job: PretrainJobConfig) -> str | None:
     """The corpus' phone vocabulary (written next to the partitions by the corpus builders)."""
     from unispeech_platform.data.storage import local_copy, locate
@@ -229,7 +246,7 @@ def run_training(
     if tracking is not None:
         given = run_id is not None  # created ahead by the caller (possibly SCHEDULED): marked RUNNING now
         run_id = run_id or tracking.open_job_run(job.tracking, job.checkpoint.name, resume=resume)
-        tracking.log_job_start(run_id, loggable_params(job), _version_tags(job), to_yaml(job), reopen=given)
+        record_start(tracking, job, run_id, reopen=given)
 
     console = ConsoleLines()
     fit_id = new_fit_id()

@@ -38,7 +38,8 @@ def evaluate_and_keep_best(s: Session) -> None:
     score = dev.get(task.score_key)
     if task.keeps_best and improves(task.score_mode, score, state.best_score):
         state.best_score = score
-        export_model(s.engine, s.args.layout.best_export_dir, s.tokenizer, job_model_card(s.job, state.step, dev))
+        export_model(s.engine, s.args.layout.best_export_dir, s.tokenizer, job_model_card(s.job, state.step, dev),
+                     run_id=state.run_id)
 
 
 def evaluate_dev(task: Task, engine, job: PretrainJobConfig, device: torch.device) -> dict[str, float]:

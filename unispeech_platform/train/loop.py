@@ -100,4 +100,5 @@ def _train(args: WorkerArgs, place: Place) -> None:
         with phase("checkpoint"):
             checkpoints.after_update(s)  # raises Preempted after a SIGTERM's checkpoint
     place.where = "the final export"
-    export_model(s.engine, args.layout.export_dir, s.tokenizer, job_model_card(s.job, s.state.step, s.last_report))
+    export_model(s.engine, args.layout.export_dir, s.tokenizer, job_model_card(s.job, s.state.step, s.last_report),
+                 run_id=s.state.run_id)

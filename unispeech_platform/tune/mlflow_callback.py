@@ -18,7 +18,7 @@ from ray.tune import Callback
 
 from unispeech_platform.config.redact import redact_uri
 from unispeech_platform.config.sections import TrackingSection
-from unispeech_platform.tracking import RunStore, RunTracking
+from unispeech_platform.tracking import RunStore, RunTracking, given_run_id, resolve_experiment
 from unispeech_platform.tracking.retry import with_retries
 
 SWEEP_TAG = "unispeech.sweep"
@@ -30,7 +30,8 @@ EARLY_TAG = "unispeech.early_stopped"
 def open_parent_run(uri: str, section: TrackingSection, sweep_name: str, *, resume: bool) -> str:
     """The sweep's run (reopened by name with --resume)."""
     store = RunStore(uri)
-    run_id = store.open_job_run(section.experiment, f"sweep-{sweep_name}", section.run_name, resume=resume)
+    run_id = store.open_job_run(resolve_experiment(section), f"sweep-{sweep_name}", section.run_name, resume=resume,
+                                given=given_run_id())
     store.set_tags(run_id, {SWEEP_TAG: sweep_name})
     return run_id
 

@@ -19,6 +19,7 @@ from unispeech_platform.config import (
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.layout import RunLayout
 from unispeech_platform.runtime.ray_session import connect_ray, decide_use_gpu
+from unispeech_platform.tracking.uri import resolve_experiment
 from unispeech_platform.tune.config import SweepJobConfig, SweepSection
 from unispeech_platform.tune.search_space import (
     default_metric,
@@ -97,7 +98,7 @@ def _trial_setup(cfg: SweepJobConfig, pre: PretrainJobConfig, ft: FinetuneJobCon
     return TrialSetup(
         pretrain=load_config(PretrainJobConfig, sw.pretrain_config, values=_abs_paths(pre, sw.pretrain_overrides)),
         finetune=finetune, metric=default_metric(sw), init_ctc_head=sw.init_ctc_head, runs_dir=str(runs_dir),
-        tracking_uri=uri, experiment=cfg.tracking.experiment, parent_run_id=parent,
+        tracking_uri=uri, experiment=resolve_experiment(cfg.tracking), parent_run_id=parent,
     )
 
 
