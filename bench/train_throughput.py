@@ -92,7 +92,8 @@ def job_run(job) -> dict[str, float]:
         values = [v for _, v in metric_history(result.tracking_uri, result.run_id, key)]
         return statistics.median(values[1:] or values) if values else float("nan")
 
-    return {"audio": steady("audio_seconds_per_s"), **{p: steady(f"time_share/{p}") for p in PHASE_COLUMNS}}
+    return {"audio": steady("audio_seconds_per_s"), **{p: steady(f"time_share/{p}") for p in PHASE_COLUMNS},
+            "run": f"{result.run_id} in {result.tracking_uri}"}
 
 
 def main() -> None:
@@ -138,6 +139,9 @@ def main() -> None:
     for name, precision, bare, job in rows:
         shares = " | ".join(f"{100 * job[p]:.0f}%" for p in PHASE_COLUMNS)
         print(f"| {name} | {precision} | {bare:.1f} | {job['audio']:.1f} | {job['audio'] / bare:.2f} | {shares} |")
+    print("\nMLflow runs (charts: tools/screenshot_charts.py --uri URI --run ID):")
+    for name, precision, _, job in rows:
+        print(f"  {name} {precision}: {job['run']}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ from unispeech_platform.train import run_training
 
 pytestmark = pytest.mark.slow
 STEPS = 12
+HEALTHY = ("model.diversity_loss_weight=1.0", "optim.lr=0.001")
+"""configs/ci.yaml's 16-code groups at lr 3e-3 collapse within 12 updates on some CPUs (code perplexity 1.7 per
+group by update 9 on a Xeon with AMX-BF16; with diversity weight 1.0 alone its targets turned collinear at update 6,
+cos 0.992): this run must be a healthy one (the detectors stay silent), so its codebook is held spread and its lr
+lower (cos(pos, neg) 0.97, code perplexity 22 of 32 at update 12)."""
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +36,7 @@ def ray_session():
 @pytest.fixture(scope="module")
 def zero2(corpus, ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("zero2")
-    return run_training(ci_job(corpus, tmp, "zero2", "train.zero_stage=2", f"train.max_steps={STEPS}"))
+    return run_training(ci_job(corpus, tmp, "zero2", "train.zero_stage=2", f"train.max_steps={STEPS}", *HEALTHY))
 
 
 def test_zero2_learns_is_tracked_and_exports_a_transformers_model(zero2):

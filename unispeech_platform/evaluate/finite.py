@@ -43,5 +43,5 @@ def check_finite(logits: Any, lengths: Any, model_dir: str, where: str) -> None:
 def raise_if_marked(errors: Iterable[Any], names: Iterable[Any], model_dir: str) -> None:
     """On the driver: NonFiniteOutputError naming the first row an actor marked ``NON_FINITE_OUTPUT``."""
     for error, name in zip(errors, names):
-        if error == NON_FINITE_OUTPUT:
+        if isinstance(error, str) and error == NON_FINITE_OUTPUT:  # a good row's error is None or pandas' NA
             raise NonFiniteOutputError(describe(model_dir, f"utterance {name}"))
