@@ -307,3 +307,20 @@ def test_init_from_takes_a_registered_model(registered, server, tmp_path):
     with pytest.raises(JobSetupError, match=f"model URI 'models:/{REGISTERED}@nobody'"):
         with_local_init(missing, RunLayout.of(missing.checkpoint))
     assert not (tmp_path / "runs" / "bad").exists()  # no run directory: the job can start again without --resume
+
+
+def test_a_model_uri_needs_an_existing_store_and_exports(registered, server, tmp_path):
+    """No store at the URI's tracking URI: one line, and no empty sqlite file or store made outside the job's
+    output. jobs.export takes a URI as its model (--tracking-uri)."""
+    from jobs import export as export_job
+    from unispeech_platform.evaluate.model_source import resolve_model
+    from unispeech_platform.tracking.model_uri import ModelURIError
+
+    for store in (f"sqlite:///{tmp_path / 'none.db'}", (tmp_path / "mlruns").as_uri()):
+        with pytest.raises(ModelURIError, match="there is no MLflow store at"):
+            resolve_model(f"models:/{REGISTERED}/1", tmp_path / "work", tracking_uri=store)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    _, out = registered
+    export_job.main(["--model", f"models:/{REGISTERED}/1", "--format", "hf", "--out", str(tmp_path / "hf"),
+                     "--tracking-uri", server])
+    assert (tmp_path / "hf" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()

@@ -93,6 +93,26 @@ def find_model_dir(root: Path, uri: str) -> Path:
     return top[0]
 
 
+def _check_store(uri: str, store: str) -> None:
+    """The store answers (a server, within CONNECT_TIMEOUT_S: MLflow's own client retries an absent one for
+    minutes) or exists (a sqlite file, a directory store): MLflow would create an empty one, outside the job's
+    output, and then find nothing in it."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    if store.startswith(("http://", "https://")):
+        try:
+            check_reachable(store, CONNECT_TIMEOUT_S)
+        except TrackingError as e:
+            raise ModelURIError(f"model URI {uri!r}: {e}") from None
+        return
+    local = store[len("sqlite:///"):] if store.startswith("sqlite:///") else (
+        url2pathname(urlparse(store).path) if store.startswith("file:") else None)
+    if local is not None and not os.path.exists(local):
+        raise ModelURIError(f"model URI {uri!r}: there is no MLflow store at {redact_uri(store)}; set "
+                            "MLFLOW_TRACKING_URI (or tracking.uri, --tracking-uri) to the store that holds it")
+
+
 def _download(uri: str, dst: Path, tracking_uri: str) -> Path:
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
@@ -112,10 +132,7 @@ def fetch_model(uri: str, claim: Claim, tracking_uri: str | None = None) -> Path
     ./mlflow.db). ModelURIError naming the URI otherwise."""
     _check_syntax(uri)
     store = tracking_uri or resolve_tracking_uri(TrackingSection())
-    try:
-        check_reachable(store, CONNECT_TIMEOUT_S)  # MLflow's own client retries an absent server for minutes
-    except TrackingError as e:
-        raise ModelURIError(f"model URI {uri!r}: {e}") from None
+    _check_store(uri, store)
     with tempfile.TemporaryDirectory(prefix="unispeech-model-") as tmp:
         local = _download(uri, Path(tmp) / "download", store)
         model_dir = find_model_dir(local if local.is_dir() else local.parent, uri)
