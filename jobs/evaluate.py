@@ -2,6 +2,10 @@
 
     python -m jobs.evaluate --config configs/evaluate_tiny.yaml --set evaluate.model_path=runs/tiny-finetune
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.evaluate --config ...
+    python -m jobs.evaluate --config configs/evaluate_tiny.yaml --set evaluate.model_path=models:/phones/1
+
+evaluate.model_path: a model dir, a training job dir, a step_N checkpoint, or an MLflow URI (runs:/<run_id>/model,
+models:/<name>/<version>, models:/<name>@<alias>) from tracking.uri's store, downloaded into output_dir/model/.
 
 A missing or corrupt model (also a config.json with a wrong type or an out-of-range value) or an unusable corpus
 (wrong data.path, missing split, a garbage Parquet part) exits with status 3 and one line naming the file, before

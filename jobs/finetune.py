@@ -1,6 +1,9 @@
 """Fine-tune a pretrained UniSpeech model with CTC on phones (the best checkpoint by dev PER is kept).
 
     python -m jobs.finetune --config configs/finetune_tiny.yaml --set finetune.init_from=runs/tiny/model
+
+finetune.init_from also takes an MLflow URI (runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias>)
+from tracking.uri's store, downloaded into <run dir>/init_model/ before Ray starts (docs/export.md).
 """
 
 from __future__ import annotations

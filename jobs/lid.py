@@ -2,6 +2,8 @@
 then report accuracy and a confusion matrix on the eval splits (Ray Data), logged to the training run.
 
     python -m jobs.lid --config configs/lid_tiny.yaml [--set finetune.init_from=runs/tiny-pretrain/model]
+
+finetune.init_from also takes an MLflow URI (runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias>).
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
     python -m jobs.pretrain --config configs/tiny.yaml [--set train.max_steps=50 ...] [--resume]
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.pretrain --config ...
+
+pretrain.init_from (continued pretraining) takes a model path or an MLflow URI (runs:/<run_id>/model,
+models:/<name>/<version>, models:/<name>@<alias>), downloaded into <run dir>/init_model/ before Ray starts.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import importlib
 from collections.abc import Callable
 
 JOBS = ("pretrain", "finetune", "evaluate", "lid", "sweep", "crosslingual", "quickstart", "make_corpus",
-        "import_commonvoice", "import_dataset", "validate_data", "transcribe")
+        "import_commonvoice", "import_dataset", "validate_data", "transcribe", "export")
 
 
 def script_name(job: str) -> str:
@@ -26,4 +26,4 @@ def _entry(job: str) -> Callable[[], int]:
 
 
 pretrain, finetune, evaluate, lid, sweep, crosslingual, quickstart, make_corpus, import_commonvoice, import_dataset, \
-    validate_data, transcribe = (_entry(job) for job in JOBS)
+    validate_data, transcribe, export = (_entry(job) for job in JOBS)

@@ -2,6 +2,10 @@
 
     python -m jobs.transcribe --model runs/tiny-finetune/model --out out.jsonl audio/ more/*.flac corpus/
     python -m jobs.transcribe --model MODEL_DIR --out out.jsonl --decoder beam --beam-size 32 [--lm tokens.arpa] x.wav
+    MLFLOW_TRACKING_URI=http://mlflow:5000 python -m jobs.transcribe --model models:/phones/1 --out out.jsonl x.flac
+
+A runs:/ or models:/ model is downloaded into <out stem>-model/model/ beside --out (where a step_N checkpoint is
+converted too).
 
 INPUT: files (any format soundfile reads, any rate, stereo downmixed), directories (searched recursively for
 audio files), globs, or a corpus directory (its Parquet rows). Each line: {"path", "text", "tokens":
@@ -27,7 +31,8 @@ def main(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, directories, globs or corpus dirs")
     p.add_argument("--model", required=True, help="exported model dir (config.json, model.safetensors, vocab.json), "
-                   "a training job dir or a step_N checkpoint")
+                   "a training job dir, a step_N checkpoint, or an MLflow URI: runs:/<run_id>/model, "
+                   "models:/<name>/<version>, models:/<name>@<alias> (from $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     p.add_argument("--out", required=True, help="JSONL output file, written whole or not at all; never one of the "
                    "inputs, a directory, a FIFO, a device or a link")
     p.add_argument("--overwrite", action="store_true",

@@ -1,7 +1,8 @@
 """MLflow runs that look like MLflow runs (issue 32; docs/training.md#mlflow), against one real `mlflow server`
 per module: the tags `mlflow.start_run` sets (user, source, git), MLflow's environment variables, system metrics,
 the evaluation's own run nested under the training run at the model's update, the corpus as a dataset input,
-and the served pyfunc on file paths and bytes, greedy and beam.
+the served pyfunc on file paths and bytes, greedy and beam, and `runs:/` / `models:/` URIs as model paths
+(resolve_model, jobs.transcribe, init_from) against a version registered with MLflow's client.
 
 One short fine-tuning job (`python -m jobs.finetune` as a subprocess, so its entry point, checkout and
 environment are a user's) serves the run-level conventions; the evaluation and the pyfunc need no Ray."""
@@ -220,3 +221,106 @@ def test_pyfunc_takes_paths_and_bytes_greedy_and_beam(served, tmp_path):
     assert model.unwrap_python_model()._beams  # ... and it did run
     with pytest.raises(Exception, match="undecodable"):
         model.predict(pd.DataFrame({"audio": [b"not audio at all"]}))
+
+
+REGISTERED = "conventions-phones"
+
+
+@pytest.fixture(scope="module")
+def registered(served, server):
+    """The served model's run and version 1 of a registered model made from it with MLflow's client (alias
+    ``champion``)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    model, out = served
+    run_id = model.metadata.run_id
+    mlflow.set_tracking_uri(server)
+    version = mlflow.register_model(f"runs:/{run_id}/model", REGISTERED)
+    assert version.version == "1"
+    MlflowClient(server).set_registered_model_alias(REGISTERED, "champion", "1")
+    return run_id, out
+
+
+@pytest.mark.parametrize("uri", ["runs:/{run_id}/model", f"models:/{REGISTERED}/1", f"models:/{REGISTERED}@champion"])
+def test_a_model_uri_resolves_to_the_logged_model_directory(registered, server, tmp_path, uri):
+    from unispeech_platform.evaluate.model_source import resolve_model
+
+    run_id, out = registered
+    resolved = resolve_model(uri.format(run_id=run_id), tmp_path / "work", tracking_uri=server)
+    assert resolved.architecture == "UniSpeechForCTC"
+    assert resolved.model_dir == str(tmp_path / "work" / "model")  # inside the job's own (marked) output
+    for name in ("config.json", "model.safetensors", "vocab.json"):
+        assert (tmp_path / "work" / "model" / name).read_bytes() == (out / name).read_bytes()
+    assert "model/model.safetensors" in json.loads((tmp_path / "work" / ".unispeech-output.json").read_text())["made"]
+
+
+def test_transcribe_takes_a_registered_model(registered, server, tmp_path, monkeypatch, capsys):
+    import soundfile as sf
+
+    from jobs import transcribe as job
+
+    _, out = registered
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    wave = 0.3 * np.random.default_rng(5).standard_normal(24_000).astype(np.float32)
+    sf.write(tmp_path / "u.flac", wave, 16_000)
+    rows = {}
+    for name, model in (("registry", f"models:/{REGISTERED}/1"), ("local", str(out))):
+        summary = job.main(["--model", model, "--out", str(tmp_path / f"{name}.jsonl"), "--ray", "never",
+                            "--no-progress", str(tmp_path / "u.flac")])
+        assert summary.transcribed == 1
+        rows[name] = json.loads((tmp_path / f"{name}.jsonl").read_text())
+    assert rows["registry"]["text"] and rows["registry"]["tokens"] == rows["local"]["tokens"]
+    assert (tmp_path / "registry-model" / "model" / "config.json").is_file()  # downloaded beside --out
+    capsys.readouterr()  # MLflow's download progress so far
+    with pytest.raises(SystemExit) as done:  # a version that does not exist: one line naming the URI, exit 3
+        job.main(["--model", f"models:/{REGISTERED}/7", "--out", str(tmp_path / "x.jsonl"), "--ray", "never",
+                  str(tmp_path / "u.flac")])
+    assert done.value.code == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"setup error: model URI 'models:/{REGISTERED}/7'") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "x-model").exists()
+
+
+def test_init_from_takes_a_registered_model(registered, server, tmp_path):
+    """finetune.init_from (and so jobs.lid's) and pretrain.init_from: the driver downloads the model into the run
+    directory before Ray starts, and the workers get its path (train/init_from.py)."""
+    from train_helpers import ci_finetune_job, ci_job
+
+    from unispeech_platform.runtime.errors import JobSetupError
+    from unispeech_platform.runtime.layout import RunLayout
+    from unispeech_platform.train.driver import with_local_init
+
+    _, out = registered
+    finetune = ci_finetune_job(tmp_path / "corpus", tmp_path, "ft", f"models:/{REGISTERED}@champion",
+                               f"tracking.uri={server}")
+    fetched = with_local_init(finetune, RunLayout.of(finetune.checkpoint))
+    assert fetched.finetune.init_from == str(tmp_path / "runs" / "ft" / "init_model")
+    assert (tmp_path / "runs" / "ft" / "init_model" / "model.safetensors").read_bytes() == \
+        (out / "model.safetensors").read_bytes()
+    pretrain = ci_job(tmp_path / "corpus", tmp_path, "pt", f"pretrain.init_from=models:/{REGISTERED}/1",
+                      f"tracking.uri={server}")
+    assert with_local_init(pretrain, RunLayout.of(pretrain.checkpoint)).pretrain.init_from == \
+        str(tmp_path / "runs" / "pt" / "init_model")
+    missing = ci_finetune_job(tmp_path / "corpus", tmp_path, "bad", f"models:/{REGISTERED}@nobody",
+                              f"tracking.uri={server}")
+    with pytest.raises(JobSetupError, match=f"model URI 'models:/{REGISTERED}@nobody'"):
+        with_local_init(missing, RunLayout.of(missing.checkpoint))
+    assert not (tmp_path / "runs" / "bad").exists()  # no run directory: the job can start again without --resume
+
+
+def test_a_model_uri_needs_an_existing_store_and_exports(registered, server, tmp_path):
+    """No store at the URI's tracking URI: one line, and no empty sqlite file or store made outside the job's
+    output. jobs.export takes a URI as its model (--tracking-uri)."""
+    from jobs import export as export_job
+    from unispeech_platform.evaluate.model_source import resolve_model
+    from unispeech_platform.tracking.model_uri import ModelURIError
+
+    for store in (f"sqlite:///{tmp_path / 'none.db'}", (tmp_path / "mlruns").as_uri()):
+        with pytest.raises(ModelURIError, match="there is no MLflow store at"):
+            resolve_model(f"models:/{REGISTERED}/1", tmp_path / "work", tracking_uri=store)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    _, out = registered
+    export_job.main(["--model", f"models:/{REGISTERED}/1", "--format", "hf", "--out", str(tmp_path / "hf"),
+                     "--tracking-uri", server])
+    assert (tmp_path / "hf" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()

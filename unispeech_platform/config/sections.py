@@ -168,7 +168,8 @@ class PretrainSection(Section):
 
     init_from: str | None = None
     """Continue pretraining from a model instead of random weights: one of our exports or run directories, or a
-    transformers UniSpeechForPreTraining / Wav2Vec2ForPreTraining / *ForCTC directory. Without a ``model:``
+    transformers UniSpeechForPreTraining / Wav2Vec2ForPreTraining / *ForCTC directory, or an MLflow URI of one
+    (runs:/<run_id>/model, models:/<name>/<version>: downloaded into the run directory). Without a ``model:``
     section the job takes that model's architecture; ``model:`` keys override what may change (masking, loss
     weights, dropout), architecture keys that differ are refused. A head the model lacks or whose classes differ
     from the corpus vocabulary (the quantizer, the CTC head) starts fresh, named in one warning."""
@@ -181,7 +182,9 @@ class FinetuneSection(Section):
     """A fine-tuning task of config/tasks.py. ctc: phone recognition; lid: language identification (sequence
     classification; run it with `python -m jobs.lid`, which sets model.id2label from the corpus languages)."""
     init_from: str | None = None
-    """Transformers-format model dir (config.json + model.safetensors), or one of our Ray/DeepSpeed checkpoints."""
+    """Transformers-format model dir (config.json + model.safetensors), one of our Ray/DeepSpeed checkpoints, or
+    an MLflow URI (runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias>; downloaded into the run
+    directory before Ray starts: docs/export.md)."""
     freeze_feature_encoder: bool = True
     """Keep the convolutional feature encoder frozen throughout."""
     freeze_transformer_steps: int = Field(0, ge=0)

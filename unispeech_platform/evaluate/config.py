@@ -21,7 +21,9 @@ class EvaluateSection(Section):
 
     model_path: str
     """Transformers-format dir (config.json + model.safetensors + vocab.json), a training job dir
-    (<storage>/<name>: its model/best or model/), or a Ray Train checkpoint dir (<storage>/<name>/step_N)."""
+    (<storage>/<name>: its model/best or model/), a Ray Train checkpoint dir (<storage>/<name>/step_N), or an
+    MLflow URI (runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias>) from tracking.uri's store,
+    downloaded into output_dir/model."""
     splits: list[str] = Field(default_factory=lambda: ["test"])
     """split= partitions to score, each reported separately (languages come from data.langs; None = all)."""
     num_actors: int = Field(1, ge=1)

@@ -40,14 +40,15 @@ def run_evaluation(cfg: EvaluateJobConfig) -> EvaluationResult:
     from unispeech_platform.data.validate import check_corpus
     from unispeech_platform.evaluate.report import LEGEND, markdown_table
     from unispeech_platform.evaluate.tracking import EvaluationRun
-    from unispeech_platform.tracking import checked_tracking_uri
+    from unispeech_platform.tracking import checked_tracking_uri, resolve_tracking_uri
 
     ev = cfg.evaluate
     check_output_parent(ev.output_dir, "evaluate.output_dir", makes_parents=True, is_file=False)
     output, _ = open_output_dir(ev.output_dir, EVALUATE_JOB, overwrite=None, legacy=per_report_made,
                                 flag="evaluate.output_dir")  # before any Ray work, as the model check
     out_dir = output.root
-    model = resolve_model(ev.model_path, lambda: output)  # raises ModelLoadError before any Ray work
+    model = resolve_model(ev.model_path, lambda: output,  # raises ModelLoadError before any Ray work
+                          tracking_uri=resolve_tracking_uri(cfg.tracking))
     if model.architecture not in scored_architectures("per"):
         raise ModelLoadError(f"{model.model_dir}: a {model.architecture}; PER evaluation needs a "
                              f"{' or '.join(scored_architectures('per'))} model")

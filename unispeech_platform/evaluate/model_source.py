@@ -4,6 +4,8 @@ Accepted paths:
 
 - a transformers-format directory: ``config.json`` + ``model.safetensors`` (or ``pytorch_model.bin``) +
   ``vocab.json`` (what our jobs export, and what transformers' ``save_pretrained`` writes);
+- an MLflow URI, ``runs:/<run_id>/<path>`` or ``models:/<name>/<version>`` (``models:/<name>@<alias>``): the
+  model directory inside its artifacts is downloaded into ``model/`` of the job's output (tracking/model_uri.py);
 - one of our training run directories (``<storage>/<name>``, see ``runtime.layout.RunLayout``): its best export
   ``model_best`` (fine-tuning keeps the best model by dev score there) or else its export ``model/``;
 - one of our Ray Train checkpoints (``<storage>/<name>/step_NNNNNNNN``): the DeepSpeed module weights (ZeRO 0-2)
@@ -204,9 +206,14 @@ def _export_checkpoint(ckpt: Path, output: OutputDir, vocab: Path | None) -> Pat
     return out_dir
 
 
-def resolve_model(path: str, work_dir: str | Path | WorkDir) -> ResolvedModel:
+def resolve_model(path: str, work_dir: str | Path | WorkDir, *, tracking_uri: str | None = None) -> ResolvedModel:
     """Find and validate the model behind ``path`` (raises ModelLoadError naming the path). A training checkpoint
-    is converted into ``model/`` of ``work_dir`` (an evaluation output directory, or the job's own opener)."""
+    is converted into ``model/`` of ``work_dir`` (an evaluation output directory, or the job's own opener); a
+    ``runs:/`` or ``models:/`` URI is downloaded from ``tracking_uri`` (None: $MLFLOW_TRACKING_URI) into it."""
+    from unispeech_platform.tracking.model_uri import is_model_uri
+
+    if is_model_uri(path):
+        return _resolve_uri(path, work_dir, tracking_uri)
     p = Path(path).expanduser().resolve()
     if not p.exists():
         raise ModelLoadError(f"model path {path!r} does not exist")
@@ -225,3 +232,19 @@ def resolve_model(path: str, work_dir: str | Path | WorkDir) -> ResolvedModel:
         run_id, step = recorded_training(model_dir)
     arch = check_model_dir(model_dir)
     return ResolvedModel(path, str(model_dir), arch, run_id, step)
+
+
+def _resolve_uri(uri: str, work_dir: str | Path | WorkDir, tracking_uri: str | None) -> ResolvedModel:
+    """An MLflow model URI (tracking/model_uri.py), downloaded into ``model/`` of ``work_dir`` and checked as a
+    model directory; the training run and update come from the model's own training_run.json."""
+    from unispeech_platform.tracking.model_uri import claim_in, fetch_model
+
+    def output() -> OutputDir:  # opened once the model is downloaded: a URI that names nothing leaves no directory
+        if callable(work_dir):
+            return work_dir()
+        return open_output_dir(work_dir, EVALUATE_JOB, overwrite=None, flag="output directory")[0]
+
+    model_dir = fetch_model(uri, claim_in(output, MODEL_DIR), tracking_uri)
+    arch = check_model_dir(model_dir)
+    run_id, step = recorded_training(model_dir)
+    return ResolvedModel(uri, str(model_dir), arch, run_id, step)

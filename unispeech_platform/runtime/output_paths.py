@@ -167,10 +167,14 @@ class OutputDir:
                 return None
         return st
 
-    def remove_made(self) -> None:
+    def remove_made(self, only: Iterable[str] | None = None) -> None:
         """Delete every file the marker lists, then every listed directory left empty; never a link's target,
-        never an entry the job did not make (a user's file inside one of our directories stays, and keeps it)."""
-        for rel in sorted(self.made, key=lambda r: r.count("/"), reverse=True):
+        never an entry the job did not make (a user's file inside one of our directories stays, and keeps it).
+        ``only``: just these entries and what the marker lists below them."""
+        roots = None if only is None else set(only)
+        chosen = [rel for rel in self.made
+                  if roots is None or rel in roots or any(rel.startswith(r + "/") for r in roots)]
+        for rel in sorted(chosen, key=lambda r: r.count("/"), reverse=True):
             st = self._entry(rel)
             path = self.root / rel
             if st is not None and stat.S_ISDIR(st.st_mode):
@@ -178,7 +182,7 @@ class OutputDir:
                     path.rmdir()
             elif st is not None:
                 path.unlink()
-        if self.made:
+        if chosen:
             self.made = {rel for rel in self.made if os.path.lexists(self.root / rel)}
             self._save()
 

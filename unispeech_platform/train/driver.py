@@ -131,6 +131,7 @@ def preflight(job: PretrainJobConfig, *, resume: bool, run_given: bool = False) 
     from unispeech_platform.data.audio_bank import check_augment_folders
     from unispeech_platform.data.batch_order import blocked_order_warning
     from unispeech_platform.data.validate import check_corpus
+    from unispeech_platform.tracking.model_uri import is_model_uri
     from unispeech_platform.train.preflight import check_export_dirs, check_init_model
 
     parts = check_corpus(job.data, job.data.train_splits)
@@ -138,8 +139,8 @@ def preflight(job: PretrainJobConfig, *, resume: bool, run_given: bool = False) 
     blocked = blocked_order_warning(parts, job.data, job.train.num_workers)
     if blocked:
         log.warning(blocked)
-    if isinstance(job, FinetuneJobConfig) and job.finetune.init_from:
-        check_init_model(job.finetune.init_from)
+    if isinstance(job, FinetuneJobConfig) and job.finetune.init_from and not is_model_uri(job.finetune.init_from):
+        check_init_model(job.finetune.init_from)  # a URI is checked once downloaded (run_training)
     if run_given:
         uri = resolve_tracking_uri(job.tracking) if job.tracking.enabled else None
     else:
@@ -153,6 +154,18 @@ def preflight(job: PretrainJobConfig, *, resume: bool, run_given: bool = False) 
         if resume and not exists:
             raise JobSetupError(f"--resume: nothing to resume at {layout.run_dir}")
     return uri, layout
+
+
+def with_local_init(job: PretrainJobConfig, layout: RunLayout) -> PretrainJobConfig:
+    """The job with a model URI as init_from downloaded (train/init_from.py) and, for fine-tuning, checked as a
+    local init_from is in preflight (continued pretraining checks it in continue_from)."""
+    from unispeech_platform.train.init_from import fetch_init_from
+    from unispeech_platform.train.preflight import check_init_model
+
+    fetched = fetch_init_from(job, layout)
+    if fetched is not job and isinstance(fetched, FinetuneJobConfig):
+        check_init_model(fetched.finetune.init_from)
+    return fetched
 
 
 def with_devices(job: PretrainJobConfig) -> PretrainJobConfig:
@@ -231,6 +244,7 @@ def run_training(
     ``run_id``: log into this existing MLflow run instead of opening one (e.g. a sweep's nested trial run);
     ``callbacks``: extra Ray Train callbacks (e.g. Tune's TuneReportCallback when run as a Tune trial)."""
     uri, layout = preflight(job, resume=resume, run_given=run_id is not None)
+    job = with_local_init(job, layout)  # a runs:/ or models:/ init_from: downloaded into the run dir, checked
     vocab = vocab_path(job)
     vocab_map = PhoneTokenizer.from_file(vocab).vocab if vocab else None  # read once; workers get the dict
     job = continue_from(job, vocab_map)  # pretrain.init_from: checked and merged before Ray (train/init_from.py)

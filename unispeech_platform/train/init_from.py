@@ -22,6 +22,7 @@ from unispeech_core import UniSpeechConfig, UniSpeechForPreTraining
 from unispeech_platform.config import ConfigError, PretrainJobConfig
 from unispeech_platform.config.model import ModelSection
 from unispeech_platform.runtime.errors import JobSetupError
+from unispeech_platform.runtime.layout import RunLayout
 from unispeech_platform.train.checkpoint import resolve_model_dir
 from unispeech_platform.train.preflight import read_model_config
 
@@ -36,6 +37,41 @@ ARCHITECTURE_KEYS = frozenset({
 """Keys that shape or wire the weights: a continued pretraining keeps the checkpoint's values."""
 VOCABULARY_KEYS = frozenset({"vocab_size", "num_ctc_classes", "pad_token_id"})
 """Keys the corpus vocabulary decides (ModelSection.settings), never taken from the checkpoint."""
+
+
+INIT_MODEL_DIR = "init_model"
+"""Inside the run directory: where a ``runs:/`` or ``models:/`` init_from is downloaded (its own marked output)."""
+
+
+def init_from_key(job: PretrainJobConfig) -> tuple[str, str | None]:
+    """(the config key, its value) naming the job's initial weights: finetune.init_from or pretrain.init_from."""
+    finetune = getattr(job, "finetune", None)
+    if finetune is not None:
+        return "finetune.init_from", finetune.init_from
+    return "pretrain.init_from", job.pretrain.init_from
+
+
+def fetch_init_from(job: PretrainJobConfig, layout: RunLayout) -> PretrainJobConfig:
+    """The job with an MLflow URI as init_from (``runs:/<run_id>/model``, ``models:/<name>/<version>``) replaced
+    by the model directory it names, downloaded on the driver (from tracking.uri's store) into
+    ``<run dir>/init_model/``, where every worker reads it (tracking/model_uri.py); unchanged otherwise. Called
+    after the run directory's checks, before Ray starts. JobSetupError (exit 3) naming the URI."""
+    from unispeech_platform.runtime.output_paths import open_output_dir
+    from unispeech_platform.tracking import resolve_tracking_uri
+    from unispeech_platform.tracking.model_uri import claim_in, fetch_model, is_model_uri
+
+    key, src = init_from_key(job)
+    if not src or not is_model_uri(src):
+        return job
+    if not layout.is_local:
+        raise JobSetupError(f"{key}={src}: a model URI is downloaded into the run directory, which needs a local "
+                            f"(or NFS) checkpoint.storage_path, not {layout.storage}; download it and give its path")
+    output = claim_in(lambda: open_output_dir(layout.output_dir(INIT_MODEL_DIR), "init_from", overwrite=None,
+                                              flag=key)[0])  # the run directory exists only once a model came
+    model_dir = fetch_model(src, output, resolve_tracking_uri(job.tracking))
+    log.info("%s=%s: downloaded into %s", key, src, model_dir)
+    section, name = key.split(".")
+    return job.model_copy(update={section: getattr(job, section).model_copy(update={name: str(model_dir)})})
 
 
 def continue_from(job: PretrainJobConfig, vocab: Mapping[str, int] | None) -> PretrainJobConfig:
