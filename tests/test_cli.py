@@ -193,3 +193,28 @@ def test_print_config_of_a_flag_job_is_its_argument_set_and_runs_nothing(job, tm
         "transcribe": {"executor": "local", "inputs": ["a.wav", "b.wav"], "beam-size": 16},
     }[job]
     assert {k: first[k] for k in expected} == expected
+
+
+def test_verbose_and_no_progress_mean_the_same_in_every_job(monkeypatch):
+    """--verbose: our loggers at DEBUG and the libraries' INFO logs (console.verbose); --no-progress: no bars, in
+    this process and the ones it starts (an environment variable). Both are added to every parser by one function
+    (the help test above checks each job lists them)."""
+    import logging
+
+    from unispeech_platform.runtime.console import VERBOSE_ENV, progress_bars, verbose
+    from unispeech_platform.runtime.job_flags import NO_PROGRESS_ENV, OWN_LOGGERS, apply_common_flags
+
+    monkeypatch.delenv(NO_PROGRESS_ENV, raising=False)
+    monkeypatch.setenv(VERBOSE_ENV, "0")
+    levels = {name: logging.getLogger(name).level for name in (*OWN_LOGGERS, "ray", "mlflow")}
+    try:
+        apply_common_flags(argparse.Namespace(verbose=False, no_progress=False))
+        assert progress_bars() and not verbose()
+        assert logging.getLogger("unispeech.train").getEffectiveLevel() != logging.DEBUG
+        apply_common_flags(argparse.Namespace(verbose=True, no_progress=True))
+        assert not progress_bars() and verbose()
+        assert logging.getLogger("unispeech.train").getEffectiveLevel() == logging.DEBUG
+        assert logging.getLogger("ray").getEffectiveLevel() == logging.INFO  # libraries: INFO, not DEBUG
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
