@@ -3,11 +3,9 @@ same updates and batch budget -- supervised transfer (CTC only, labeled rows onl
 only, wav2vec 2.0/XLSR-style) and UniSpeech (joint CTC + contrastive with replace_prob) -- each fine-tuned on the
 low-resource targets and scored per language (test, and test_shifted when the corpus has it).
 
-    python -m jobs.crosslingual --config configs/crosslingual_cpu.yaml            # labeled only
-    python -m jobs.crosslingual --config configs/crosslingual_cpu_unlabeled.yaml  # + unlabeled target audio
-    (2-core CPU with native bf16: 91 min measured for the first; ~3.7 h in fp32 without bf16:
-    docs/performance.md)
-    python -m jobs.crosslingual --config configs/crosslingual_gpu.yaml      # GPU cluster (RAY_ADDRESS)
+The configs (examples below): crosslingual_cpu.yaml, labeled only (2-core CPU with native bf16: 91 min measured;
+~3.7 h in fp32 without bf16: docs/performance.md); crosslingual_cpu_unlabeled.yaml, + unlabeled target audio;
+crosslingual_gpu.yaml, a GPU cluster (RAY_ADDRESS).
 
 Every arm runs once per seed (experiment.seeds); the table shows mean ± sd over seeds and the reference arm's
 relative PER reductions with bootstrap 95% CIs over test utterances. Logs a parent MLflow run with a child per arm
@@ -25,10 +23,18 @@ from __future__ import annotations
 from unispeech_platform.experiments import cli
 from unispeech_platform.runtime.cli import run_or_exit
 
+EXAMPLES = (
+    "--config configs/crosslingual_cpu.yaml             # labeled only",
+    "--config configs/crosslingual_cpu_unlabeled.yaml   # + unlabeled target audio",
+    "--config configs/crosslingual_gpu.yaml             # GPU cluster (RAY_ADDRESS)",
+    "--config configs/crosslingual_cpu.yaml --resume    # continue a stopped run",
+)
+DEFAULT_CONFIG = "configs/crosslingual_cpu.yaml"
+
 
 def main(argv: list[str] | None = None):
-    cfg, command, overwrite, resume = cli.parse("jobs.crosslingual", __doc__, "configs/crosslingual_cpu.yaml", argv,
-                                                resumable=True)
+    cfg, command, overwrite, resume = cli.parse("jobs.crosslingual", __doc__, DEFAULT_CONFIG, argv,
+                                                examples=EXAMPLES, resumable=True)
     from unispeech_platform.experiments.results_block import check_results_file, write_results_block
 
     if cfg.experiment.results_path:  # broken markers found now, not after hours of training (exit 3)

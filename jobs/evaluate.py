@@ -1,6 +1,6 @@
 """Cross-lingual PER evaluation of a fine-tuned CTC model with Ray Data batch inference, logged to MLflow.
 
-    python -m jobs.evaluate --config configs/evaluate_tiny.yaml --set evaluate.model_path=runs/tiny-finetune
+On a cluster, under the Ray Jobs API:
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.evaluate --config ...
     python -m jobs.evaluate --config configs/evaluate_tiny.yaml --set evaluate.model_path=models:/phones/1
 
@@ -18,9 +18,14 @@ from unispeech_platform.evaluate.config import EvaluateJobConfig
 from unispeech_platform.runtime.cli import parse_job_args, run_or_exit
 from unispeech_platform.tracking import run_line
 
+EXAMPLES = (
+    "--config configs/evaluate_tiny.yaml --set evaluate.model_path=runs/tiny-finetune",
+    "--config evaluate_tiny --set evaluate.model_path=runs/tiny-finetune/model --set evaluate.num_actors=2",
+)
+
 
 def main(argv: list[str] | None = None):
-    cfg, _ = parse_job_args(__doc__, EvaluateJobConfig, argv, resume=False)
+    cfg, _ = parse_job_args(__doc__, EvaluateJobConfig, argv, resume=False, examples=EXAMPLES)
     from unispeech_platform.evaluate.job import run_evaluation
 
     result = run_or_exit(run_evaluation, cfg)

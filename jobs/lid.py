@@ -1,8 +1,6 @@
 """Language identification: fine-tune UniSpeechForSequenceClassification on the corpus' languages (Ray Train),
 then report accuracy and a confusion matrix on the eval splits (Ray Data), logged to the training run.
 
-    python -m jobs.lid --config configs/lid_tiny.yaml [--set finetune.init_from=runs/tiny-pretrain/model]
-
 finetune.init_from also takes an MLflow URI (runs:/<run_id>/model, models:/<name>/<version>, models:/<name>@<alias>).
 """
 
@@ -14,9 +12,14 @@ from unispeech_platform.config import FinetuneJobConfig
 from unispeech_platform.runtime.cli import parse_job_args, run_or_exit
 from unispeech_platform.tracking import run_line
 
+EXAMPLES = (
+    "--config configs/lid_tiny.yaml",
+    "--config configs/lid_tiny.yaml --set finetune.init_from=runs/tiny-pretrain/model",
+)
+
 
 def main(argv: list[str] | None = None):
-    cfg, ns = parse_job_args(__doc__, FinetuneJobConfig, argv)
+    cfg, ns = parse_job_args(__doc__, FinetuneJobConfig, argv, examples=EXAMPLES)
     from unispeech_platform.evaluate.lid import evaluate_lid, lid_report_dir
     from unispeech_platform.train import run_training
     from unispeech_platform.train.tasks.lid import prepare_lid_job

@@ -1,7 +1,5 @@
 """Synthesise an offline multilingual speech corpus with espeak-ng + wordfreq.
 
-python -m jobs.make_corpus --out data/synth --langs en-us,es,fr --per-lang 300 --speakers 6 --seed 0
-
 Exit status: 0 done (or reused), 2 bad flags (e.g. more --speakers than espeak-ng has variants), 3 a missing
 tool, word list or voice, an --out that cannot be written or holds a corpus made with other flags
 (--overwrite replaces it); each named in one line before any audio is made.
@@ -11,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from typing import Any
 
 from unispeech_platform.data.synthetic import CLEAN_LANGS, SynthesisSpec, make_corpus, synthesis_args
 from unispeech_platform.runtime.cli import (
+    comma_list,
     exit_with,
     finite_float,
     non_negative_int,
@@ -21,16 +21,18 @@ from unispeech_platform.runtime.cli import (
     run_or_exit,
 )
 from unispeech_platform.runtime.errors import EXIT_CONFIG
+from unispeech_platform.runtime.job_flags import flags_parser, start_flags_job
 from unispeech_platform.runtime.output_parent import check_output_parent
 
+EXAMPLES = (
+    "--out data/synth --langs en-us,es,fr --per-lang 300 --speakers 6 --seed 0",
+    "--out data/small --per-lang 40 --speakers 3 --unlabeled-fraction 0.5 --workers 2 --no-progress",
+)
 
-def comma_list(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
 
-
-def main(argv: list[str] | None = None) -> int:
-    # Each option's dest is a SynthesisSpec field, and its default is that field's: the spec is declared once.
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    """Each option's dest is a SynthesisSpec field, and its default is that field's: the spec is declared once."""
+    p = flags_parser(__doc__, EXAMPLES)
     p.add_argument("--out", required=True, help="corpus root directory")
     p.add_argument("--langs", type=comma_list, default="en-us,es",
                    help=f"comma-separated espeak voices; clean ones: {','.join(CLEAN_LANGS)}")
@@ -46,19 +48,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-words", type=positive_int, default=SynthesisSpec.min_words,
                    help="shortest text (2-4 words give ~1-2 s clips)")
     p.add_argument("--max-words", type=positive_int, default=SynthesisSpec.max_words, help="longest text")
-    p.add_argument("--seed", type=non_negative_int, default=SynthesisSpec.seed)
+    p.add_argument("--seed", type=non_negative_int, default=SynthesisSpec.seed,
+                   help="texts, voices and held-out speakers: the same seed makes the same corpus")
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a corpus made with other arguments, or write into a non-empty directory this job "
                         "did not make (only what the job made is ever removed: docs/data.md#where-a-job-writes)")
-    a = p.parse_args(argv)
-    spec = {f.name: getattr(a, f.name) for f in fields(SynthesisSpec) if hasattr(a, f.name)}
+    return p
+
+
+def spec_of(a: argparse.Namespace) -> dict[str, Any]:
+    """The SynthesisSpec fields among the flags."""
+    return {f.name: getattr(a, f.name) for f in fields(SynthesisSpec) if hasattr(a, f.name)}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, checked without touching anything (exit 2 naming a bad value)."""
+    a = parser().parse_args(argv)
     try:
-        synthesis_args(**spec)  # the flags' values (speakers, fractions, word counts): exit 2 naming the value
+        synthesis_args(**spec_of(a))  # the flags' values (speakers, fractions, word counts): exit 2 naming the value
     except ValueError as e:
         exit_with(f"bad flags: {e}", EXIT_CONFIG)
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = start_flags_job(parser(), parse(argv))
     run_or_exit(check_output_parent, a.out, "--out", makes_parents=True, is_file=False)
-    run_or_exit(make_corpus, a.out, workers=a.workers, overwrite=a.overwrite, **spec)
+    run_or_exit(make_corpus, a.out, workers=a.workers, overwrite=a.overwrite, progress=not a.no_progress,
+                **spec_of(a))
     return 0
 
 

@@ -1,8 +1,7 @@
 """The demo: synthetic corpus -> UniSpeech pretraining (2 Ray Train workers, DeepSpeed ZeRO-2) on labeled
 high-resource languages -> CTC fine-tuning on low-resource targets -> per-language PER, all in MLflow.
 
-    python -m jobs.quickstart [--config configs/quickstart.yaml] [--set corpus.high_per_lang=100 ...] [--overwrite]
-    make demo            # = make setup + python -m jobs.quickstart --overwrite
+`make demo` is `make setup` + `python -m jobs.quickstart --overwrite`.
 
 Re-runs reuse the corpus. The previous run's checkpoints (runs/experiments/<experiment.name>) are replaced only
 with --overwrite; without it a re-run stops before any work (exit 3) and keeps them. The MLflow store
@@ -13,9 +12,16 @@ from __future__ import annotations
 
 from unispeech_platform.experiments import cli
 
+EXAMPLES = (
+    "                          # configs/quickstart.yaml",
+    "--set corpus.high_per_lang=100 --overwrite",
+    "--config configs/quickstart_tiny.yaml",
+)
+DEFAULT_CONFIG = "configs/quickstart.yaml"
+
 
 def main(argv: list[str] | None = None):
-    cfg, _, overwrite, _ = cli.parse("jobs.quickstart", __doc__, "configs/quickstart.yaml", argv)
+    cfg, _, overwrite, _ = cli.parse("jobs.quickstart", __doc__, DEFAULT_CONFIG, argv, examples=EXAMPLES)
     result = cli.run(cfg, overwrite=overwrite)
     print("\n" + "=" * 100)
     arm = result.arms[0]

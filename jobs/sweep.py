@@ -1,8 +1,6 @@
 """Ray Tune sweep of pretraining knobs (default: replace_prob, mask_time_prob, mask_time_length) with ASHA early
 stopping; every trial is a Ray Train run, tracked as a nested MLflow run under the sweep's run.
 
-    python -m jobs.sweep --config configs/sweep_tiny.yaml [--set sweep.num_samples=8] [--resume]
-
 Without --resume, a sweep whose name already left a directory under sweep.storage_path (<name>, <name>-trials or
 <name>-report) stops before Ray starts (exit 3) and keeps it: continue it with --resume or choose another name.
 """
@@ -13,9 +11,14 @@ from unispeech_platform.runtime.cli import parse_job_args, run_or_exit
 from unispeech_platform.tracking import run_line
 from unispeech_platform.tune.config import SweepJobConfig
 
+EXAMPLES = (
+    "--config configs/sweep_tiny.yaml --set sweep.num_samples=8",
+    "--config configs/sweep_tiny.yaml --resume   # continue a stopped sweep of the same name",
+)
+
 
 def main(argv: list[str] | None = None):
-    cfg, ns = parse_job_args(__doc__, SweepJobConfig, argv)
+    cfg, ns = parse_job_args(__doc__, SweepJobConfig, argv, examples=EXAMPLES)
     from unispeech_platform.tune.search_space import validate_sweep
     from unispeech_platform.tune.sweep import run_sweep
 

@@ -1,18 +1,17 @@
 """Transcribe audio with an exported CTC model: one JSON object per utterance with per-token times.
 
-    python -m jobs.transcribe --model runs/tiny-finetune/model --out out.jsonl audio/ more/*.flac corpus/
-    python -m jobs.transcribe --model MODEL_DIR --out out.jsonl --decoder beam --beam-size 32 [--lm tokens.arpa] x.wav
-    MLFLOW_TRACKING_URI=http://mlflow:5000 python -m jobs.transcribe --model models:/phones/1 --out out.jsonl x.flac
+--model takes a model dir, a training job dir, a step_N checkpoint, or an MLflow URI (runs:/<run_id>/model,
+models:/<name>/<version>, with MLFLOW_TRACKING_URI): a URI is downloaded into <out stem>-model/model/ beside --out
+(where a step_N checkpoint is converted too).
 
-A runs:/ or models:/ model is downloaded into <out stem>-model/model/ beside --out (where a step_N checkpoint is
-converted too).
-
-INPUT: files (any format soundfile reads, any rate, stereo downmixed), directories (searched recursively for
+INPUT (positional, unlike the other jobs' --input: many of them, as the shell expands a glob): files (any format
+soundfile reads, any rate, stereo downmixed), directories (searched recursively for
 audio files), globs, or a corpus directory (its Parquet rows). Each line: {"path", "text", "tokens":
 [{"token", "start", "end"}] (seconds from the CTC frames), "duration", and "id" for corpus rows}.
 
-Fewer than --ray-min-inputs files run in this process without Ray; more run on a Ray Data actor pool (RAY_ADDRESS
-or a local Ray; a GPU per actor when the cluster has them). Unreadable files are listed on stderr and skipped:
+With --executor auto, fewer than --ray-min-inputs files run in this process without Ray; more run on a Ray Data actor
+pool (RAY_ADDRESS or a local Ray; a GPU per actor when the cluster has them). --num-actors counts those actors, not
+worker processes (each holds a copy of the model: the evaluate job's evaluate.num_actors). Unreadable files are listed on stderr and skipped:
 the exit status is 0 when anything was transcribed, 2 for a bad flag, 3 for a bad model (also one whose outputs
 are NaN/inf: nothing is written), when nothing could be read, or for an --out that may not be replaced (an input,
 a directory, FIFO, device or link, or a file that is not an earlier transcription without --overwrite) or cannot be
@@ -25,10 +24,29 @@ import argparse
 import sys
 
 from unispeech_platform.runtime.cli import finite_float, positive_float, positive_int, run_or_exit
+from unispeech_platform.runtime.job_flags import flags_parser, start_flags_job
+
+EXAMPLES = (
+    "--model runs/tiny-finetune/model --out out.jsonl audio/ more/a.flac corpus/",
+    "--model runs/tiny-finetune/model --out out.jsonl --decoder beam --beam-size 32 --lm tokens.arpa x.wav",
+    "--model runs/tiny-finetune --out out.jsonl --executor ray --num-actors 4 --no-progress recordings/",
+    "--model models:/phones/1 --out out.jsonl x.flac",
+)
+EXECUTOR_TO_RAY = {"auto": "auto", "local": "never", "ray": "always"}
+"""--executor (the name every job uses) -> TranscribeOptions.ray."""
+OLD_RAY_FLAG = {ray: executor for executor, ray in EXECUTOR_TO_RAY.items()}
+"""--ray auto|never|always, the old spelling, -> --executor."""
 
 
-def main(argv: list[str] | None = None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+class OldRayFlag(argparse.Action):
+    """``--ray never|always|auto``: sets --executor (local|ray|auto), so old command lines keep working."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, OLD_RAY_FLAG[values])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = flags_parser(__doc__, EXAMPLES)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, directories, globs or corpus dirs")
     p.add_argument("--model", required=True, help="exported model dir (config.json, model.safetensors, vocab.json), "
                    "a training job dir, a step_N checkpoint, or an MLflow URI: runs:/<run_id>/model, "
@@ -37,27 +55,40 @@ def main(argv: list[str] | None = None):
                    "inputs, a directory, a FIFO, a device or a link")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out that is not an earlier transcription (without it the job refuses)")
-    p.add_argument("--decoder", choices=["greedy", "beam"], default="greedy")
-    p.add_argument("--beam-size", type=positive_int, default=16)
+    p.add_argument("--decoder", choices=["greedy", "beam"], default="greedy",
+                   help="greedy CTC or beam search (torchaudio's CTC decoder)")
+    p.add_argument("--beam-size", type=positive_int, default=16, help="hypotheses kept per frame (beam only)")
     p.add_argument("--lm", default=None, help="KenLM n-gram (.arpa/.bin) over the model's tokens (beam only)")
-    p.add_argument("--lm-weight", type=finite_float, default=0.5)
+    p.add_argument("--lm-weight", type=finite_float, default=0.5, help="weight of the --lm score (beam only)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="audio windows per forward pass")
     p.add_argument("--chunk-seconds", type=positive_float, default=30.0,
                    help="longer audio is cut into windows this long")
-    p.add_argument("--ray", choices=["auto", "never", "always"], default="auto",
-                   help="auto: Ray Data from --ray-min-inputs inputs on, in-process below")
-    p.add_argument("--ray-min-inputs", type=positive_int, default=200)
+    p.add_argument("--executor", choices=EXECUTOR_TO_RAY, default="auto",
+                   help="local (this process, no Ray), ray (a Ray Data actor pool) or auto (ray from "
+                        "--ray-min-inputs inputs on, local below)")
+    p.add_argument("--ray", dest="executor", choices=OLD_RAY_FLAG, action=OldRayFlag, default=argparse.SUPPRESS,
+                   help="the old spelling of --executor (never = local, always = ray), still accepted")
+    p.add_argument("--ray-min-inputs", type=positive_int, default=200,
+                   help="inputs from which --executor auto uses Ray")
     p.add_argument("--num-actors", type=positive_int, default=1,
                    help="Ray Data inference actors (each loads the model)")
-    p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
+    return p
 
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, checked without touching anything (exit 2 naming a bad value)."""
+    return parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None):
+    a = start_flags_job(parser(), parse(argv))
     from unispeech_platform.evaluate.transcribe import TranscribeOptions, transcribe
 
     opts = TranscribeOptions(
         model=a.model, out=a.out, inputs=a.inputs, decoder=a.decoder, beam_size=a.beam_size, lm_path=a.lm,
-        lm_weight=a.lm_weight, batch_size=a.batch_size, chunk_seconds=a.chunk_seconds, ray=a.ray,
-        ray_min_inputs=a.ray_min_inputs, num_actors=a.num_actors, progress=not a.no_progress, overwrite=a.overwrite,
+        lm_weight=a.lm_weight, batch_size=a.batch_size, chunk_seconds=a.chunk_seconds,
+        ray=EXECUTOR_TO_RAY[a.executor], ray_min_inputs=a.ray_min_inputs, num_actors=a.num_actors,
+        progress=not a.no_progress, overwrite=a.overwrite,
     )
     summary = run_or_exit(transcribe, opts)
     for f in summary.failures:

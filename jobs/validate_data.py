@@ -1,13 +1,13 @@
 """Validate a corpus: schema of every file, then every row decoded in parallel (Ray Data).
 
-    python -m jobs.validate_data data/synth [--vocab data/synth/vocab.json] [--report bad_rows.json]
-
 A row group whose pages cannot be read is listed once (unreadable_row_group: the file, the group and its rows, all
 counted as bad) and the other row groups are checked as usual (docs/data.md#unreadable-row-groups).
 Exit status: 0 all rows valid, 1 bad rows found (each listed with id, reason and file), 3 layout/schema error,
 a --vocab that is missing or not a vocabulary, or a --report that cannot be written (a missing or read-only
 directory): all found before Ray starts, one line naming the file (the data exit status of every job,
 docs/architecture.md).
+
+--num-cpus is not a worker count: it sizes the local Ray the job starts (the config jobs' ray.local_num_cpus).
 """
 
 from __future__ import annotations
@@ -28,14 +28,23 @@ from unispeech_platform.data.validate import (
 )
 from unispeech_platform.runtime.cli import positive_int
 from unispeech_platform.runtime.errors import EXIT_SETUP, JobSetupError
+from unispeech_platform.runtime.job_flags import alias, flags_parser, start_flags_job
 from unispeech_platform.runtime.output_parent import check_output_parent
 
+EXAMPLES = (
+    "--input data/synth",
+    "--input data/cv --vocab data/cv/vocab.json --report bad_rows.json",
+    "--input data/small --executor local --no-progress",
+)
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", help="corpus root (lang=<code>/split=<name>/*.parquet)")
+
+def parser() -> argparse.ArgumentParser:
+    p = flags_parser(__doc__, EXAMPLES)
+    p.add_argument("--input", metavar="ROOT", default=None,
+                   help="corpus root (lang=<code>/split=<name>/*.parquet)" + alias("a positional ROOT"))
+    p.add_argument("root", nargs="?", default=None, help=argparse.SUPPRESS)  # the old spelling: ROOT alone
     p.add_argument(
-        "--vocab", default=None, help="vocab.json to check phones against (default: <root>/vocab.json)"
+        "--vocab", default=None, help="vocab.json to check phones against (default: <input>/vocab.json)"
     )
     p.add_argument("--report", default=None, help="also write the bad rows and statistics to this JSON file")
     p.add_argument(
@@ -47,19 +56,34 @@ def main(argv: list[str] | None = None) -> int:
         help="where rows are decoded: ray (tasks on RAY_ADDRESS's cluster or a local Ray) or local (this process, "
              "no Ray: small corpora)",
     )
-    a = p.parse_args(argv)
+    return p
 
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, checked without touching anything (exit 2 naming a bad value): the root given once."""
+    p = parser()
+    a = p.parse_args(argv)
+    if a.input is not None and a.root is not None and a.input != a.root:
+        p.error(f"two corpus roots: --input {a.input} and {a.root}; give one")
+    a.input = a.input if a.input is not None else a.root
+    if a.input is None:
+        p.error("the following arguments are required: --input")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = start_flags_job(parser(), parse(argv))
     from unispeech_platform.config import RaySection
     from unispeech_platform.runtime.ray_session import connect_ray
 
     try:
         if a.report:
             check_output_parent(a.report, "--report")  # written at the end: its directory is checked now
-        scan_corpus(a.root)  # layout and every footer's schema before Ray starts
-        load_vocab(a.root, a.vocab)  # and the vocabulary
+        scan_corpus(a.input)  # layout and every footer's schema before Ray starts
+        load_vocab(a.input, a.vocab)  # and the vocabulary
         if a.executor == "ray":  # RAY_ADDRESS (e.g. `ray job submit`) or a local Ray
             connect_ray(RaySection(local_num_cpus=a.num_cpus))
-        report = validate_corpus(a.root, a.vocab, executor=a.executor)
+        report = validate_corpus(a.input, a.vocab, executor=a.executor)
     except JobSetupError as e:  # CorpusError included: one line naming the file
         print(f"ERROR: {e}", file=sys.stderr)
         return EXIT_SETUP

@@ -4,9 +4,11 @@ experiment is in the way (without --overwrite), 1 naming the failed step."""
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import shlex
 import sys
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from unispeech_platform.config.redact import redact_uri
@@ -26,14 +28,22 @@ class Invocation(NamedTuple):
     """--resume: continue a stopped run of the experiment (jobs that offer it)."""
 
 
-def parse(module: str, doc: str, default_config: str, argv: list[str] | None, *,
+def experiment_parser(doc: str, default_config: str, examples: Sequence[str], *,
+                      resumable: bool = False) -> argparse.ArgumentParser:
+    """The parser of an experiment job: a config job with --overwrite, and --resume where the job can continue a
+    stopped run."""
+    return job_parser(doc, ExperimentConfig, default_config=default_config, resume=resumable, overwrite=True,
+                      examples=examples,
+                      resume_help="continue a stopped run of experiment.name: arms and seeds that finished are "
+                      "kept, the first unfinished one starts again from pretraining (same config required)")
+
+
+def parse(module: str, doc: str, default_config: str, argv: list[str] | None, *, examples: Sequence[str] = (),
           resumable: bool = False) -> Invocation:
     """The validated config (exit 2 on an error) whose storage is free or may be replaced, or (``resumable``
     jobs, --resume) holds a run started with the same config (exit 3 otherwise), with the command line and
     the flags."""
-    parser = job_parser(doc, ExperimentConfig, default_config=default_config, resume=resumable, overwrite=True,
-                        resume_help="continue a stopped run of experiment.name: arms and seeds that finished are "
-                        "kept, the first unfinished one starts again from pretraining (same config required)")
+    parser = experiment_parser(doc, default_config, examples, resumable=resumable)
     cfg, ns = load_job_config(parser, ExperimentConfig, argv)
     command = " ".join(shlex.quote(a) for a in ["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
     from unispeech_platform.experiments.runner import validate

@@ -182,6 +182,7 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False, resume: bo
     starts again from pretraining, and the parent MLflow run is reopened."""
     from unispeech_platform.evaluate.report import PREDICTIONS
     from unispeech_platform.experiments.corpus import build_corpora
+    from unispeech_platform.runtime.console import progress_bars
     from unispeech_platform.runtime.ray_session import connect_ray
 
     exp = cfg.experiment
@@ -197,7 +198,7 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False, resume: bo
         root = claim_storage(cfg, overwrite=overwrite)
         record = json.loads((root / MARKER).read_text(encoding="utf-8"))
     with progress.step(f"corpus: {cfg.corpus.high_resource} (pretraining) + {cfg.corpus.low_resource} (targets)"):
-        build_corpora(cfg.corpus)
+        build_corpora(cfg.corpus, progress=progress_bars())  # --no-progress: no synthesis bar
     check_stage_data([st for _, st in stages])
     labels = [exp.run_label(st.name, seed) for seed, st in stages]
     done = [load_arm_result(root, label, Path(st.evaluate.evaluate.output_dir) / PREDICTIONS,

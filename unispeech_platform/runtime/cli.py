@@ -1,5 +1,7 @@
-"""Command-line plumbing shared by every job: ``--config FILE``, repeatable ``--set dotted.key=value``,
-``--resume`` / ``--overwrite``, and the mapping of errors to exit codes (2 config, 3 environment/data/model).
+"""Command-line plumbing shared by every job: the config jobs' ``--config FILE``, repeatable
+``--set dotted.key=value``, ``--resume`` / ``--overwrite``, the argparse types of counts, numbers and lists, and the
+mapping of errors to exit codes (2 config, 3 environment/data/model). The flags all twelve jobs share are in
+runtime/job_flags.py.
 
 Config errors exit before Ray is imported or started. Entry points stay ``parse -> run -> print``.
 """
@@ -11,7 +13,7 @@ import errno
 import logging
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -27,6 +29,13 @@ from unispeech_platform.runtime.errors import (
     JobSetupError,
     TrainingStoppedError,
 )
+from unispeech_platform.runtime.job_flags import (
+    LOG_FORMAT,
+    add_common_flags,
+    apply_common_flags,
+    examples_text,
+    prog_name,
+)
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
@@ -38,25 +47,17 @@ def config_keys(config_cls: type[BaseModel]) -> str:
     return "\n".join(lines) + "\nEach key is described in full in docs/ and in the field docstrings of its section."
 
 
-def prog_name() -> str:
-    """How the user started the job, for the usage line: ``python -m jobs.pretrain`` (argparse would say
-    ``pretrain.py``) or the console script's name (``unispeech-pretrain``)."""
-    from pathlib import Path
-
-    argv0 = Path(sys.argv[0])
-    if argv0.suffix == ".py" and argv0.parent.name == "jobs":
-        return f"python -m jobs.{argv0.stem}"
-    return argv0.name
-
-
 def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_config: str | None = None,
-               resume: bool = True, overwrite: bool = False,
+               resume: bool = True, overwrite: bool = False, examples: Sequence[str] = (),
                resume_help: str = "continue the run named checkpoint.name") -> argparse.ArgumentParser:
     """The parser of a config-driven job; ``doc`` (the entry point's module docstring) is shown whole, followed
-    by the config keys the job takes. ``overwrite``: the job replaces a previous run of the same name only when
-    asked (``--overwrite``); without it the job refuses and keeps what is there."""
-    parser = argparse.ArgumentParser(prog=prog_name(), description=doc,
-                                     epilog=config_keys(config_cls) if config_cls else None,
+    by the job's examples (its command line after the job's name) and the config keys the job takes. ``overwrite``:
+    the job replaces a previous run of the same name only when asked (``--overwrite``); without it the job
+    refuses and keeps what is there. --verbose, --no-progress and --print-config are every job's
+    (runtime/job_flags.py)."""
+    epilog = [examples_text(examples)] if examples else []
+    epilog += [config_keys(config_cls)] if config_cls else []
+    parser = argparse.ArgumentParser(prog=prog_name(), description=doc, epilog="\n\n".join(epilog) or None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--config", required=default_config is None, default=default_config,
@@ -74,11 +75,8 @@ def job_parser(doc: str, config_cls: type[BaseModel] | None = None, *, default_c
         parser.add_argument("--overwrite", action="store_true",
                             help="delete and replace the previous run of the same name (without it the job "
                                  "refuses to start and keeps that run's checkpoints)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="also show Ray's worker logs, Ray Data progress bars and library INFO logs")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config (every key, defaults included, secrets redacted) as YAML "
-                             "and exit without running; the output is a valid --config")
+    add_common_flags(parser, print_config_help="print the resolved config (every key, defaults included, secrets "
+                     "redacted) as YAML and exit without running; the output is a valid --config")
     return parser
 
 
@@ -123,6 +121,19 @@ def positive_float(text: str) -> float:
     return value
 
 
+def comma_list(text: str) -> list[str]:
+    """argparse type of a list flag (``--langs a,b,c``, the same in every job; blanks dropped)."""
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def voice_pairs(text: str) -> dict[str, str]:
+    """argparse type of ``--voices``: ``lang=voice[,lang=voice...]`` (an espeak-ng voice per language)."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(p) != 2 for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected lang=voice[,lang=voice...], got {text!r}")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
 def exit_with(message: str, code: int) -> None:
     """One clear line on stderr (redacted: a library's message may quote a URI with credentials), then the exit
     code."""
@@ -141,15 +152,18 @@ def load_job_config(parser: argparse.ArgumentParser, config_cls: type[T], argv: 
     if getattr(ns, "print_config", False):
         print(to_yaml(cfg), end="")
         raise SystemExit(0)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     set_verbose(ns.verbose or verbose())
+    apply_common_flags(ns)
     return cfg, ns
 
 
-def parse_job_args(doc: str, config_cls: type[T], argv: list[str] | None = None, *, resume: bool = True
-                   ) -> tuple[T, argparse.Namespace]:
-    """``job_parser`` + ``load_job_config`` for the plain jobs (pretrain, finetune, evaluate, lid, sweep)."""
-    return load_job_config(job_parser(doc, config_cls, resume=resume), config_cls, argv)
+def parse_job_args(doc: str, config_cls: type[T], argv: list[str] | None = None, *, resume: bool = True,
+                   examples: Sequence[str] = ()) -> tuple[T, argparse.Namespace]:
+    """``job_parser`` + ``load_job_config`` for the single-run config jobs (pretrain, finetune, evaluate, lid,
+    sweep)."""
+    parser = job_parser(doc, config_cls, resume=resume, examples=examples)
+    return load_job_config(parser, config_cls, argv)
 
 
 FULL_DISK = frozenset({errno.ENOSPC, errno.EDQUOT})

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 VERBOSE_ENV = "UNISPEECH_VERBOSE"
+NO_PROGRESS_ENV = "UNISPEECH_NO_PROGRESS"
+"""Set by --no-progress (runtime/job_flags.py), so that every process of the job (a Ray job's driver) sees it."""
 NOISY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "mlflow", "alembic", "DeepSpeed")
 # Loggers whose warnings only restate our own quiet defaults (Ray Data's "Progress bars disabled. To enable, ..."
 # once per process after connect_ray turned them off): silent unless verbose.
@@ -53,6 +55,12 @@ DEV_FIELDS: tuple[tuple[str, str, str], ...] = (
 
 def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "0") not in ("", "0", "false")
+
+
+def progress_bars() -> bool:
+    """Whether progress bars (tqdm, Ray Data's) are wanted: no --no-progress in this job or the one that started
+    this process."""
+    return os.environ.get(NO_PROGRESS_ENV, "0") in ("", "0", "false")
 
 
 def set_verbose(on: bool) -> None:

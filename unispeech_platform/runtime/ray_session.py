@@ -6,7 +6,7 @@ import logging
 import os
 
 from unispeech_platform.config.sections import RaySection
-from unispeech_platform.runtime.console import quiet_libraries, verbose
+from unispeech_platform.runtime.console import progress_bars, quiet_libraries, verbose
 from unispeech_platform.runtime.errors import JobSetupError
 
 
@@ -20,12 +20,12 @@ def local_num_cpus(requested: int | None = None) -> int:
 def connect_ray(section: RaySection) -> None:
     """Join the cluster in RAY_ADDRESS (e.g. under `ray job submit`), else start a private local Ray. Unless
     verbose, workers' output is not forwarded to this console (jobs print their own progress lines) and Ray
-    Data's progress bars are off."""
+    Data's progress bars are off (also when verbose, with --no-progress)."""
     import ray
     import ray.data
 
     quiet_libraries()
-    ray.data.DataContext.get_current().enable_progress_bars = verbose()
+    ray.data.DataContext.get_current().enable_progress_bars = verbose() and progress_bars()
     if ray.is_initialized():
         return
     quiet = {"log_to_driver": verbose(), "logging_level": logging.INFO if verbose() else logging.WARNING}
