@@ -1,10 +1,6 @@
 """Export a model for serving outside the platform: a transformers-format directory, or an ONNX graph checked
 against PyTorch with onnxruntime.
 
-    python -m jobs.export --model runs/tiny-finetune/model --format onnx --out exported/tiny-onnx
-    python -m jobs.export --model models:/phones/1 --format hf --out exported/phones-v1
-    python -m jobs.export --model runs:/<run_id>/model --format onnx --out exported/x --audio my.flac
-
 MODEL: an exported model dir (config.json, model.safetensors, vocab.json), a training job dir, a step_N
 checkpoint (converted), or an MLflow URI: runs:/<run_id>/<path> or models:/<name>/<version> (models:/<name>@<alias>),
 downloaded from --tracking-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db.
@@ -25,14 +21,22 @@ from __future__ import annotations
 
 import argparse
 
-from unispeech_platform.runtime.cli import prog_name, run_or_exit
+from unispeech_platform.runtime.cli import run_or_exit
+from unispeech_platform.runtime.job_flags import flags_parser, start_flags_job
+
+EXAMPLES = (
+    "--model runs/tiny-finetune/model --format onnx --out exported/tiny-onnx",
+    "--model models:/phones/1 --format hf --out exported/phones-v1",
+    "--model runs:/0123456789abcdef/model --format onnx --out exported/x --audio my.flac",
+)
 
 
-def main(argv: list[str] | None = None):
-    p = argparse.ArgumentParser(prog=prog_name(), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    p = flags_parser(__doc__, EXAMPLES)
     p.add_argument("--model", required=True, help="model dir, training job dir, step_N checkpoint, "
                    "runs:/<run_id>/<path> or models:/<name>/<version|@alias>")
-    p.add_argument("--format", required=True, choices=["onnx", "hf"])
+    p.add_argument("--format", required=True, choices=["onnx", "hf"],
+                   help="onnx: model.onnx checked against PyTorch; hf: the transformers-format directory")
     p.add_argument("--out", required=True, help="output directory (created; marked as this job's)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out that is not an earlier export (its contents stay)")
@@ -40,7 +44,16 @@ def main(argv: list[str] | None = None):
                    help="audio files for the ONNX parity check (default: a built-in FLAC clip)")
     p.add_argument("--tracking-uri", default=None, help="MLflow store of a runs:/ or models:/ model "
                    "(default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    a = p.parse_args(argv)
+    return p
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, checked without touching anything (exit 2 naming a bad value)."""
+    return parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None):
+    a = start_flags_job(parser(), parse(argv))
 
     from unispeech_platform.export.job import ExportOptions, run_export
 

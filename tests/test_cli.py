@@ -59,7 +59,7 @@ def test_an_example_override_is_a_real_key():
 
 # --- the twelve jobs: one convention (shared flags, examples that parse, --print-config) -----------------------
 
-FLAG_JOBS = ("make_corpus", "import_commonvoice", "import_dataset", "validate_data", "transcribe")
+FLAG_JOBS = ("make_corpus", "import_commonvoice", "import_dataset", "validate_data", "transcribe", "export")
 ALL_JOBS = CONFIG_JOBS + FLAG_JOBS
 
 
@@ -155,7 +155,7 @@ def argv_of(args: dict) -> list[str]:
             argv += value
         elif value is True:
             argv.append(f"--{key}")
-        elif value is not None and value is not False:
+        elif value is not None and value is not False and value != [] and value != {}:  # empty: the default
             text = (",".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else
                     ",".join(value) if isinstance(value, list) else str(value))
             argv += [f"--{key}", text]
@@ -169,6 +169,8 @@ FLAG_ARGV = {
                        "en=en-gb", "--no-progress"],
     "validate_data": ["{tmp}/corpus", "--executor", "local", "--verbose"],
     "transcribe": ["--model", "{tmp}/model", "--out", "{tmp}/out/t.jsonl", "--ray", "never", "a.wav", "b.wav"],
+    "export": ["--model", "models:/phones/1", "--format", "onnx", "--out", "{tmp}/out", "--tracking-uri",
+               "http://user:pw@mlflow:5000"],
 }
 
 
@@ -191,6 +193,8 @@ def test_print_config_of_a_flag_job_is_its_argument_set_and_runs_nothing(job, tm
                            "max-audio-mb": MAX_AUDIO_BYTES / 2**20},
         "validate_data": {"input": f"{tmp_path}/corpus", "executor": "local", "vocab": None},
         "transcribe": {"executor": "local", "inputs": ["a.wav", "b.wav"], "beam-size": 16},
+        "export": {"model": "models:/phones/1", "format": "onnx", "tracking-uri": "http://***@mlflow:5000",
+                   "audio": []},
     }[job]
     assert {k: first[k] for k in expected} == expected
 
