@@ -172,6 +172,33 @@ def test_deepspeed_checkpoints_of_every_zero_stage_verify_and_load_weights_only(
         assert torch.allclose(a, b), stage
 
 
+@pytest.mark.parametrize(("stage", "precision"), [(0, "fp32"), (1, "fp32"), (2, "fp32"), (3, "fp32"), (2, "bf16"),
+                                                (3, "bf16")])
+def test_every_zero_stage_consolidates_to_the_modules_weights(tmp_path, process_group, stage, precision):
+    """train/zero_consolidate.py on DeepSpeed's own files (world size 1: the 2-rank interleaving of ZeRO-3 is
+    tests/test_train_distributed.py's): the module's weights, fp32, every key; ZeRO-3 gives its fp32 master
+    partitions, which a bf16 run rounds to its weights."""
+    import deepspeed
+
+    from unispeech_platform.train.checkpoint import TAG
+    from unispeech_platform.train.zero_consolidate import consolidated_state_dict
+
+    engine = _engine(stage, precision)
+    _step(engine)
+    engine.save_checkpoint(str(tmp_path), tag=TAG)
+    state = consolidated_state_dict(tmp_path / TAG)
+    params = list(engine.module.parameters())
+    with deepspeed.zero.GatheredParameters(params, enabled=stage == 3):
+        expected = {k: v.detach().float().clone() for k, v in engine.module.state_dict().items()}
+    assert list(state) == list(expected) and all(v.dtype == torch.float32 for v in state.values())
+    for key, value in expected.items():
+        assert state[key].shape == value.shape, key
+        if precision == "bf16" and stage == 3:  # the master weights, rounded to bf16: the module's
+            assert torch.equal(state[key].bfloat16().float(), value), key
+        else:
+            assert torch.equal(state[key], value), key
+
+
 def test_verification_names_the_corrupt_the_missing_and_the_malicious_file(tmp_path, process_group):
     from unispeech_platform.train.checkpoint import TAG
     from unispeech_platform.train.manifest import verify_checkpoint, write_manifest

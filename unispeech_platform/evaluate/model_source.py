@@ -8,8 +8,9 @@ Accepted paths:
   model directory inside its artifacts is downloaded into ``model/`` of the job's output (tracking/model_uri.py);
 - one of our training run directories (``<storage>/<name>``, see ``runtime.layout.RunLayout``): its best export
   ``model_best`` (fine-tuning keeps the best model by dev score there) or else its export ``model/``;
-- one of our Ray Train checkpoints (``<storage>/<name>/step_NNNNNNNN``): the DeepSpeed module weights (ZeRO 0-2)
-  are converted into a transformers-format directory under the evaluation's output directory.
+- one of our Ray Train checkpoints (``<storage>/<name>/step_NNNNNNNN``): its DeepSpeed shards (any ZeRO stage, 0-3)
+  are consolidated into a transformers-format directory under the evaluation's output directory
+  (train/zero_consolidate.py: nothing unpickled outside the allow-list).
 
 The MLflow run that trained the model, and the update the model is from, are read from the export's
 ``training_run.json`` (written with every export), else from ``train_state.json`` of the checkpoint or of the
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from unispeech_core.checkpoint import PT_WEIGHTS_NAME, WEIGHTS_NAME, unpickle_refusal
+from unispeech_core.checkpoint import PT_WEIGHTS_NAME, WEIGHTS_NAME
 from unispeech_core.config import CONFIG_NAME as CONFIG_FILE
 from unispeech_core.tokenizer import VOCAB_NAME as VOCAB_FILE
 from unispeech_platform.runtime.errors import JobSetupError
@@ -41,7 +42,6 @@ EVALUATE_JOB = "evaluate"
 """The marker's job name of an evaluation's output directory (runtime/output_paths.py)."""
 WorkDir = Callable[[], OutputDir]
 """Where a training checkpoint is converted: the job's output directory, opened only when one is needed."""
-DS_MODEL_STATES = f"{TAG}/mp_rank_00_model_states.pt"
 
 
 class ModelLoadError(JobSetupError):
@@ -181,28 +181,25 @@ def recorded_run_id(model_dir: Path) -> str | None:
 
 
 def _export_checkpoint(ckpt: Path, output: OutputDir, vocab: Path | None) -> Path:
-    """Ray Train checkpoint (DeepSpeed shards) -> transformers-format dir ``model/`` in the job's output (every
-    file claimed there: runtime/output_paths.py). Loaded with weights_only=True."""
-    import shutil
+    """Ray Train checkpoint (DeepSpeed shards of any ZeRO stage) -> transformers-format dir ``model/`` in the job's
+    output (every file claimed there: runtime/output_paths.py). Consolidated by train/zero_consolidate.py: every
+    file unpickled with weights_only=True and DeepSpeed's allow-list, a refusal is one line naming the file."""
+    from unispeech_platform.train.zero_consolidate import (
+        ConsolidationError,
+        consolidated_state_dict,
+        write_model_dir,
+    )
 
-    import torch
-    from safetensors.torch import save_file
-
-    states = ckpt / DS_MODEL_STATES
-    if not states.is_file():
-        raise ModelLoadError(f"{ckpt}: a training checkpoint without {DS_MODEL_STATES}")
+    if not (ckpt / CONFIG_FILE).is_file():
+        raise ModelLoadError(f"{ckpt}: a training checkpoint without {CONFIG_FILE}")
     try:
-        module = torch.load(states, map_location="cpu", weights_only=True)["module"]
-    except Exception as e:  # torch's own message would advise weights_only=False: only its reason is kept
-        raise ModelLoadError(f"{states}: cannot load with weights_only=True ({unpickle_refusal(e)})") from None
-    if any(t.numel() == 0 for t in module.values()):
-        raise ModelLoadError(f"{ckpt}: ZeRO-3 checkpoint (sharded weights); evaluate the job's exported model/")
+        state = consolidated_state_dict(ckpt / TAG)
+    except ConsolidationError as e:
+        raise ModelLoadError(str(e)) from None
     out_dir = output.claim(MODEL_DIR, directory=True)
-    weights = output.claim(MODEL_DIR, WEIGHT_FILES[0])
-    save_file({k: v.contiguous() for k, v in module.items()}, str(weights), metadata={"format": "pt"})
-    shutil.copy(ckpt / CONFIG_FILE, output.claim(MODEL_DIR, CONFIG_FILE))
-    if vocab is not None and vocab.is_file():
-        shutil.copy(vocab, output.claim(MODEL_DIR, VOCAB_FILE))
+    write_model_dir(state, ckpt / CONFIG_FILE, vocab, weights_path=output.claim(MODEL_DIR, WEIGHT_FILES[0]),
+                    config_path=output.claim(MODEL_DIR, CONFIG_FILE),
+                    vocab_path=output.claim(MODEL_DIR, VOCAB_FILE) if vocab is not None and vocab.is_file() else None)
     return out_dir
 
 
