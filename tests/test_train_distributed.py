@@ -88,14 +88,86 @@ def test_zero0_gives_the_same_losses_as_zero2(zero2, corpus, tmp_path_factory):
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
 
 
-def test_zero3_completes(corpus, ray_session, tmp_path_factory):
+class Payload:
+    """Unpickling this creates ``path``: proof that a pickle ran code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_zero3_completes_and_its_checkpoint_becomes_the_exported_model(corpus, ray_session, tmp_path_factory):
+    """A 2-worker ZeRO-3 run: its step checkpoint (sharded fp32 partitions) consolidates into a model directory
+    that loads in transformers with the job's own export's weights, tensor for tensor; pretrain.init_from and
+    finetune.init_from accept the checkpoint; a pickled object in a shard is refused with one line, never run."""
+    import shutil
+    from pathlib import Path
+
+    import torch
+    import transformers
+    from safetensors.torch import load_file
+
+    from unispeech_core import UniSpeechForPreTraining
+    from unispeech_platform.evaluate.model_source import ModelLoadError, resolve_model
+    from unispeech_platform.train.safe_load import safe_torch_load
+
     tmp = tmp_path_factory.mktemp("zero3")
     result = run_training(ci_job(corpus, tmp, "zero3", "train.zero_stage=3", "train.max_steps=4"))
     assert result.metrics["step"] == 4
-    from unispeech_core import UniSpeechForPreTraining
-
     model = UniSpeechForPreTraining.from_pretrained(result.export_dir)  # gathered, not partitioned, weights
     assert all(p.numel() > 0 for p in model.parameters())
+
+    ckpt = Path(result.checkpoint)
+    assert ckpt.name == "step_00000004" and len(list((ckpt / "ds").glob("zero_pp_rank_*_optim_states.pt"))) == 2
+    resolved = resolve_model(str(ckpt), tmp / "eval")
+    assert resolved.architecture == "UniSpeechForPreTraining" and resolved.step == 4
+    exported = load_file(str(Path(result.export_dir) / "model.safetensors"))
+    consolidated = load_file(str(Path(resolved.model_dir) / "model.safetensors"))
+    assert sorted(consolidated) == sorted(exported)
+    for key, value in exported.items():
+        assert torch.equal(consolidated[key], value), key
+    hf, info = transformers.UniSpeechForPreTraining.from_pretrained(resolved.model_dir, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    hf_state = hf.state_dict()
+    assert all(torch.equal(hf_state[k], v) for k, v in exported.items() if k in hf_state)
+
+    _check_init_from_a_checkpoint(corpus, tmp, ckpt, exported)
+
+    # a pickled object in rank 1's optimizer shard: one line naming the file and the global, the payload never runs
+    bad = tmp / "bad" / ckpt.name
+    shutil.copytree(ckpt, bad)
+    shard = bad / "ds" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    marker = tmp / "payload-ran"
+    torch.save({**safe_torch_load(shard, "cpu"), "note": Payload(marker)}, shard)
+    with pytest.raises(ModelLoadError) as err:
+        resolve_model(str(bad), tmp / "eval-bad")
+    assert str(err.value) == (f"{shard.resolve()}: refused to unpickle (Unsupported global: GLOBAL io.open): not "
+                              "tensors or DeepSpeed state, the file may have been tampered with"), err.value
+    assert not marker.exists()
+
+
+def _check_init_from_a_checkpoint(corpus, tmp, ckpt, exported) -> None:
+    """pretrain.init_from and finetune.init_from name the step checkpoint: the driver's checks pass and the model a
+    worker builds (the task's build_model, consolidating again) holds the export's weights."""
+    import torch
+
+    from unispeech_core import PhoneTokenizer
+    from unispeech_platform.train.init_from import continue_from
+    from unispeech_platform.train.preflight import check_init_model
+    from unispeech_platform.train.tasks import task_for_job
+
+    tokenizer = PhoneTokenizer.from_file(corpus / "vocab.json")
+    job = continue_from(ci_job(corpus, tmp, "again", f"pretrain.init_from={ckpt}"), tokenizer.vocab)
+    assert job.pretrain.init_from == str(ckpt)  # each worker consolidates the checkpoint itself
+    state = task_for_job(job, tokenizer).build_model().state_dict()
+    assert all(torch.equal(state[k], v) for k, v in exported.items())
+    assert check_init_model(str(ckpt)) == str(ckpt)
+    ctc = task_for_job(ci_finetune_job(corpus, tmp, "ft3", str(ckpt)), tokenizer).build_model().state_dict()
+    encoder = {k: v for k, v in exported.items() if k.startswith("unispeech.")}
+    assert [k for k in encoder if k not in ctc] in ([], ["unispeech.masked_spec_embed"])  # masking's only
+    assert encoder and all(torch.equal(ctc[k], v) for k, v in encoder.items() if k in ctc)
 
 
 def test_ctc_finetune_from_the_pretrained_export_keeps_the_best_by_dev_per(zero2, corpus, tmp_path_factory):

@@ -21,7 +21,7 @@ import logging
 import os
 import posixpath
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,10 +268,37 @@ def export_model(engine, out_dir: str, tokenizer=None, card: ModelCard | None = 
         swap_dir(tmp, out_dir)
 
 
+def is_training_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is one of our Ray Train checkpoints (``step_NNNNNNNN``: train_state.json + DeepSpeed's
+    tag directory), not a model directory."""
+    return Path(path, STATE_FILE).is_file() and Path(path, TAG).is_dir()
+
+
 def resolve_model_dir(src: str) -> str:
     """A transformers-format directory to load weights from: the path itself, or the export inside one of our
     run directories."""
     for candidate in model_dir_candidates(src, best=False):
-        if os.path.isfile(os.path.join(candidate, CONFIG_NAME)):
+        if os.path.isfile(os.path.join(candidate, CONFIG_NAME)) and not is_training_checkpoint(candidate):
             return candidate
     raise FileNotFoundError(f"finetune.init_from={src!r}: no {CONFIG_NAME} there or in its model/ export")
+
+
+@contextlib.contextmanager
+def init_model_dir(src: str, key: str = "finetune.init_from") -> Iterator[str]:
+    """The model directory an ``init_from`` names, for as long as the block reads it: ``resolve_model_dir``, or a
+    training checkpoint (``step_NNNNNNNN``, any ZeRO stage) consolidated into a temporary directory that is
+    removed afterwards (train/zero_consolidate.py: weights_only unpickling, DeepSpeed's allow-list). The driver's
+    checks and every worker's from_pretrained each consolidate it again: nothing is written beside the
+    checkpoint, and a worker on another node needs only the checkpoint itself. FileNotFoundError (no model
+    there) and ConsolidationError (a ValueError) name ``key``."""
+    from unispeech_platform.train.zero_consolidate import ConsolidationError, temporary_model_dir
+
+    if not is_training_checkpoint(src):
+        yield resolve_model_dir(src)
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            model_dir = stack.enter_context(temporary_model_dir(src, TAG))
+        except ConsolidationError as e:
+            raise ConsolidationError(f"{key}: {e}") from None
+        yield model_dir

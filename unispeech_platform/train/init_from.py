@@ -1,5 +1,6 @@
 """Continued pretraining (``pretrain.init_from``): start UniSpeech pretraining from an existing model instead of
-random weights — ours, or a public UniSpeech / wav2vec2 checkpoint saved by transformers — on one's own audio.
+random weights — ours (an export, or a training checkpoint ``step_NNNNNNNN`` of any ZeRO stage, consolidated by
+train/zero_consolidate.py), or a public UniSpeech / wav2vec2 checkpoint saved by transformers — on one's own audio.
 
 Decided on the driver before Ray starts, so every mistake is one line: the model directory is resolved and
 checked (names and shapes against the model the job will build, no tensor read), and the job's ``model:`` section
@@ -23,8 +24,9 @@ from unispeech_platform.config import ConfigError, PretrainJobConfig
 from unispeech_platform.config.model import ModelSection
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.layout import RunLayout
-from unispeech_platform.train.checkpoint import resolve_model_dir
+from unispeech_platform.train.checkpoint import init_model_dir, is_training_checkpoint
 from unispeech_platform.train.preflight import read_model_config
+from unispeech_platform.train.zero_consolidate import ConsolidationError
 
 log = logging.getLogger("unispeech.train")
 
@@ -82,22 +84,27 @@ def continue_from(job: PretrainJobConfig, vocab: Mapping[str, int] | None) -> Pr
     src = job.pretrain.init_from
     if not src:
         return job
+    checkpoint = is_training_checkpoint(src)
     try:
-        model_dir = os.path.abspath(resolve_model_dir(src))
+        with init_model_dir(src, "pretrain.init_from") as model_dir:
+            model_dir = os.path.abspath(model_dir)
+            saved = _saved_settings(model_dir)
+            set_keys = job.model.overrides()
+            clash = sorted(k for k in set_keys if k in ARCHITECTURE_KEYS and k in saved and set_keys[k] != saved[k])
+            if clash:
+                raise ConfigError("model." + ", model.".join(f"{k}={set_keys[k]!r}" for k in clash)
+                                  + f" conflict with pretrain.init_from ({src if checkpoint else model_dir}: "
+                                  + ", ".join(f"{k}={saved[k]!r}" for k in clash)
+                                  + "): remove them, a continued pretraining keeps the checkpoint's architecture")
+            merged = ModelSection.model_validate({**saved, **set_keys})
+            _check_weights(model_dir, merged, vocab, shown=src if checkpoint else model_dir)
     except FileNotFoundError as e:
         raise JobSetupError(str(e).replace("finetune.init_from", "pretrain.init_from")) from None
-    saved = _saved_settings(model_dir)
-    set_keys = job.model.overrides()
-    clash = sorted(k for k in set_keys if k in ARCHITECTURE_KEYS and k in saved and set_keys[k] != saved[k])
-    if clash:
-        raise ConfigError("model." + ", model.".join(f"{k}={set_keys[k]!r}" for k in clash)
-                          + f" conflict with pretrain.init_from ({model_dir}: "
-                          + ", ".join(f"{k}={saved[k]!r}" for k in clash)
-                          + "): remove them, a continued pretraining keeps the checkpoint's architecture")
-    merged = ModelSection.model_validate({**saved, **set_keys})
-    _check_weights(model_dir, merged, vocab)
+    except ConsolidationError as e:
+        raise JobSetupError(str(e)) from None
+    start = os.path.abspath(src) if checkpoint else model_dir  # a checkpoint: each worker consolidates it again
     return job.model_copy(update={"model": merged,
-                                  "pretrain": job.pretrain.model_copy(update={"init_from": model_dir})})
+                                  "pretrain": job.pretrain.model_copy(update={"init_from": start})})
 
 
 def _saved_settings(model_dir: str) -> dict[str, Any]:
@@ -113,9 +120,9 @@ def _saved_settings(model_dir: str) -> dict[str, Any]:
     return json.loads(json.dumps(known))  # JSON types, as ModelSection.overrides() gives the job's keys
 
 
-def _check_weights(model_dir: str, model: ModelSection, vocab: Mapping[str, int] | None) -> None:
+def _check_weights(model_dir: str, model: ModelSection, vocab: Mapping[str, int] | None, *, shown: str) -> None:
     """Names and shapes of the saved weights against the pretraining model the workers will build; one warning
-    naming the parts that start fresh."""
+    naming the parts that start fresh (and ``shown``, what the user named)."""
     try:
         info = UniSpeechForPreTraining.check_pretrained(model_dir, allow_new_head=True, reinit_mismatched_head=True,
                                                         convertible=True, **model.settings(vocab))
@@ -126,4 +133,4 @@ def _check_weights(model_dir: str, model: ModelSection, vocab: Mapping[str, int]
     parts = ([f"{', '.join(reshaped)} (another shape there: classes or sizes differ)"] if reshaped else []) + (
         [f"{', '.join(absent)} (not in the checkpoint)"] if absent else [])
     if parts:
-        log.warning("pretrain.init_from %s: newly initialised: %s", model_dir, "; ".join(parts))
+        log.warning("pretrain.init_from %s: newly initialised: %s", shown, "; ".join(parts))

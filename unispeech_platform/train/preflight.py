@@ -15,23 +15,25 @@ from unispeech_core.export_dir import NotAnExportError, check_replaceable
 from unispeech_platform.config.model import check_model_json
 from unispeech_platform.runtime.errors import JobSetupError
 from unispeech_platform.runtime.layout import RunLayout
-from unispeech_platform.train.checkpoint import resolve_model_dir
+from unispeech_platform.train.checkpoint import init_model_dir, is_training_checkpoint
+from unispeech_platform.train.zero_consolidate import ConsolidationError
 
 
 def check_init_model(init_from: str) -> str:
-    """finetune.init_from: the model directory it names, whose config.json follows the ``model:`` section's
-    rules (typed, ranged; config/model.py) and whose encoder weights fit that config (strict, as the workers'
-    from_pretrained loads them). Returns the directory."""
+    """finetune.init_from: the model directory it names (or a training checkpoint, consolidated for the check),
+    whose config.json follows the ``model:`` section's rules (typed, ranged; config/model.py) and whose encoder
+    weights fit that config (strict, as the workers' from_pretrained loads them). Returns the directory (the
+    checkpoint for a checkpoint: the workers consolidate it again)."""
     try:
-        model_dir = resolve_model_dir(init_from)
-    except FileNotFoundError as e:
+        with init_model_dir(init_from) as model_dir:
+            read_model_config(model_dir, "finetune.init_from")
+            try:  # the encoder's weights must fit that config (heads may differ): names and shapes, no tensor read
+                UniSpeechModel.check_pretrained(model_dir, allow_new_head=True)
+            except (OSError, ValueError) as e:  # WeightsMismatchError is a ValueError
+                raise JobSetupError(f"finetune.init_from: {e}") from None
+    except (FileNotFoundError, ConsolidationError) as e:
         raise JobSetupError(str(e)) from None
-    read_model_config(model_dir, "finetune.init_from")
-    try:  # the encoder's weights must fit that config (heads may differ): names and shapes, no tensor read
-        UniSpeechModel.check_pretrained(model_dir, allow_new_head=True)
-    except (OSError, ValueError) as e:  # WeightsMismatchError is a ValueError
-        raise JobSetupError(f"finetune.init_from: {e}") from None
-    return model_dir
+    return init_from if is_training_checkpoint(init_from) else model_dir
 
 
 def read_model_config(model_dir: str, key: str) -> dict:

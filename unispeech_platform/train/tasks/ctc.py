@@ -13,7 +13,7 @@ from unispeech_core.decoding import ctc_greedy_decode
 from unispeech_core.metrics import error_rates
 from unispeech_platform.config.model import ModelSection
 from unispeech_platform.config.sections import FinetuneSection, TrainSection
-from unispeech_platform.train.checkpoint import resolve_model_dir
+from unispeech_platform.train.checkpoint import init_model_dir
 from unispeech_platform.train.tasks.base import EvalResult, model_inputs, sync_layerdrop
 
 
@@ -41,7 +41,8 @@ class CTCTask:
         src = self.finetune.init_from
         vocab = self.tokenizer.vocab if self.tokenizer is not None else None
         if src:  # a pretrained or fine-tuned model: the encoder must match exactly, a missing head starts fresh
-            model = cls.from_pretrained(resolve_model_dir(src), allow_new_head=True, **self.model.settings(vocab))
+            with init_model_dir(src) as model_dir:  # a training checkpoint: consolidated while loading
+                model = cls.from_pretrained(model_dir, allow_new_head=True, **self.model.settings(vocab))
         else:
             model = cls(self.model.unispeech_config(vocab))
         if self.finetune.freeze_feature_encoder:

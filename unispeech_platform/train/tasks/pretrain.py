@@ -15,6 +15,7 @@ from unispeech_core import PhoneTokenizer, UniSpeechConfig, UniSpeechForPreTrain
 from unispeech_core.quantizer import gumbel_temperature
 from unispeech_platform.config.model import ModelSection
 from unispeech_platform.config.sections import FinetuneSection, TrainSection
+from unispeech_platform.train.checkpoint import init_model_dir
 from unispeech_platform.train.tasks.base import EvalResult, model_inputs, sync_layerdrop
 
 
@@ -37,9 +38,10 @@ class PretrainTask:
 
     def build_model(self) -> nn.Module:
         if self.init_from:  # heads the checkpoint lacks, or of another shape, start fresh (named on the driver)
-            model = UniSpeechForPreTraining.from_pretrained(self.init_from, allow_new_head=True,
-                                                            reinit_mismatched_head=True, convertible=True,
-                                                            **self.model.settings(self.vocab))
+            with init_model_dir(self.init_from, "pretrain.init_from") as model_dir:  # a checkpoint: consolidated
+                model = UniSpeechForPreTraining.from_pretrained(model_dir, allow_new_head=True,
+                                                                reinit_mismatched_head=True, convertible=True,
+                                                                **self.model.settings(self.vocab))
         else:
             model = UniSpeechForPreTraining(self.model.unispeech_config(self.vocab))
         self.config = model.config
