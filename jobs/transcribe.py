@@ -9,6 +9,10 @@ soundfile reads, any rate, stereo downmixed), directories (searched recursively 
 audio files), globs, or a corpus directory (its Parquet rows). Each line: {"path", "text", "tokens":
 [{"token", "start", "end"}] (seconds from the CTC frames), "duration", and "id" for corpus rows}.
 
+Audio longer than --chunk-seconds is decoded in windows that overlap by --chunk-overlap-seconds: each frame is
+taken from the window where it lies farthest from an edge and the whole file is decoded at once (no token doubled
+or lost at a cut, no tail dropped). A group-norm model (feat_extract_norm: group) is never given padded input.
+
 With --executor auto, fewer than --ray-min-inputs files run in this process without Ray; more run on a Ray Data actor
 pool (RAY_ADDRESS or a local Ray; a GPU per actor when the cluster has them). --num-actors counts those actors, not
 worker processes (each holds a copy of the model: the evaluate job's evaluate.num_actors). Unreadable files are listed on stderr and skipped:
@@ -23,7 +27,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unispeech_platform.runtime.cli import finite_float, positive_float, positive_int, run_or_exit
+from unispeech_platform.runtime.cli import (
+    finite_float,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    run_or_exit,
+)
 from unispeech_platform.runtime.job_flags import flags_parser, start_flags_job
 
 EXAMPLES = (
@@ -62,7 +72,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lm-weight", type=finite_float, default=0.5, help="weight of the --lm score (beam only)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="audio windows per forward pass")
     p.add_argument("--chunk-seconds", type=positive_float, default=30.0,
-                   help="longer audio is cut into windows this long")
+                   help="longer audio is decoded in overlapping windows this long (at least 1 s); the last window "
+                   "runs to the end of the file")
+    p.add_argument("--chunk-overlap-seconds", type=non_negative_float, default=None,
+                   help="seconds consecutive windows share, less than half of --chunk-seconds (default: 5, at most "
+                   "a quarter of --chunk-seconds; 0 still shares one frame's 40 ms); each frame is taken from the "
+                   "window where it lies farthest from an edge, and the whole file is decoded at once")
     p.add_argument("--executor", choices=EXECUTOR_TO_RAY, default="auto",
                    help="local (this process, no Ray), ray (a Ray Data actor pool) or auto (ray from "
                         "--ray-min-inputs inputs on, local below)")
@@ -77,7 +92,11 @@ def parser() -> argparse.ArgumentParser:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The flags, checked without touching anything (exit 2 naming a bad value)."""
-    return parser().parse_args(argv)
+    p = parser()
+    a = p.parse_args(argv)
+    if a.chunk_overlap_seconds is not None and 2 * a.chunk_overlap_seconds >= max(a.chunk_seconds, 1.0):
+        p.error(f"--chunk-overlap-seconds {a.chunk_overlap_seconds:g}: must be less than half of --chunk-seconds")
+    return a
 
 
 def main(argv: list[str] | None = None):
@@ -87,7 +106,7 @@ def main(argv: list[str] | None = None):
     opts = TranscribeOptions(
         model=a.model, out=a.out, inputs=a.inputs, decoder=a.decoder, beam_size=a.beam_size, lm_path=a.lm,
         lm_weight=a.lm_weight, batch_size=a.batch_size, chunk_seconds=a.chunk_seconds,
-        ray=EXECUTOR_TO_RAY[a.executor], ray_min_inputs=a.ray_min_inputs, num_actors=a.num_actors,
+        chunk_overlap_seconds=a.chunk_overlap_seconds, ray=EXECUTOR_TO_RAY[a.executor], ray_min_inputs=a.ray_min_inputs, num_actors=a.num_actors,
         progress=not a.no_progress, overwrite=a.overwrite,
     )
     summary = run_or_exit(transcribe, opts)

@@ -5,6 +5,7 @@ same lines."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -196,3 +197,143 @@ def test_greedy_spans_are_the_greedy_ids_with_their_frame_runs():
         assert all(0 <= s.start < s.end <= n for s in spans)
         assert all(a.end <= b.start for a, b in zip(spans, spans[1:]))
     assert frame_seconds((5, 2, 2, 2, 2, 2, 2)) == 0.02
+
+
+# ---- long audio: overlapping windows stitched, never a padded group-norm input ---------------------------------
+
+SENTENCES = [
+    "el viento del norte y el sol discutían sobre cuál de ellos era el más fuerte",
+    "cuando vieron a un viajero que venía envuelto en una capa muy gruesa",
+    "la ciudad despertaba despacio mientras los vendedores abrían sus puestos en la plaza",
+    "mi hermana prefiere leer novelas largas durante las noches de invierno",
+    "los trenes de la mañana llegan siempre llenos de estudiantes y trabajadores",
+]
+
+
+@pytest.fixture(scope="module")
+def long_recording(tmp_path_factory) -> tuple[Path, Path]:
+    """A ~90-second FLAC of espeak-ng speech (the five sentences again and again at four speeds, short pauses
+    between them) and a random peaky CTC model over its phones."""
+    from unispeech_core import PhoneTokenizer
+    from unispeech_core.audio import to_mono_16k
+    from unispeech_platform.data.espeak import synthesize
+
+    tmp = tmp_path_factory.mktemp("long")
+    rng = np.random.default_rng(0)
+    parts, phones, total, i = [], [], 0, 0
+    while total < 90 * 16_000:
+        wave, rate, ph = synthesize(SENTENCES[i % len(SENTENCES)], "es", speed=140 + 15 * (i % 4))
+        parts += [to_mono_16k(wave[None, :], rate), np.zeros(int(rng.uniform(0.1, 0.6) * 16_000), np.float32)]
+        phones.append(" ".join(ph))
+        total += len(parts[-2]) + len(parts[-1])
+        i += 1
+    flac = tmp / "ninety_seconds.flac"
+    sf.write(flac, np.concatenate(parts), 16_000, format="FLAC")
+    return flac, tiny_ctc_model(PhoneTokenizer.from_phones(phones).save(tmp / "vocab.json"), tmp / "model")
+
+
+def test_windows_cover_every_sample_and_stitching_takes_each_frame_once(tmp_path):
+    """Window plans for lengths around the window size: every sample covered, starts on the frame grid, the tail
+    absorbed by the last window; stitching windows whose frames are their whole-file indices gives 0..N-1 once."""
+    import torch
+
+    from unispeech_core import UniSpeechConfig
+    from unispeech_core.feature_encoder import conv_output_lengths
+    from unispeech_platform.evaluate.transcribe import (
+        TranscribeOptions,
+        plan_windows,
+        receptive_field,
+        stitch,
+        window_sizes,
+    )
+
+    config, frame = UniSpeechConfig(), 320
+    field = receptive_field(config.conv_kernel, config.conv_stride)
+    assert field == 400
+    opts = TranscribeOptions(model="", out="", inputs=[], chunk_seconds=8)
+    assert window_sizes(opts, frame, field) == (128_000, 32_000)  # the default overlap: a quarter of an 8 s window
+    assert window_sizes(TranscribeOptions(model="", out="", inputs=[]), frame, field) == (480_000, 80_000)  # 30, 5 s
+    none = TranscribeOptions(model="", out="", inputs=[], chunk_seconds=8, chunk_overlap_seconds=0)
+    assert window_sizes(none, frame, field) == (128_000, 640)  # "no overlap" still covers a frame's field
+    with pytest.raises(ValueError, match="less than half of --chunk-seconds"):
+        window_sizes(TranscribeOptions(model="", out="", inputs=[], chunk_seconds=8, chunk_overlap_seconds=4), frame)
+    lengths = (1_000, 128_000, 128_001, 224_000 - 1, 224_000, 90 * 16_000 + 1_234, 21 * 16_000 + 17)
+    for (window, overlap), n in itertools.product([(128_000, 32_000), (128_000, 640)], lengths):
+        plan = plan_windows(n, window, overlap)
+        assert plan[0][0] == 0 and plan[-1][1] == n and all(s % frame == 0 for s, _ in plan), (n, plan)
+        assert all(b[0] < a[1] for a, b in zip(plan, plan[1:])), plan  # consecutive windows overlap
+        assert all(e - s == window for s, e in plan[:-1])
+        assert min(n, window) <= plan[-1][1] - plan[-1][0] < 2 * window - overlap, plan  # at most a hop longer
+        pieces = [(s, e, torch.arange(s // frame, s // frame + conv_output_lengths(e - s, config))[:, None])
+                  for s, e in plan]
+        assert torch.equal(stitch(pieces, frame)[:, 0], torch.arange(conv_output_lengths(n, config))), (n, overlap)
+    with pytest.raises(ValueError, match="uncovered"):  # windows that only touch: the frame on the cut is lost
+        stitch([(s, e, torch.zeros(conv_output_lengths(e - s, config), 1)) for s, e in plan_windows(
+            256_000, 128_000, 0)], frame)
+    with pytest.raises(SystemExit) as exc:  # an overlap of half a window is a flag error
+        jobs.transcribe.main(["--model", "m", "--out", str(tmp_path / "o.jsonl"), "--chunk-seconds", "8",
+                              "--chunk-overlap-seconds", "4", "x.wav"])
+    assert exc.value.code == 2
+
+
+def test_a_90_second_recording_in_overlapping_windows_gives_the_whole_file_phones(long_recording, tmp_path):
+    """8-second windows overlapping by 3 s (18 windows) against one 93-second forward pass of a model that holds
+    it: PER difference <= 1 point (jiwer over the phones; measured 0.29), times inside the file, the tail not
+    dropped. The same windows barely overlapping (one frame's receptive field) differ by 4.4 points on this
+    random model, whose every frame attends to its whole window: the overlap is what keeps a cut's context."""
+    import jiwer
+
+    flac, model = long_recording
+    duration = sf.info(flac).duration
+    assert 90 <= duration < 100
+    rows = {}
+    for name, args in {"whole": ["--chunk-seconds", "120"], "windows": ["--chunk-overlap-seconds", "3"],
+                       "touching": ["--chunk-overlap-seconds", "0"]}.items():
+        out = tmp_path / f"{name}.jsonl"
+        chunk = [] if name == "whole" else ["--chunk-seconds", "8"]
+        jobs.transcribe.main(["--model", str(model), "--out", str(out), "--ray", "never", "--no-progress", *chunk,
+                              *args, str(flac)])
+        rows[name] = _lines(out)[flac.name]
+    whole, windows = rows["whole"], rows["windows"]
+    per = jiwer.wer(whole["text"], windows["text"])
+    touching = jiwer.wer(whole["text"], rows["touching"]["text"])
+    print(f"{duration:.1f} s recording: {len(whole['tokens'])} phones whole-file, {len(windows['tokens'])} in 8 s "
+          f"windows; PER difference {100 * per:.2f} points (3 s overlap), {100 * touching:.2f} (touching windows)")
+    assert len(whole["tokens"]) > 300 and per <= 0.01 and touching > 0.02
+    _check_times(windows, duration)
+    assert windows["tokens"][-1]["end"] > duration - 3  # the last window runs to the end of the file
+
+
+def test_a_group_norm_model_is_never_given_padding(tmp_path):
+    """A group-norm model (configs/base.yaml's feat_extract_norm) with windows of several lengths: the job's
+    batching gives each window the logits it gets alone; padding it into a longer window's batch would not."""
+    import torch
+    from evaluate_helpers import CI_MODEL
+
+    from unispeech_core import PhoneTokenizer, UniSpeechConfig, UniSpeechForCTC
+    from unispeech_core.features import normalize, pad_batch
+    from unispeech_platform.evaluate.transcribe import TranscribeOptions, Transcriber, Window, plan_windows
+
+    tok = PhoneTokenizer.from_phones(["a b c d e f"])
+    torch.manual_seed(0)
+    config = {**CI_MODEL, "feat_extract_norm": "group", "do_stable_layer_norm": False}
+    UniSpeechForCTC(UniSpeechConfig(**config, vocab_size=len(tok), pad_token_id=tok.pad_token_id)).save_pretrained(
+        tmp_path)
+    tok.save(tmp_path)
+    t = Transcriber(str(tmp_path), TranscribeOptions(model=str(tmp_path), out="", inputs=[], chunk_seconds=2))
+    waves = [normalize(_tone(s, 16_000, 1, seed)).numpy() for seed, s in enumerate((5.3, 2.0, 7.1, 1.2, 2.0))]
+    windows = [Window(k, s, e) for k, w in enumerate(waves)
+               for s, e in plan_windows(len(w), t.window_samples, t.overlap_samples)]
+    lengths = sorted({w.end - w.start for w in windows})
+    assert len(windows) > t.opts.batch_size and len(lengths) >= 4  # several batches, windows of several lengths
+    batched = t.window_logits(waves, windows)
+    with torch.inference_mode():
+        alone = [t.model(input_values=torch.from_numpy(waves[w.utt][w.start:w.end])[None]).logits[0]
+                 for w in windows]
+        for w, got, ref in zip(windows, batched, alone):
+            assert got.shape == ref.shape and torch.allclose(got, ref, rtol=0, atol=1e-6), (w, (got - ref).abs().max())
+        short = min(range(len(windows)), key=lambda i: windows[i].end - windows[i].start)
+        longest = max(range(len(windows)), key=lambda i: windows[i].end - windows[i].start)
+        pieces = [waves[windows[i].utt][windows[i].start:windows[i].end] for i in (short, longest)]
+        padded = t.model(**pad_batch(pieces, do_normalize=False)).logits[0, :len(alone[short])]
+    assert (padded - alone[short]).abs().max() > 1e-2  # what padding would have done to the short window

@@ -5,8 +5,13 @@ greedy or beam decoding -> one JSON object per utterance with per-token times in
 
 Inputs are files, directories (recursive; audio extensions libsndfile knows), globs, or corpus directories
 (``*.parquet`` parts: every row with its ``id``). Audio is decoded with soundfile, downmixed and resampled to
-16 kHz with torchaudio (``data.audio``, the training data path). Long files are cut into ``chunk_seconds``
-windows whose times are offset back, so memory stays bounded. A file that cannot be read is reported and
+16 kHz with torchaudio (``data.audio``, the training data path), and normalised once per file. A file longer
+than ``chunk_seconds`` is decoded in overlapping windows (``chunk_overlap_seconds`` shared, 5 s by default), so
+memory stays bounded: each frame's output is taken from the window where it lies farthest from an edge (windows
+meet in the middle of their overlap, ``stitch``) and the whole file's stitched outputs are decoded at once, so a
+token at a cut is neither doubled nor lost, and the tail is never dropped (the last window runs to the end). A
+group-norm model (``feat_extract_norm: group``) is never given padding (it would change its normalisation
+statistics): only windows of equal length share a forward pass. A file that cannot be read is reported and
 skipped, never fatal. Small inputs run in this process; large ones on a Ray Data actor pool (each actor loads the
 model once, a GPU each when the cluster has them).
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -40,6 +46,9 @@ from unispeech_platform.runtime.output_paths import (
 )
 
 PARQUET = ".parquet"
+SAMPLE_RATE = 16_000
+DEFAULT_OVERLAP_SECONDS = 5.0
+MIN_WINDOW_SECONDS = 1.0
 # Reasons an input is not transcribed (besides the audio reasons of data/audio.py).
 NO_INPUT = "no_input"
 UNREADABLE = "unreadable"
@@ -59,6 +68,10 @@ class TranscribeOptions:
     batch_size: int = 8
     """Audio windows per forward pass."""
     chunk_seconds: float = 30.0
+    """Longer audio is decoded in windows this long (the last one runs to the end of the file)."""
+    chunk_overlap_seconds: float | None = None
+    """How much consecutive windows share (less than half a window); None: DEFAULT_OVERLAP_SECONDS, at most a
+    quarter of the window."""
     ray: str = "auto"
     """auto (Ray from ray_min_inputs inputs on) | never | always"""
     ray_min_inputs: int = 200
@@ -75,6 +88,75 @@ class Utterance:
     wave: np.ndarray
     """16 kHz mono float32."""
     id: str | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """Samples [start, end) of utterance ``utt``."""
+
+    utt: int
+    start: int
+    end: int
+
+
+def receptive_field(conv_kernel: list[int], conv_stride: list[int]) -> int:
+    """Samples one frame of the conv stack sees (400 for the standard stack)."""
+    field, jump = 1, 1
+    for kernel, stride in zip(conv_kernel, conv_stride):
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
+def window_sizes(opts: TranscribeOptions, frame_samples: int, field: int = 0) -> tuple[int, int]:
+    """(window, overlap) in samples, multiples of the model's frame stride so every window's frames fall on the
+    whole file's frame grid. The overlap is at least ``field`` (a frame's receptive field) rounded up to the
+    stride, so every frame of the file lies inside some window (with none, the frame that straddles a cut would
+    be lost). ValueError for an overlap of half a window or more (the middle of an overlap must lie beyond the
+    middle of the previous one)."""
+    window = max(int(opts.chunk_seconds * SAMPLE_RATE), int(MIN_WINDOW_SECONDS * SAMPLE_RATE))
+    window -= window % frame_samples
+    seconds = opts.chunk_overlap_seconds
+    if seconds is None:
+        seconds = min(DEFAULT_OVERLAP_SECONDS, window / SAMPLE_RATE / 4)
+    if seconds < 0 or 2 * seconds * SAMPLE_RATE >= window:
+        raise ValueError(f"--chunk-overlap-seconds {seconds:g}: must be at least 0 and less than half of "
+                         f"--chunk-seconds ({window / SAMPLE_RATE:g} s)")
+    overlap = max(int(seconds * SAMPLE_RATE), field)
+    return window, -(-overlap // frame_samples) * frame_samples  # rounded up to the frame grid
+
+
+def plan_windows(num_samples: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """[start, end) sample ranges covering ``num_samples``: one range when it fits in a window, else windows
+    ``window - overlap`` apart, the last one running to the end (a tail shorter than the hop is absorbed there,
+    never dropped, so the last window is up to one hop longer than the others)."""
+    if num_samples <= window:
+        return [(0, num_samples)]
+    hop = window - overlap
+    count = (num_samples - window) // hop + 1
+    return [(k * hop, k * hop + window if k < count - 1 else num_samples) for k in range(count)]
+
+
+def stitch(pieces: list[tuple[int, int, Any]], frame_samples: int) -> Any:
+    """One utterance's frame outputs from its windows' ([start, end) in samples, frames [n, classes]), in order.
+    Each frame is taken from the window where it lies farthest from an edge: consecutive windows meet in the
+    middle of their overlap, so no frame is taken twice or lost, and the frames near a cut (whose context one
+    window lacks) come from the window that saw the most around them. Window starts are multiples of
+    ``frame_samples``: window k's frame j is the whole file's frame start/frame_samples + j."""
+    import torch
+
+    kept, lo = [], 0
+    for k, (start, end, frames) in enumerate(pieces):
+        first = start // frame_samples
+        hi = first + len(frames)
+        if k + 1 < len(pieces):  # the middle of the overlap with the next window, on the frame grid
+            nxt = pieces[k + 1][0]
+            hi = min(max((nxt + end) // (2 * frame_samples), nxt // frame_samples), hi)
+        if lo < first:  # window_sizes' overlap covers the receptive field: a frame lost here is a bug
+            raise ValueError(f"windows at samples {start}-{end} leave frames {lo}-{first} uncovered")
+        kept.append(frames[lo - first:hi - first])
+        lo = hi
+    return torch.cat(kept) if kept else torch.zeros(0)
 
 
 @dataclass
@@ -165,6 +247,10 @@ class Transcriber:
         self.model = UniSpeechForCTC.from_pretrained(model_dir).to(device).eval()
         self.device = device
         self.stride = frame_seconds(self.model.config.conv_stride)
+        self.frame_samples = math.prod(self.model.config.conv_stride)
+        c = self.model.config
+        self.window_samples, self.overlap_samples = window_sizes(
+            opts, self.frame_samples, receptive_field(c.conv_kernel, c.conv_stride))
         self.opts = opts
         self.special = {self.tokenizer.vocab[t] for t in SPECIAL_TOKENS}
         self.tokens = [self.tokenizer.id_to_token[i] for i in range(len(self.tokenizer))]
@@ -177,44 +263,56 @@ class Transcriber:
 
         self.characters = is_character_model(self.tokenizer.vocab)
 
-    def _windows(self, utts: list[Utterance]) -> list[tuple[int, int, np.ndarray]]:
-        size = max(int(self.opts.chunk_seconds * 16_000), 16_000)
-        out = []
-        for k, u in enumerate(utts):
-            for start in range(0, max(len(u.wave), 1), size):
-                piece = u.wave[start:start + size]
-                if start and len(piece) < 1_600:  # a < 0.1 s tail yields no frame: drop it
-                    continue
-                out.append((k, start, piece))
-        return out
-
-    def __call__(self, utts: list[Utterance]) -> list[dict[str, Any]]:
-        from unispeech_core.decoding import ctc_greedy_spans
+    def window_logits(self, waves: list[np.ndarray], windows: list[Window], names: list[str] | None = None
+                      ) -> list[Any]:
+        """Each window's logits ([frames, classes], float32), in the order given. A group-norm model
+        (``feat_extract_norm == "group"``) is never given padding: its first conv layer normalises over the whole
+        input, so padding would change every frame; only windows of equal length share a forward pass. A
+        layer-norm model's windows are sorted by length and padded together under the attention mask. ``waves``:
+        normalised utterances the windows index; ``names``: theirs, for the error of NaN/inf outputs."""
         from unispeech_core.features import pad_batch
 
         torch = self.torch
-        spans: list[list[dict]] = [[] for _ in utts]
-        windows = sorted(self._windows(utts), key=lambda w: len(w[2]))
+        out: list[Any] = [None] * len(windows)
+        order = sorted(range(len(windows)), key=lambda i: windows[i].end - windows[i].start)
+        group_norm = self.model.config.feat_extract_norm == "group"
+        size = self.opts.batch_size
+        if group_norm:
+            groups: dict[int, list[int]] = {}
+            for i in order:
+                groups.setdefault(windows[i].end - windows[i].start, []).append(i)
+            batches = [g[b:b + size] for g in groups.values() for b in range(0, len(g), size)]
+        else:
+            batches = [order[b:b + size] for b in range(0, len(order), size)]
         with torch.inference_mode():
-            for b in range(0, len(windows), self.opts.batch_size):
-                group = windows[b:b + self.opts.batch_size]
-                batch = pad_batch([w[2] for w in group])
-                out = self.model(**{k: v.to(self.device) for k, v in batch.items()})
-                logits = out.logits.float()
-                lengths = out.frame_lengths if out.frame_lengths is not None else torch.full(
-                    (len(group),), logits.shape[1])
-                check_finite(logits, lengths, self.model_dir, utts[group[0][0]].path)  # never an empty transcript
-                if self.beam is not None:
-                    decoded = self.beam(logits.log_softmax(-1), lengths)
-                else:
-                    decoded = ctc_greedy_spans(logits, lengths, self.tokenizer.pad_token_id)
-                for (k, offset, _), row in zip(group, decoded):
-                    t0 = offset / 16_000
-                    spans[k] += [{"token": self.tokens[s.id], "start": round(t0 + s.start * self.stride, 4),
-                                  "end": round(t0 + s.end * self.stride, 4)} for s in row if s.id not in self.special]
+            for batch in batches:
+                pieces = [waves[windows[i].utt][windows[i].start:windows[i].end] for i in batch]
+                inputs = pad_batch(pieces, do_normalize=False)  # normalised once per utterance (__call__)
+                if group_norm:  # equal lengths: nothing padded, and no mask (a window alone has none)
+                    inputs.pop("attention_mask")
+                result = self.model(**{k: v.to(self.device) for k, v in inputs.items()})
+                logits = result.logits.float()
+                lengths = result.frame_lengths if result.frame_lengths is not None else torch.full(
+                    (len(batch),), logits.shape[1])
+                where = names[windows[batch[0]].utt] if names else "audio"
+                check_finite(logits, lengths, self.model_dir, where)  # never an empty transcript
+                for row, i, n in zip(logits, batch, lengths.tolist()):
+                    out[i] = row[:int(n)].cpu()
+        return out
+
+    def __call__(self, utts: list[Utterance]) -> list[dict[str, Any]]:
+        """One JSON-ready row per utterance: its windows' logits stitched over the whole file, then decoded once
+        (a token at a cut is neither doubled nor lost). Each utterance is normalised once, as a whole."""
+        from unispeech_core.features import normalize
+
+        waves = [normalize(u.wave).numpy() if len(u.wave) else np.asarray(u.wave, np.float32) for u in utts]
+        windows = [Window(k, s, e) for k, w in enumerate(waves)
+                   for s, e in plan_windows(len(w), self.window_samples, self.overlap_samples)]
+        logits = self.window_logits(waves, windows, [u.path for u in utts])
         results = []
-        for u, toks in zip(utts, spans):
-            toks.sort(key=lambda t: t["start"])
+        for k, u in enumerate(utts):
+            pieces = [(w.start, w.end, x) for w, x in zip(windows, logits) if w.utt == k]
+            toks = self._decode(stitch(pieces, self.frame_samples))
             phones = " ".join(t["token"] for t in toks)
             text = "".join(t["token"] for t in toks).replace("|", " ").strip() if self.characters else phones
             row = {"path": u.path, "text": text, "tokens": toks, "duration": round(len(u.wave) / 16_000, 4)}
@@ -222,6 +320,20 @@ class Transcriber:
                 row["id"] = u.id
             results.append(row)
         return results
+
+    def _decode(self, logits: Any) -> list[dict[str, Any]]:
+        """Tokens with their times, decoded from the whole utterance's stitched logits [frames, classes]."""
+        from unispeech_core.decoding import ctc_greedy_spans
+
+        if logits.shape[0] == 0:
+            return []
+        lengths = self.torch.tensor([logits.shape[0]])
+        if self.beam is not None:
+            spans = self.beam(logits.log_softmax(-1)[None], lengths)[0]
+        else:
+            spans = ctc_greedy_spans(logits[None], lengths, self.tokenizer.pad_token_id)[0]
+        return [{"token": self.tokens[s.id], "start": round(s.start * self.stride, 4),
+                 "end": round(s.end * self.stride, 4)} for s in spans if s.id not in self.special]
 
 
 def _batches(paths: list[str], size: int) -> Iterator[tuple[list[Utterance], list[Failure]]]:
@@ -347,6 +459,10 @@ def transcribe(opts: TranscribeOptions) -> Summary:
 
     if opts.decoder not in ("greedy", "beam"):
         raise JobSetupError(f"--decoder {opts.decoder!r}: expected greedy or beam")
+    try:
+        window_sizes(opts, 1)
+    except ValueError as e:
+        raise JobSetupError(str(e)) from None
     if opts.lm_path and not Path(opts.lm_path).is_file():
         raise JobSetupError(f"--lm {opts.lm_path}: no such file")
     check_output_parent(opts.out, "--out", makes_parents=True)  # written at the end: the place is checked now

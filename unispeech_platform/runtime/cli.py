@@ -121,6 +121,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type of a duration that may be 0 (an overlap): finite and >= 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
 def comma_list(text: str) -> list[str]:
     """argparse type of a list flag (``--langs a,b,c``, the same in every job; blanks dropped)."""
     return [x.strip() for x in text.split(",") if x.strip()]
