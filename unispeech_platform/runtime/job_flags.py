@@ -57,7 +57,7 @@ def add_common_flags(parser: argparse.ArgumentParser, *, print_config_help: str)
 
 TYPE_LABELS = {
     "positive_int": ("int", ">= 1"), "non_negative_int": ("int", ">= 0"), "finite_float": ("float", "finite"),
-    "positive_float": ("float", "> 0"), "comma_list": ("a,b,...", ""), "voice_pairs": ("lang=voice,...", ""),
+    "positive_float": ("float", "> 0"), "non_negative_float": ("float", ">= 0"), "comma_list": ("a,b,...", ""), "voice_pairs": ("lang=voice,...", ""),
     "int": ("int", ""), "float": ("float", ""), "str": ("text", ""),
 }
 """The argparse types of runtime/cli.py (by name: that module builds on this one) as (type, range)."""
