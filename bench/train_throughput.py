@@ -96,11 +96,23 @@ def job_run(job) -> dict[str, float]:
             "run": f"{result.run_id} in {result.tracking_uri}"}
 
 
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``zero0:train.zero_stage=0,data.max_batch_size=4`` -> ("zero0", {key: YAML value}): extra rows of a setting."""
+    import yaml
+
+    name, _, sets = text.partition(":")
+    pairs = (item.split("=", 1) for item in sets.split(",") if item)
+    return name, {key: yaml.safe_load(value) for key, value in pairs}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", help="existing corpus (default: generate es + it, 100 utterances each)")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--precisions", default="fp32,auto")
+    ap.add_argument("--settings", default="demo,tiny", help="which of: demo, tiny")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                    help="also run each setting with these overrides, as its own rows (e.g. zero0:train.zero_stage=0)")
     ap.add_argument("--zero-memory", action="store_true", help="the ZeRO 0/1/2/3 per-rank memory table instead")
     args = ap.parse_args()
     if args.zero_memory:
@@ -125,11 +137,15 @@ def main() -> None:
 
     ray.init(address="local", num_cpus=local_num_cpus(), include_dashboard=False)  # as the jobs start it
     try:
-        for name, (preset, overrides) in settings(corpus, args.steps, tmp).items():
-            for precision in args.precisions.split(","):
-                job = load_config(PretrainJobConfig, ROOT / preset, values={
-                    **overrides, "train.precision": precision, "checkpoint.name": f"{name}-{precision}"})
-                rows.append((name, precision, bare_step(job, args.steps), job_run(job)))
+        chosen = {k: v for k, v in settings(corpus, args.steps, tmp).items() if k in args.settings.split(",")}
+        for name, (preset, overrides) in chosen.items():
+            for variant, extra in [("", {}), *map(parse_variant, args.variant)]:
+                label = f"{name} {variant}".strip()
+                for precision in args.precisions.split(","):
+                    job = load_config(PretrainJobConfig, ROOT / preset, values={
+                        **overrides, **extra, "train.precision": precision,
+                        "checkpoint.name": f"{label.replace(' ', '-')}-{precision}"})
+                    rows.append((label, precision, bare_step(job, args.steps), job_run(job)))
     finally:
         ray.shutdown()
     print(f"\n{machine_line()}; {args.steps} updates per job\n")

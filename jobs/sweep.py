@@ -18,7 +18,8 @@ EXAMPLES = (
 
 
 def main(argv: list[str] | None = None):
-    cfg, ns = parse_job_args(__doc__, SweepJobConfig, argv, examples=EXAMPLES)
+    cfg, ns = parse_job_args(__doc__, SweepJobConfig, argv, examples=EXAMPLES,
+                             resume_help="continue the stopped sweep named sweep.name (finished trials are kept)")
     from unispeech_platform.tune.search_space import validate_sweep
     from unispeech_platform.tune.sweep import run_sweep
 

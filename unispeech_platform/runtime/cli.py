@@ -167,10 +167,10 @@ def load_job_config(parser: argparse.ArgumentParser, config_cls: type[T], argv: 
 
 
 def parse_job_args(doc: str, config_cls: type[T], argv: list[str] | None = None, *, resume: bool = True,
-                   examples: Sequence[str] = ()) -> tuple[T, argparse.Namespace]:
+                   examples: Sequence[str] = (), **parser_options: str) -> tuple[T, argparse.Namespace]:
     """``job_parser`` + ``load_job_config`` for the single-run config jobs (pretrain, finetune, evaluate, lid,
-    sweep)."""
-    parser = job_parser(doc, config_cls, resume=resume, examples=examples)
+    sweep); ``parser_options`` go to job_parser (e.g. the sweep's own ``resume_help``)."""
+    parser = job_parser(doc, config_cls, resume=resume, examples=examples, **parser_options)
     return load_job_config(parser, config_cls, argv)
 
 
