@@ -14,7 +14,12 @@ import argparse
 from unispeech_platform.data.importers.commonvoice import import_commonvoice
 from unispeech_platform.data.importers.executors import EXECUTORS
 from unispeech_platform.runtime.cli import comma_list, positive_int, run_or_exit, voice_pairs
-from unispeech_platform.runtime.job_flags import alias, flags_parser, start_flags_job
+from unispeech_platform.runtime.job_flags import (
+    add_corpus_overwrite_flag,
+    alias,
+    flags_parser,
+    start_flags_job,
+)
 from unispeech_platform.runtime.output_paths import component_problem
 
 EXAMPLES = (
@@ -43,9 +48,7 @@ def parser() -> argparse.ArgumentParser:
                    help="processes (a local pool of --workers), ray (tasks over the Ray cluster) or auto "
                         "(ray when RAY_ADDRESS names a cluster, else processes)")
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a corpus made with other arguments, or write into a non-empty directory this job "
-                        "did not make (only what the job made is ever removed: docs/data.md#where-a-job-writes)")
+    add_corpus_overwrite_flag(p)
     return p
 
 

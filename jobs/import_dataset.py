@@ -24,7 +24,12 @@ from unispeech_platform.data.importers.common import TARGETS
 from unispeech_platform.data.importers.executors import EXECUTORS
 from unispeech_platform.data.importers.sources import COLUMNS, READERS, import_source
 from unispeech_platform.runtime.cli import positive_int, run_or_exit, voice_pairs
-from unispeech_platform.runtime.job_flags import alias, flags_parser, start_flags_job
+from unispeech_platform.runtime.job_flags import (
+    add_corpus_overwrite_flag,
+    alias,
+    flags_parser,
+    start_flags_job,
+)
 from unispeech_platform.runtime.output_paths import component_problem
 
 EXAMPLES = (
@@ -66,9 +71,7 @@ def parser() -> argparse.ArgumentParser:
                         "(audio_file_too_large; in MiB)")
     p.add_argument("--audio-read-timeout", type=float, default=READ_TIMEOUT_S,
                    help="seconds to read one such audio file before its row fails (audio_read_timeout)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a corpus made with other arguments, or write into a non-empty directory this job "
-                        "did not make (only what the job made is ever removed: docs/data.md#where-a-job-writes)")
+    add_corpus_overwrite_flag(p)
     return p
 
 

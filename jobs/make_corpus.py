@@ -21,7 +21,7 @@ from unispeech_platform.runtime.cli import (
     run_or_exit,
 )
 from unispeech_platform.runtime.errors import EXIT_CONFIG
-from unispeech_platform.runtime.job_flags import flags_parser, start_flags_job
+from unispeech_platform.runtime.job_flags import add_corpus_overwrite_flag, flags_parser, start_flags_job
 from unispeech_platform.runtime.output_parent import check_output_parent
 
 EXAMPLES = (
@@ -51,9 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=SynthesisSpec.seed,
                    help="texts, voices and held-out speakers: the same seed makes the same corpus")
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a corpus made with other arguments, or write into a non-empty directory this job "
-                        "did not make (only what the job made is ever removed: docs/data.md#where-a-job-writes)")
+    add_corpus_overwrite_flag(p)
     return p
 
 

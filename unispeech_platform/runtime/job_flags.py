@@ -95,6 +95,14 @@ def flags_parser(doc: str, examples: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def add_corpus_overwrite_flag(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite`` of the corpus-making jobs (make_corpus and both importers): one rule, one help text."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a corpus made with other arguments, or write into a non-empty directory this "
+                             "job did not make (only what the job made is ever removed: "
+                             "docs/data.md#where-a-job-writes)")
+
+
 def alias(old: str) -> str:
     """The help note of an old spelling still accepted (so nobody's scripts break)."""
     return f" ({old}: the old spelling, still accepted)"
