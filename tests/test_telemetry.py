@@ -83,3 +83,23 @@ def test_a_pretraining_forward_reports_every_statistic_over_its_masked_frames():
     masks[:, ::3] = True
     evaluated = model(torch.randn(3, 4000), mask_time_indices=masks)
     assert evaluated.telemetry["code_randomness"].item() == 0.0  # argmax codes: no sampling noise
+
+
+@pytest.mark.parametrize("init", ["uniform", "normal"])
+def test_a_centred_codebook_starts_the_targets_apart_where_transformers_init_starts_them_collinear(init):
+    """docs/training.md#collinear-targets: U(0,1) codevectors share a positive mean, so every projected target
+    points the same way at init; the zero-mean 'normal' init (same mean square) does not."""
+    config = UniSpeechConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                             conv_dim=(32, 32), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=16,
+                             num_conv_pos_embedding_groups=2, codevector_dim=64, proj_codevector_dim=16,
+                             num_codevectors_per_group=32, num_codevector_groups=2, mask_time_prob=0.5,
+                             mask_time_length=2, num_negatives=8, codevector_init=init)
+    torch.manual_seed(0)
+    model = UniSpeechForPreTraining(config).train()
+    books = model.quantizer.codevectors
+    assert (books ** 2).mean().item() == pytest.approx(1 / 3, rel=0.1)
+    cos = model(torch.randn(4, 8000)).telemetry["cos_pos_neg"].item()
+    if init == "uniform":
+        assert books.min().item() >= 0.0 and cos > 0.6, cos
+    else:
+        assert abs(books.mean().item()) < 0.05 and cos < 0.2, cos

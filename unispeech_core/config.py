@@ -133,6 +133,9 @@ class UniSpeechConfig:
     """Floor of the Gumbel temperature (authors: 0.1, wav2vec2 base: 0.5)."""
     gumbel_temperature_decay: float = 0.999995
     """Per-update multiplicative decay of the Gumbel temperature."""
+    codevector_init: str = "uniform"
+    """Fresh quantizer codebook: 'uniform' U(0,1) as transformers and fairseq do, or 'normal': zero-mean with the
+    same mean square, so the projected targets do not start collinear (docs/training.md#collinear-targets)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys of a config.json we do not model (kept and written back)."""
 
@@ -209,6 +212,8 @@ class UniSpeechConfig:
             )
         if self.feat_extract_norm not in ("group", "layer"):
             raise ValueError(f"feat_extract_norm must be 'group' or 'layer', got {self.feat_extract_norm!r}")
+        if self.codevector_init not in ("uniform", "normal"):
+            raise ValueError(f"codevector_init must be 'uniform' or 'normal', got {self.codevector_init!r}")
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
         if not 0.0 <= self.replace_prob <= 1.0:

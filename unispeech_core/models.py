@@ -57,7 +57,10 @@ class UniSpeechPreTrainedModel(PreTrainedMixin, nn.Module):
         if isinstance(module, GumbelVectorQuantizer):
             module.weight_proj.weight.normal_(0.0, 1.0)
             module.weight_proj.bias.zero_()
-            module.codevectors.uniform_()
+            if self.config.codevector_init == "normal":
+                module.codevectors.normal_(0.0, math.sqrt(1 / 3))  # E[x²] of U(0,1), centred
+            else:
+                module.codevectors.uniform_()
         elif isinstance(module, PositionalConvEmbedding):
             conv = module.conv
             w = torch.empty_like(conv.weight).normal_(0, 2 * math.sqrt(1 / (conv.kernel_size[0] * conv.in_channels)))

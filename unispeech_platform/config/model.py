@@ -53,6 +53,7 @@ CHOICES: dict[str, Any] = {
                                        "tanh"],
     "feat_extract_norm": Literal["group", "layer"],
     "ctc_loss_reduction": Literal["mean", "sum"],
+    "codevector_init": Literal["uniform", "normal"],
     "conv_dim": tuple[typing.Annotated[int, Field(ge=1)], ...],
     "conv_stride": tuple[typing.Annotated[int, Field(ge=1)], ...],
     "conv_kernel": tuple[typing.Annotated[int, Field(ge=1)], ...],
