@@ -8,8 +8,10 @@ The configs (examples below): crosslingual_cpu.yaml, labeled only (2-core CPU wi
 crosslingual_gpu.yaml, a GPU cluster (RAY_ADDRESS).
 
 Every arm runs once per seed (experiment.seeds); the table shows mean ± sd over seeds and the reference arm's
-relative PER reductions with bootstrap 95% CIs over test utterances. Logs a parent MLflow run with a child per arm
-and seed, prints the results and writes them into experiment.results_path between the markers
+relative PER reductions with hierarchical bootstrap 95% CIs (seeds, then test speakers, then utterances), and a
+pretraining health row per arm and seed (contrastive loss against chance, code perplexity, failure states named;
+docs/training.md#per-seed-in-an-experiment). Logs a parent MLflow run with a child per arm and seed, prints the
+results and writes them into experiment.results_path between the markers
 <!-- BEGIN GENERATED: <experiment.name> --> and <!-- END GENERATED: <experiment.name> -->, leaving the rest of the
 file (the hand-written reading) alone. A previous run of the same experiment.name (its checkpoints under
 experiment.storage_path) is replaced only with --overwrite; without it the job stops before any work (exit 3)

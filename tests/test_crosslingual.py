@@ -66,6 +66,8 @@ def test_crosslingual_three_arms_a_resume_after_a_stop_and_an_outage(tmp_path_fa
             assert text.endswith("<!-- END GENERATED: crosslingual-tiny -->\n") and text.count("BEGIN GENERATED") == 1
             assert "python -m jobs.crosslingual --config configs/crosslingual_tiny.yaml" in text
             assert "| arm | pt | avg |" in text and "unispeech vs self_supervised:" in text and "cores" in text
+            assert "Pretraining health per arm and seed" in text and "| supervised | 0 | — (no contrastive term)" in text
+            assert all(a.health["pretrain"].last_step == 2 for a in result.arms), [a.health for a in result.arms]
             parent = client.get_run(result.run_id).data.metrics
             assert {"per/unispeech/avg", "per/supervised/pt", "rel_reduction/vs_self_supervised",
                     "rel_reduction_ci_low/vs_supervised", "rel_reduction_ci_high/vs_supervised"} <= set(parent)
@@ -208,3 +210,5 @@ def test_a_two_stage_arm_runs_end_to_end(tmp_path_factory, capsys):
     assert continued.info.status == "FINISHED" and continued.data.params["model.ctc_weight"] == "0.0"
     assert continued.data.params["pretrain.init_from"].endswith("two_stage-pretrain/model")
     assert "ctc_loss" not in continued.data.metrics and "contrastive_loss" in continued.data.metrics
+    assert set(arm.health) == {"pretrain", "continued"}  # the report's health rows: both stages, from MLflow
+    assert arm.health["continued"].contrastive_end == continued.data.metrics["contrastive_loss"]

@@ -11,6 +11,7 @@ import pytest
 from evaluate_helpers import ROOT
 
 from unispeech_platform.evaluate.scoring import Score
+from unispeech_platform.experiments.pretrain_health import PretrainHealth
 from unispeech_platform.experiments.report import ArmResult
 from unispeech_platform.experiments.statistics import read_utterance_errors
 from unispeech_platform.experiments.storage import (
@@ -47,8 +48,10 @@ def test_a_finished_arm_round_trips_and_an_unfinished_one_is_not_found(tmp_path)
     assert (root / MARKER).is_file()
     predictions = _predictions(tmp_path / "predictions.jsonl")
     score = Score("test", "pt", utterances=2, ref_phones=6, per=33.3, sub=16.7, dele=16.7, ins=0.0)
+    health = PretrainHealth(chance=3.04, last_step=650, contrastive_end=2.5, first_below=300, accuracy_end=0.3,
+                            code_perplexity={325: 40.0, 650: 60.0}, states={"starved_contrastive": 75})
     result = ArmResult("unispeech", [score], {"pretrain": 12.5, "finetune": 7.0}, "run123", 1, "unispeech-s1",
-                       read_utterance_errors(predictions))
+                       read_utterance_errors(predictions), health={"pretrain": health})
     save_arm_result(root, result)
 
     back = load_arm_result(root, "unispeech-s1", predictions)
@@ -59,6 +62,7 @@ def test_a_finished_arm_round_trips_and_an_unfinished_one_is_not_found(tmp_path)
     edits = back.utterances["test"]["pt"]
     assert edits.ids == ("pt-1", "pt-2") and edits.edits.tolist() == [2, 0] and edits.ref_phones.tolist() == [4, 2]
     assert back.machine == machine_line()  # recorded where it ran: a --resume may join several machines' runs
+    assert back.health == {"pretrain": health}  # a --resume's report keeps each seed's health row
     assert load_arm_result(root, "unispeech-s2", predictions) is None
 
 

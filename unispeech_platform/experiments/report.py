@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from unispeech_platform.evaluate.scoring import WEIGHTED, Score
+from unispeech_platform.experiments.pretrain_health import PretrainHealth, health_table
 from unispeech_platform.experiments.statistics import (
     AVERAGE,
     CONFIDENCE,
@@ -35,6 +36,9 @@ class ArmResult:
     """split -> lang -> per-utterance edits (what the seed statistics and the bootstrap need), splits sorted."""
     machine: str = ""
     """Where it ran (runtime.hardware.machine_line()); a --resume may join results of several machines."""
+    health: dict[str, PretrainHealth] = field(default_factory=dict)
+    """Pretraining stage ("pretrain", a two-stage arm's "continued") -> its contrastive half as MLflow recorded
+    it (experiments/pretrain_health.py); empty without tracking."""
 
     def per(self) -> dict[str, float]:
         """lang -> PER on the first scored split; MACRO -> the average."""
@@ -179,6 +183,16 @@ def resumed_lines(kept: dict[str, str]) -> list[str]:
             f"attempt's; kept runs by machine: {where}"]
 
 
+def pretraining_health_lines(results: list[ArmResult]) -> list[str]:
+    """The per-seed pretraining health table (docs/training.md#health), or nothing where no run recorded one."""
+    rows = [(r.name if stage == "pretrain" else f"{r.name} ({stage})", r.seed, h)
+            for r in sorted(results, key=lambda r: (r.name, r.seed)) for stage, h in r.health.items()]
+    if not rows:
+        return []
+    return ["Pretraining health per arm and seed (from each pretraining run's MLflow history; the states are the "
+            "detectors' names, docs/training.md#health):", "", health_table(rows), ""]
+
+
 def results_markdown(cfg, result, *, command: str, date: str, machine: str) -> str:
     """The results block: what was run, where, the table with its statistics, stage times, and the paper's
     numbers beside it."""
@@ -209,6 +223,7 @@ def results_markdown(cfg, result, *, command: str, date: str, machine: str) -> s
         "Stage wall times:",
         "",
         result.timings,
+        *pretraining_health_lines(result.arms),
         PAPER,
         "",
     ]

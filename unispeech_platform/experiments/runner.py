@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unispeech_platform.experiments.config import ExperimentConfig
+from unispeech_platform.experiments.pretrain_health import PretrainHealth
 from unispeech_platform.experiments.report import (
     ArmResult,
     aggregate_results,
@@ -155,7 +156,37 @@ def run_arm(stages: ArmStages, seed: int, label: str, runs: ExperimentRuns | Non
             if secs:
                 runs.best.log_metrics(planned.arm, {f"time/{k}_s": v for k, v in secs.items()}, 0)
             runs.finish(planned.arm, ok)
-    return ArmResult(stages.name, scores, secs, arm_run, seed, label, utterances)
+    return ArmResult(stages.name, scores, secs, arm_run, seed, label, utterances,
+                     health=pretraining_health(stages, runs, planned))
+
+
+def pretraining_health(stages: ArmStages, runs: ExperimentRuns | None, planned: ArmRuns | None
+                       ) -> dict[str, PretrainHealth]:
+    """Each pretraining stage's contrastive half from its MLflow history, best effort: a table row missing
+    after an outage costs no result."""
+    from unispeech_platform.config.redact import redact_uri
+    from unispeech_platform.experiments.pretrain_health import read_health
+    from unispeech_platform.runtime.errors import first_line
+    from unispeech_platform.tracking.spool import read_records, spool_path
+
+    if not (runs and planned):
+        return {}
+    out: dict[str, PretrainHealth] = {}
+    for stage, job, run_id in (("pretrain", stages.pretrain, planned.pretrain),
+                               ("continued", stages.continued, planned.continued)):
+        if job is None or run_id is None:
+            continue
+        if read_records(spool_path(RunLayout.of(job.checkpoint)))[1]:  # MLflow was away: its history is partial
+            print(f"WARNING: no pretraining health row for {stage} of {stages.name}: MLflow has not received its "
+                  "whole history yet (an outage; replayed by --resume)", flush=True)
+            continue
+        try:
+            out[stage] = read_health(runs.store, run_id, job.model.effective("num_negatives"),
+                                     contrastive=job.model.effective("ctc_weight") < 1.0)
+        except Exception as e:  # noqa: BLE001 - the result matters more than its health row
+            print(f"WARNING: no pretraining health row for {stage} of {stages.name}: "
+                  f"{first_line(e, clean=redact_uri)}", flush=True)
+    return out
 
 
 def check_stage_data(stages: list[ArmStages]) -> None:

@@ -106,7 +106,8 @@ def save_arm_result(root: Path, result: ArmResult) -> None:
 
     record = {"name": result.name, "seed": result.seed, "label": result.label, "run_id": result.run_id,
               "seconds": result.seconds, "scores": [dataclasses.asdict(s) for s in result.scores],
-              "machine": result.machine or machine_line()}
+              "machine": result.machine or machine_line(),
+              "health": {stage: h.as_json() for stage, h in result.health.items()}}
     from unispeech_platform.data.summary import atomic_write_text
 
     atomic_write_text(root / f"{result.label}{RESULT_SUFFIX}", json.dumps(record) + "\n")
@@ -123,8 +124,11 @@ def load_arm_result(root: Path, label: str, predictions: Path,
     if not path.is_file():
         return None
     r = json.loads(path.read_text(encoding="utf-8"))
+    from unispeech_platform.experiments.pretrain_health import PretrainHealth
+
     return ArmResult(r["name"], [Score(**s) for s in r["scores"]], r["seconds"], r["run_id"], r["seed"],
-                     r["label"], read_utterance_errors(predictions, speakers), r.get("machine", ""))
+                     r["label"], read_utterance_errors(predictions, speakers), r.get("machine", ""),
+                     {stage: PretrainHealth.from_json(h) for stage, h in r.get("health", {}).items()})
 
 
 def clear_arm(root: Path, label: str) -> None:

@@ -1,0 +1,114 @@
+"""Did each seed's contrastive half learn? One row per arm and seed, read back from its pretraining run's MLflow
+history: the contrastive loss at the end against chance ln(K+1), the first update below 0.9·ln(K+1), contrastive
+accuracy, hard code perplexity over time and the failure states the detectors named (docs/training.md#health).
+
+Read from MLflow rather than carried out of the workers: the history is already there at every log interval, and
+a table rebuilt later from a parent run id (``tools/pretrain_health.py``) shows the same rows."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+LEAVES_CHANCE = 0.9
+"""A seed has left chance once its contrastive loss is below this share of ln(K+1) (issue wording, results.md)."""
+PERPLEXITY_AT = (0.25, 0.5, 0.75, 1.0)
+"""Points of the run (share of its updates) at which the code perplexity is shown."""
+
+
+@dataclass
+class PretrainHealth:
+    """One pretraining run's contrastive half, as its logged history shows it."""
+
+    chance: float
+    """ln(K+1) for the run's num_negatives K."""
+    last_step: int
+    contrastive_end: float | None = None
+    """Contrastive loss of the last log interval; None for a run without the term (ctc_weight 1)."""
+    first_below: int | None = None
+    """First logged update with the loss below LEAVES_CHANCE·ln(K+1); None if it never was."""
+    accuracy_end: float | None = None
+    cos_pos_neg_end: float | None = None
+    code_perplexity: dict[int, float] = field(default_factory=dict)
+    """update -> hard code perplexity (per group), at PERPLEXITY_AT of the run."""
+    states: dict[str, int] = field(default_factory=dict)
+    """failure state -> the update the detector named it (MLflow tags health/<state>)."""
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PretrainHealth:
+        return cls(**{**d, "code_perplexity": {int(k): v for k, v in d.get("code_perplexity", {}).items()}})
+
+
+History = Callable[[str], list[tuple[int, float]]]
+"""metric key -> [(update, value)] of one run."""
+
+
+def summarize(history: History, tags: dict[str, str], num_negatives: int, *, contrastive: bool = True
+              ) -> PretrainHealth:
+    """The row of one run from its metric history and tags (pure: the tests give it hand-made histories);
+    ``contrastive``: the run has the term (ctc_weight < 1)."""
+    chance = math.log(num_negatives + 1)
+    loss = sorted(history("contrastive_loss"))
+    steps = [s for s, _ in sorted(history("loss"))] or [s for s, _ in loss]
+    health = PretrainHealth(chance=chance, last_step=steps[-1] if steps else 0, states=_states(tags))
+    if not contrastive or not loss:
+        return health
+    health.contrastive_end = loss[-1][1]
+    health.first_below = next((s for s, v in loss if v < LEAVES_CHANCE * chance), None)
+    health.accuracy_end = _last(history("contrastive_accuracy"))
+    health.cos_pos_neg_end = _last(history("cos_pos_neg"))
+    ppl = sorted(history("code_perplexity"))
+    if ppl:
+        for share in PERPLEXITY_AT:
+            target = share * health.last_step
+            step, value = min(ppl, key=lambda p: (abs(p[0] - target), p[0]))
+            health.code_perplexity[step] = value
+    return health
+
+
+def _last(points: Sequence[tuple[int, float]]) -> float | None:
+    return sorted(points)[-1][1] if points else None
+
+
+def _states(tags: dict[str, str]) -> dict[str, int]:
+    """health/<state> tags ("update N: ...") -> state -> N."""
+    out: dict[str, int] = {}
+    for key, value in tags.items():
+        if key.startswith("health/") and key != "health/stopped_on":
+            head = value.split(":", 1)[0].strip()
+            out[key.removeprefix("health/")] = int(head.split()[-1]) if head.split()[-1].isdigit() else -1
+    return out
+
+
+def read_health(store, run_id: str, num_negatives: int, *, contrastive: bool = True) -> PretrainHealth:
+    """The row of a pretraining run in an MLflow store (tracking.RunStore)."""
+    run = store.run(run_id)
+    return summarize(lambda key: store.metric_history(run_id, key), dict(run.data.tags), num_negatives,
+                     contrastive=contrastive)
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+def health_table(rows: Sequence[tuple[str, int, PretrainHealth]]) -> str:
+    """Markdown: one row per (arm, seed, health), in the given order."""
+    head = ("| arm | seed | contrastive at end (chance ln(K+1)) | first update < 0.9·ln(K+1) | accuracy at end "
+            "| cos(pos,neg) at end | code perplexity per group (update: value) | failure states named (update) |")
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for arm, seed, h in rows:
+        if h.contrastive_end is None:
+            contrastive, first = "— (no contrastive term)", "—"
+        else:
+            contrastive = f"{h.contrastive_end:.3f} ({h.chance:.3f})"
+            first = str(h.first_below) if h.first_below is not None else f"never in {h.last_step}"
+        ppl = ", ".join(f"{s}: {v:.1f}" for s, v in sorted(h.code_perplexity.items())) or "—"
+        states = ", ".join(f"{k} ({v})" for k, v in sorted(h.states.items(), key=lambda kv: kv[1])) or "none"
+        lines.append(f"| {arm} | {seed} | {contrastive} | {first} | {_num(h.accuracy_end, '.2f')} | "
+                     f"{_num(h.cos_pos_neg_end, '.2f')} | {ppl} | {states} |")
+    return "\n".join(lines)
