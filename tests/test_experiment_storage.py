@@ -49,7 +49,8 @@ def test_a_finished_arm_round_trips_and_an_unfinished_one_is_not_found(tmp_path)
     predictions = _predictions(tmp_path / "predictions.jsonl")
     score = Score("test", "pt", utterances=2, ref_phones=6, per=33.3, sub=16.7, dele=16.7, ins=0.0)
     health = PretrainHealth(chance=3.04, last_step=650, contrastive_end=2.5, first_below=300, accuracy_end=0.3,
-                            code_perplexity={325: 40.0, 650: 60.0}, states={"starved_contrastive": 75})
+                            code_perplexity={325: 40.0, 650: 60.0}, lowest_perplexity=(100, 4.0),
+                            states={"starved_contrastive": 75})
     result = ArmResult("unispeech", [score], {"pretrain": 12.5, "finetune": 7.0}, "run123", 1, "unispeech-s1",
                        read_utterance_errors(predictions), health={"pretrain": health})
     save_arm_result(root, result)

@@ -28,7 +28,19 @@ def test_a_seed_that_leaves_chance_is_dated_by_its_first_logged_update_below_nin
     assert h.first_below == 125  # 0.9·ln 21 = 2.740: 2.76 at 100 is not below, 2.75 at 150 is above again
     assert h.contrastive_end == 2.50 and h.accuracy_end == 0.31 and h.cos_pos_neg_end == 0.42
     assert h.code_perplexity == {50: 5.0, 100: 10.0, 150: 15.0, 200: 20.0}  # nearest logged update to 25/50/75/100%
-    assert h.states == {"collinear_targets": 50}
+    assert h.states == {"collinear_targets": 50} and h.lowest_perplexity == (25, 2.5)
+
+
+def test_a_loss_that_falls_on_a_collapsed_codebook_is_not_leaving_chance():
+    """A collapsed codebook (code perplexity ≤ 2 per group) makes every negative equal the positive: the loss
+    falls to ~0 without learning (the demo's UniSpeech arm at update 100). Only a healthy codebook counts."""
+    losses = [(50, 3.04), (100, 0.005), (150, 2.9), (200, 2.70)]
+    ppl = [(50, 60.0), (100, 4.0), (150, 30.0), (200, 40.0)]  # 2 groups: 4.0 is 2 per group
+    h = summarize(_history({"contrastive_loss": losses, "loss": losses, "code_perplexity": ppl}), {}, 20)
+    assert h.first_below == 200 and h.lowest_perplexity == (100, 4.0)
+    three = summarize(_history({"contrastive_loss": losses, "loss": losses, "code_perplexity": ppl}), {}, 20,
+                      groups=1)  # one group: 4.0 is not a collapse
+    assert three.first_below == 100
 
 
 def test_a_seed_at_chance_says_never_and_a_run_without_the_term_shows_none():
@@ -38,7 +50,7 @@ def test_a_seed_at_chance_says_never_and_a_run_without_the_term_shows_none():
                            contrastive=False)
     assert at_chance.first_below is None and supervised.contrastive_end is None and supervised.last_step == 650
     table = health_table([("unispeech", 1, at_chance), ("supervised", 1, supervised)])
-    assert "| unispeech | 1 | 3.040 (3.045) | never in 650 |" in table
+    assert "| unispeech | 1 | 3.040 (3.045) | never in 650 |" in table and "| — | none |" in table
     assert "| supervised | 1 | — (no contrastive term) | — |" in table
 
 

@@ -6,7 +6,8 @@ block had them or to read a run again:
 
 Each arm's pretraining stage runs (``<label>/pretrain``, a two-stage arm's ``<label>/continued``) are found
 under the arm runs by their parent tags; K and whether the run has a contrastive term come from the stage run's
-logged parameters (``model.num_negatives``, ``model.ctc_weight``; UniSpeechConfig's defaults where unset).
+logged parameters (``model.num_negatives``, ``model.ctc_weight``, ``model.num_codevector_groups``,
+``train.collapse_perplexity``; the defaults where unset).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ sys.path[:0] = [str(ROOT)]
 
 def rows(uri: str, parent: str) -> list[tuple[str, int, object]]:
     from unispeech_core import UniSpeechConfig
+    from unispeech_platform.config.sections import TrainSection
     from unispeech_platform.experiments.pretrain_health import read_health
     from unispeech_platform.tracking import PARENT_TAG, RunStore
 
@@ -38,8 +40,11 @@ def rows(uri: str, parent: str) -> list[tuple[str, int, object]]:
             params = stage.data.params
             k = int(params.get("model.num_negatives", defaults.num_negatives))
             contrastive = float(params.get("model.ctc_weight", defaults.ctc_weight)) < 1.0
+            groups = int(params.get("model.num_codevector_groups", defaults.num_codevector_groups))
+            collapse = float(params.get("train.collapse_perplexity", TrainSection().collapse_perplexity))
             label = name if kind == "pretrain" else f"{name} ({kind})"
-            out.append((label, seed, read_health(store, stage.info.run_id, k, contrastive=contrastive)))
+            out.append((label, seed, read_health(store, stage.info.run_id, k, contrastive=contrastive, groups=groups,
+                                                 collapse_perplexity=collapse)))
     return sorted(out, key=lambda r: (r[0], r[1]))
 
 

@@ -28,11 +28,15 @@ class PretrainHealth:
     contrastive_end: float | None = None
     """Contrastive loss of the last log interval; None for a run without the term (ctc_weight 1)."""
     first_below: int | None = None
-    """First logged update with the loss below LEAVES_CHANCE·ln(K+1); None if it never was."""
+    """First logged update with the loss below LEAVES_CHANCE·ln(K+1) and a codebook not collapsed there (a
+    collapsed codebook drives the loss to 0 without learning); None if there was none."""
     accuracy_end: float | None = None
     cos_pos_neg_end: float | None = None
     code_perplexity: dict[int, float] = field(default_factory=dict)
-    """update -> hard code perplexity (per group), at PERPLEXITY_AT of the run."""
+    """update -> hard code perplexity (summed over groups, as logged), at PERPLEXITY_AT of the run."""
+    lowest_perplexity: tuple[int, float] | None = None
+    """(update, value) of the lowest logged code perplexity: a collapse before the detectors judge (from
+    train.health_after_steps) shows here."""
     states: dict[str, int] = field(default_factory=dict)
     """failure state -> the update the detector named it (MLflow tags health/<state>)."""
 
@@ -41,29 +45,34 @@ class PretrainHealth:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PretrainHealth:
-        return cls(**{**d, "code_perplexity": {int(k): v for k, v in d.get("code_perplexity", {}).items()}})
+        lowest = d.get("lowest_perplexity")
+        return cls(**{**d, "code_perplexity": {int(k): v for k, v in d.get("code_perplexity", {}).items()},
+                      "lowest_perplexity": (int(lowest[0]), float(lowest[1])) if lowest else None})
 
 
 History = Callable[[str], list[tuple[int, float]]]
 """metric key -> [(update, value)] of one run."""
 
 
-def summarize(history: History, tags: dict[str, str], num_negatives: int, *, contrastive: bool = True
-              ) -> PretrainHealth:
+def summarize(history: History, tags: dict[str, str], num_negatives: int, *, contrastive: bool = True,
+              groups: int = 2, collapse_perplexity: float = 2.0) -> PretrainHealth:
     """The row of one run from its metric history and tags (pure: the tests give it hand-made histories);
-    ``contrastive``: the run has the term (ctc_weight < 1)."""
+    ``contrastive``: the run has the term (ctc_weight < 1); ``groups`` and ``collapse_perplexity`` (per group)
+    say when a logged code perplexity is a collapsed codebook (train/health.py's codebook_collapse)."""
     chance = math.log(num_negatives + 1)
     loss = sorted(history("contrastive_loss"))
     steps = [s for s, _ in sorted(history("loss"))] or [s for s, _ in loss]
     health = PretrainHealth(chance=chance, last_step=steps[-1] if steps else 0, states=_states(tags))
     if not contrastive or not loss:
         return health
+    ppl = sorted(history("code_perplexity"))
+    collapsed = {s for s, v in ppl if v / groups <= collapse_perplexity}
     health.contrastive_end = loss[-1][1]
-    health.first_below = next((s for s, v in loss if v < LEAVES_CHANCE * chance), None)
+    health.first_below = next((s for s, v in loss if v < LEAVES_CHANCE * chance and s not in collapsed), None)
     health.accuracy_end = _last(history("contrastive_accuracy"))
     health.cos_pos_neg_end = _last(history("cos_pos_neg"))
-    ppl = sorted(history("code_perplexity"))
     if ppl:
+        health.lowest_perplexity = min(ppl, key=lambda p: (p[1], p[0]))
         for share in PERPLEXITY_AT:
             target = share * health.last_step
             step, value = min(ppl, key=lambda p: (abs(p[0] - target), p[0]))
@@ -85,11 +94,12 @@ def _states(tags: dict[str, str]) -> dict[str, int]:
     return out
 
 
-def read_health(store, run_id: str, num_negatives: int, *, contrastive: bool = True) -> PretrainHealth:
+def read_health(store, run_id: str, num_negatives: int, *, contrastive: bool = True, groups: int = 2,
+                collapse_perplexity: float = 2.0) -> PretrainHealth:
     """The row of a pretraining run in an MLflow store (tracking.RunStore)."""
     run = store.run(run_id)
     return summarize(lambda key: store.metric_history(run_id, key), dict(run.data.tags), num_negatives,
-                     contrastive=contrastive)
+                     contrastive=contrastive, groups=groups, collapse_perplexity=collapse_perplexity)
 
 
 def _num(v: float | None, fmt: str) -> str:
@@ -99,8 +109,9 @@ def _num(v: float | None, fmt: str) -> str:
 def health_table(rows: Sequence[tuple[str, int, PretrainHealth]]) -> str:
     """Markdown: one row per (arm, seed, health), in the given order."""
     head = ("| arm | seed | contrastive at end (chance ln(K+1)) | first update < 0.9·ln(K+1) | accuracy at end "
-            "| cos(pos,neg) at end | code perplexity per group (update: value) | failure states named (update) |")
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+            "| cos(pos,neg) at end | code perplexity, all groups (update: value) | lowest (update) "
+            "| failure states named (update) |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for arm, seed, h in rows:
         if h.contrastive_end is None:
             contrastive, first = "— (no contrastive term)", "—"
@@ -109,6 +120,7 @@ def health_table(rows: Sequence[tuple[str, int, PretrainHealth]]) -> str:
             first = str(h.first_below) if h.first_below is not None else f"never in {h.last_step}"
         ppl = ", ".join(f"{s}: {v:.1f}" for s, v in sorted(h.code_perplexity.items())) or "—"
         states = ", ".join(f"{k} ({v})" for k, v in sorted(h.states.items(), key=lambda kv: kv[1])) or "none"
+        lowest = f"{h.lowest_perplexity[1]:.1f} ({h.lowest_perplexity[0]})" if h.lowest_perplexity else "—"
         lines.append(f"| {arm} | {seed} | {contrastive} | {first} | {_num(h.accuracy_end, '.2f')} | "
-                     f"{_num(h.cos_pos_neg_end, '.2f')} | {ppl} | {states} |")
+                     f"{_num(h.cos_pos_neg_end, '.2f')} | {ppl} | {lowest} | {states} |")
     return "\n".join(lines)

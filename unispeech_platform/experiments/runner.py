@@ -182,7 +182,9 @@ def pretraining_health(stages: ArmStages, runs: ExperimentRuns | None, planned: 
             continue
         try:
             out[stage] = read_health(runs.store, run_id, job.model.effective("num_negatives"),
-                                     contrastive=job.model.effective("ctc_weight") < 1.0)
+                                     contrastive=job.model.effective("ctc_weight") < 1.0,
+                                     groups=job.model.effective("num_codevector_groups"),
+                                     collapse_perplexity=job.train.collapse_perplexity)
         except Exception as e:  # noqa: BLE001 - the result matters more than its health row
             print(f"WARNING: no pretraining health row for {stage} of {stages.name}: "
                   f"{first_line(e, clean=redact_uri)}", flush=True)
