@@ -28,8 +28,9 @@ class PretrainHealth:
     contrastive_end: float | None = None
     """Contrastive loss of the last log interval; None for a run without the term (ctc_weight 1)."""
     first_below: int | None = None
-    """First logged update with the loss below LEAVES_CHANCE·ln(K+1) and a codebook not collapsed there (a
-    collapsed codebook drives the loss to 0 without learning); None if there was none."""
+    """The logged update from which the loss stays below LEAVES_CHANCE·ln(K+1) to the end, on a codebook that is
+    not collapsed (a collapsed one drives the loss to ~0 without learning, and a run that recovers from it climbs
+    back to chance); None if it never left chance for good."""
     accuracy_end: float | None = None
     cos_pos_neg_end: float | None = None
     code_perplexity: dict[int, float] = field(default_factory=dict)
@@ -68,7 +69,7 @@ def summarize(history: History, tags: dict[str, str], num_negatives: int, *, con
     ppl = sorted(history("code_perplexity"))
     collapsed = {s for s, v in ppl if v / groups <= collapse_perplexity}
     health.contrastive_end = loss[-1][1]
-    health.first_below = next((s for s, v in loss if v < LEAVES_CHANCE * chance and s not in collapsed), None)
+    health.first_below = _left_for_good(loss, LEAVES_CHANCE * chance, collapsed)
     health.accuracy_end = _last(history("contrastive_accuracy"))
     health.cos_pos_neg_end = _last(history("cos_pos_neg"))
     if ppl:
@@ -78,6 +79,17 @@ def summarize(history: History, tags: dict[str, str], num_negatives: int, *, con
             step, value = min(ppl, key=lambda p: (abs(p[0] - target), p[0]))
             health.code_perplexity[step] = value
     return health
+
+
+def _left_for_good(loss: Sequence[tuple[int, float]], below: float, collapsed: set[int]) -> int | None:
+    """The first update of the final stretch of ``loss`` (sorted) that is below ``below`` on a sound codebook."""
+    first = None
+    for step, value in loss:
+        if value < below and step not in collapsed:
+            first = step if first is None else first
+        else:
+            first = None
+    return first
 
 
 def _last(points: Sequence[tuple[int, float]]) -> float | None:
@@ -108,7 +120,7 @@ def _num(v: float | None, fmt: str) -> str:
 
 def health_table(rows: Sequence[tuple[str, int, PretrainHealth]]) -> str:
     """Markdown: one row per (arm, seed, health), in the given order."""
-    head = ("| arm | seed | contrastive at end (chance ln(K+1)) | first update < 0.9·ln(K+1) | accuracy at end "
+    head = ("| arm | seed | contrastive at end (chance ln(K+1)) | below 0.9·ln(K+1) from update | accuracy at end "
             "| cos(pos,neg) at end | code perplexity, all groups (update: value) | lowest (update) "
             "| failure states named (update) |")
     lines = [head, "|---|---|---|---|---|---|---|---|---|"]
