@@ -10,7 +10,8 @@ pretrain overrides of configs/quickstart.yaml) and the tiny preset's own, each
   worker gets, times the number of workers (each worker has its own cores);
 - **job**: the real `run_training` (local Ray, DeepSpeed, MLflow sqlite), audio-s/s as the run logged it (median
   of the log windows after the first: start-up and warm-up are not the steady state);
-- **ratio** (= perf/step_efficiency): job / bare; then the job's `time_share/<phase>` medians.
+- **ratio**: job / bare, beside the run's own `perf/step_efficiency` (its bare step timed inside the run, on all
+  workers at once: train/step_efficiency.py); then the job's `time_share/<phase>` medians.
 Measure on a quiet machine (nothing else running) and quote the CPU model and flags with the table.
 """
 
@@ -92,7 +93,8 @@ def job_run(job) -> dict[str, float]:
         values = [v for _, v in metric_history(result.tracking_uri, result.run_id, key)]
         return statistics.median(values[1:] or values) if values else float("nan")
 
-    return {"audio": steady("audio_seconds_per_s"), **{p: steady(f"time_share/{p}") for p in PHASE_COLUMNS},
+    return {"audio": steady("audio_seconds_per_s"), "in_run": steady("perf/step_efficiency"),
+            **{p: steady(f"time_share/{p}") for p in PHASE_COLUMNS},
             "run": f"{result.run_id} in {result.tracking_uri}"}
 
 
@@ -149,12 +151,13 @@ def main() -> None:
     finally:
         ray.shutdown()
     print(f"\n{machine_line()}; {args.steps} updates per job\n")
-    print("| setting | precision | bare audio-s/s | job audio-s/s | job / bare | "
+    print("| setting | precision | bare audio-s/s | job audio-s/s | job / bare | in-run perf/step_efficiency | "
           + " | ".join(PHASE_COLUMNS) + " |")
-    print("|---|---|---|---|---|" + "---|" * len(PHASE_COLUMNS))
+    print("|---|---|---|---|---|---|" + "---|" * len(PHASE_COLUMNS))
     for name, precision, bare, job in rows:
         shares = " | ".join(f"{100 * job[p]:.0f}%" for p in PHASE_COLUMNS)
-        print(f"| {name} | {precision} | {bare:.1f} | {job['audio']:.1f} | {job['audio'] / bare:.2f} | {shares} |")
+        print(f"| {name} | {precision} | {bare:.1f} | {job['audio']:.1f} | {job['audio'] / bare:.2f} | "
+              f"{job['in_run']:.2f} | {shares} |")
     print("\nMLflow runs (charts: tools/screenshot_charts.py --uri URI --run ID):")
     for name, precision, _, job in rows:
         print(f"  {name} {precision}: {job['run']}")

@@ -37,7 +37,9 @@ def ray_session():
 @pytest.fixture(scope="module")
 def zero2(corpus, ray_session, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("zero2")
-    return run_training(ci_job(corpus, tmp, "zero2", "train.zero_stage=2", f"train.max_steps={STEPS}", *HEALTHY))
+    # perf/step_efficiency's bare step, asked for in this short run; zero0 below runs without it and must train alike
+    return run_training(ci_job(corpus, tmp, "zero2", "train.zero_stage=2", f"train.max_steps={STEPS}",
+                               "train.step_efficiency_steps=2", *HEALTHY))
 
 
 def test_zero2_learns_is_tracked_and_exports_a_transformers_model(zero2):
@@ -66,6 +68,11 @@ def test_zero2_learns_is_tracked_and_exports_a_transformers_model(zero2):
     shares = run.data.metrics["grad_share/ctc"] + run.data.metrics["grad_share/contrastive"]
     assert shares == pytest.approx(1.0)  # measured at update 1 only (grad_share_every 50): a mean of one probe
     assert not [t for t in run.data.tags if t.startswith("health/")], run.data.tags  # a healthy short run
+    efficiency, per_worker, bare = (dict(metric_history(zero2.tracking_uri, zero2.run_id, f"perf/{k}"))
+                                    for k in ("step_efficiency", "audio_seconds_per_s_per_worker",
+                                              "bare_audio_seconds_per_s_per_worker"))
+    assert sorted(efficiency) == list(range(1, STEPS + 1)) and len(set(bare.values())) == 1  # timed once
+    assert all(efficiency[s] == pytest.approx(per_worker[s] / bare[s]) for s in efficiency)
     artifacts = {a.path for a in client.list_artifacts(zero2.run_id)}
     assert {"config", "export", "plots", "vocab"} <= artifacts  # runs:/<id>/model is a fine-tuning job's MLflow Model
 

@@ -65,6 +65,11 @@ class TrainSection(Section):
     grad_share_every: int = Field(50, ge=0)
     """Pretraining: every N updates measure the gradient CTC and contrastive each send into the transformer's
     input (grad_share/*: two partial backward passes on one micro-batch; 0 = never; not under ZeRO-3)."""
+    step_efficiency_steps: int | None = Field(None, ge=0)
+    """CPU: after the first log interval, time this many bare forward + backward + AdamW steps of a plain copy of
+    the model on the last batch (every rank at once, as the job runs), for perf/step_efficiency = the job's
+    audio-s/s per worker over the bare step's (train/step_efficiency.py); 0 = never; None = 3 in runs of 50 or more
+    updates (in shorter ones its seconds would be a visible share). Never under ZeRO-3."""
 
 
     @model_validator(mode="after")

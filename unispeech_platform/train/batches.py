@@ -40,6 +40,8 @@ class LockstepBatches:
         self.position = 0  # micro-batches handed out in this epoch
         self.device = device or torch.device("cpu")
         self.wait_s = 0.0  # time spent waiting for data (for the data-wait fraction)
+        self.last: dict[str, Any] | None = None
+        """The micro-batch handed out last."""
         self.audio_s = 0.0  # seconds of audio handed out
         self._before: dict[str, Counter[str]] = {c: Counter() for c in COUNTERS}  # finished epochs (this process)
         self._open(self.epoch)
@@ -117,6 +119,7 @@ class LockstepBatches:
         mask = batch.get("attention_mask")
         if mask is not None:
             self.audio_s += float(mask.sum()) / 16_000
+        self.last = batch  # the batch shape perf/step_efficiency's bare step is timed on (train/step_efficiency.py)
         return batch
 
     def _warn_starved(self, without: int, world: int) -> None:

@@ -16,6 +16,7 @@ from unispeech_platform.runtime.flops import mfu
 from unispeech_platform.train.engine import state_memory_mb
 from unispeech_platform.train.health import report_health
 from unispeech_platform.train.metrics import Window, all_reduce_sums
+from unispeech_platform.train.step_efficiency import bare_audio_seconds_per_s, timed_steps
 
 if TYPE_CHECKING:
     from unispeech_platform.train.session import Session
@@ -33,6 +34,9 @@ class IntervalLog:
         self.augmented_before = dict(s.state.augmented_rows)
         self.eta = Eta(s.state.step, s.train.max_steps)
         self.mfu_basis = mfu_basis(s)
+        self.bare_rate: float | None = None
+        """CPU: the bare model step's audio-s/s per worker, timed once after the first interval (perf/step_efficiency)."""
+        self.bare_steps = timed_steps(s.train, s.device)
 
     @staticmethod
     def due(s: Session) -> bool:
@@ -42,6 +46,12 @@ class IntervalLog:
         """Collective: gather the interval's metrics, log them (rank 0), say the update and health lines, name any
         failure state (train/health.py)."""
         metrics = self.metrics(s)
+        if self.bare_steps and s.feed.last is not None:  # once; collective (every rank logs at the same update)
+            self.bare_rate = measured_bare_rate(s, self.bare_steps)
+            self.bare_steps = 0
+        if self.bare_rate:
+            metrics["perf/bare_audio_seconds_per_s_per_worker"] = self.bare_rate
+            metrics["perf/step_efficiency"] = metrics["perf/audio_seconds_per_s_per_worker"] / self.bare_rate
         s.tracker.log_metrics(metrics, s.state.step)
         s.last_report = metrics
         s.say(update_line(s.job.task, s.state.step, s.train.max_steps, metrics, self.eta(s.state.step)))
@@ -83,6 +93,13 @@ def _since_run_start(s: Session, this_attempt: dict[str, int], before: dict[str,
         total[key] = before.get(key, 0) + int(n)
         out[f"{prefix}{key}"] = total[key]
     return out
+
+
+def measured_bare_rate(s: Session, steps: int) -> float:
+    """Collective: the bare step's audio-s/s per worker (train/step_efficiency.py), timed on every rank at once
+    on its last batch and averaged over ranks."""
+    rate = bare_audio_seconds_per_s(s.task, s.engine.module, s.feed.last, s.device, s.amp, steps)
+    return all_reduce_sums({"bare": rate}, s.device)["bare"] / s.world
 
 
 def mfu_basis(s: Session) -> tuple[float, float] | None:
