@@ -63,6 +63,6 @@ def test_read_back_from_a_real_mlflow_store(tmp_path):
         store.log_metrics(run_id, {"loss": loss + 1, "contrastive_loss": loss, "code_perplexity": 30.0 + step,
                                    "contrastive_accuracy": 0.1, "cos_pos_neg": 0.9}, step)
     store.set_tags(run_id, {"health/starved_contrastive": "update 25: contrastive starved: ..."})
-    h = read_health(store, run_id, num_negatives=20)
+    h = read_health(store, run_id, num_negatives=20, contrastive=True, groups=2, collapse_perplexity=2.0)
     assert (h.first_below, h.contrastive_end, h.last_step) == (75, 2.6, 75)
     assert h.states == {"starved_contrastive": 25} and h.code_perplexity[75] == 105.0

@@ -22,8 +22,7 @@ sys.path[:0] = [str(ROOT)]
 
 def rows(uri: str, parent: str) -> list[tuple[str, int, object]]:
     from unispeech_core import UniSpeechConfig
-    from unispeech_platform.config.sections import TrainSection
-    from unispeech_platform.experiments.pretrain_health import read_health
+    from unispeech_platform.experiments.pretrain_health import DEFAULT_COLLAPSE, DEFAULT_GROUPS, read_health
     from unispeech_platform.tracking import PARENT_TAG, RunStore
 
     store = RunStore(uri)
@@ -40,8 +39,8 @@ def rows(uri: str, parent: str) -> list[tuple[str, int, object]]:
             params = stage.data.params
             k = int(params.get("model.num_negatives", defaults.num_negatives))
             contrastive = float(params.get("model.ctc_weight", defaults.ctc_weight)) < 1.0
-            groups = int(params.get("model.num_codevector_groups", defaults.num_codevector_groups))
-            collapse = float(params.get("train.collapse_perplexity", TrainSection().collapse_perplexity))
+            groups = int(params.get("model.num_codevector_groups", DEFAULT_GROUPS))
+            collapse = float(params.get("train.collapse_perplexity", DEFAULT_COLLAPSE))
             label = name if kind == "pretrain" else f"{name} ({kind})"
             out.append((label, seed, read_health(store, stage.info.run_id, k, contrastive=contrastive, groups=groups,
                                                  collapse_perplexity=collapse)))

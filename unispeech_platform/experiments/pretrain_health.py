@@ -12,6 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from unispeech_core import UniSpeechConfig
+from unispeech_platform.config.sections import TrainSection
+from unispeech_platform.train.health import tagged_states
+
 LEAVES_CHANCE = 0.9
 """A seed has left chance once its contrastive loss is below this share of ln(K+1) (issue wording, results.md)."""
 PERPLEXITY_AT = (0.25, 0.5, 0.75, 1.0)
@@ -55,15 +59,19 @@ History = Callable[[str], list[tuple[int, float]]]
 """metric key -> [(update, value)] of one run."""
 
 
+DEFAULT_GROUPS: int = UniSpeechConfig.num_codevector_groups
+DEFAULT_COLLAPSE: float = TrainSection.model_fields["collapse_perplexity"].default
+
+
 def summarize(history: History, tags: dict[str, str], num_negatives: int, *, contrastive: bool = True,
-              groups: int = 2, collapse_perplexity: float = 2.0) -> PretrainHealth:
+              groups: int = DEFAULT_GROUPS, collapse_perplexity: float = DEFAULT_COLLAPSE) -> PretrainHealth:
     """The row of one run from its metric history and tags (pure: the tests give it hand-made histories);
     ``contrastive``: the run has the term (ctc_weight < 1); ``groups`` and ``collapse_perplexity`` (per group)
     say when a logged code perplexity is a collapsed codebook (train/health.py's codebook_collapse)."""
     chance = math.log(num_negatives + 1)
     loss = sorted(history("contrastive_loss"))
     steps = [s for s, _ in sorted(history("loss"))] or [s for s, _ in loss]
-    health = PretrainHealth(chance=chance, last_step=steps[-1] if steps else 0, states=_states(tags))
+    health = PretrainHealth(chance=chance, last_step=steps[-1] if steps else 0, states=tagged_states(tags))
     if not contrastive or not loss:
         return health
     ppl = sorted(history("code_perplexity"))
@@ -96,18 +104,8 @@ def _last(points: Sequence[tuple[int, float]]) -> float | None:
     return sorted(points)[-1][1] if points else None
 
 
-def _states(tags: dict[str, str]) -> dict[str, int]:
-    """health/<state> tags ("update N: ...") -> state -> N."""
-    out: dict[str, int] = {}
-    for key, value in tags.items():
-        if key.startswith("health/") and key != "health/stopped_on":
-            head = value.split(":", 1)[0].strip()
-            out[key.removeprefix("health/")] = int(head.split()[-1]) if head.split()[-1].isdigit() else -1
-    return out
-
-
-def read_health(store, run_id: str, num_negatives: int, *, contrastive: bool = True, groups: int = 2,
-                collapse_perplexity: float = 2.0) -> PretrainHealth:
+def read_health(store, run_id: str, num_negatives: int, *, contrastive: bool, groups: int,
+                collapse_perplexity: float) -> PretrainHealth:
     """The row of a pretraining run in an MLflow store (tracking.RunStore)."""
     run = store.run(run_id)
     return summarize(lambda key: store.metric_history(run_id, key), dict(run.data.tags), num_negatives,

@@ -167,7 +167,8 @@ def pretraining_health(stages: ArmStages, runs: ExperimentRuns | None, planned: 
     from unispeech_platform.config.redact import redact_uri
     from unispeech_platform.experiments.pretrain_health import read_health
     from unispeech_platform.runtime.errors import first_line
-    from unispeech_platform.tracking.spool import read_records, spool_path
+    from unispeech_platform.tracking.best_effort import held_spools
+    from unispeech_platform.tracking.spool import spool_path
 
     if not (runs and planned):
         return {}
@@ -176,7 +177,7 @@ def pretraining_health(stages: ArmStages, runs: ExperimentRuns | None, planned: 
                                ("continued", stages.continued, planned.continued)):
         if job is None or run_id is None:
             continue
-        if read_records(spool_path(RunLayout.of(job.checkpoint)))[1]:  # MLflow was away: its history is partial
+        if held_spools([spool_path(RunLayout.of(job.checkpoint))]):  # MLflow was away: its history is partial
             print(f"WARNING: no pretraining health row for {stage} of {stages.name}: MLflow has not received its "
                   "whole history yet (an outage; replayed by --resume)", flush=True)
             continue

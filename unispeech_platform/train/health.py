@@ -173,6 +173,25 @@ def health_monitor(train: TrainSection, config, *, pretraining: bool, seen: Iter
                          stop_on=tuple(train.stop_on), after_steps=train.health_after_steps, seen=set(seen))
 
 
+TAG_PREFIX = "health/"
+STOPPED_ON_TAG = TAG_PREFIX + "stopped_on"
+
+
+def state_tag(state: str, step: int, message: str) -> dict[str, str]:
+    """The MLflow tag naming a state: ``health/<state>`` = ``update N: <message>`` (read back by tagged_states)."""
+    return {f"{TAG_PREFIX}{state}": f"update {step}: {message}"}
+
+
+def tagged_states(tags: dict[str, str]) -> dict[str, int]:
+    """A run's tags -> each failure state named in them -> the update it was named at (state_tag's format)."""
+    out: dict[str, int] = {}
+    for key, value in tags.items():
+        if key.startswith(TAG_PREFIX) and key != STOPPED_ON_TAG:
+            head = value.split(":", 1)[0].split()
+            out[key.removeprefix(TAG_PREFIX)] = int(head[-1]) if head and head[-1].isdigit() else -1
+    return out
+
+
 def report_health(monitor: HealthMonitor, metrics: dict[str, float], step: int, *, tracker, say: Callable[[str], None],
                   task: str) -> str | None:
     """Check one interval's (or evaluation's) metrics: each newly seen state is one console line (and a log
@@ -180,11 +199,11 @@ def report_health(monitor: HealthMonitor, metrics: dict[str, float], step: int, 
     tagged ``health/stopped_on``, or None. Every rank calls it with the same metrics and reaches the same verdict."""
     new, stop = monitor.check(metrics, step)
     for finding, line in zip(new, health_line(step, new), strict=True):
-        tracker.set_tags({f"health/{finding.state}": f"update {step}: {finding.message}"})
+        tracker.set_tags(state_tag(finding.state, step, finding.message))
         log.warning(line)
         say(task_line(task, line))
     if stop is not None:
-        tracker.set_tags({"health/stopped_on": f"{stop} at update {step}"})
+        tracker.set_tags({STOPPED_ON_TAG: f"{stop} at update {step}"})
         say(task_line(task, f"stopping at update {step}: {stop} is in train.stop_on (the model is exported as it "
                               "is now)"))
     return stop

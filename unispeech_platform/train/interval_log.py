@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from unispeech_platform.runtime.console import Eta, health_status_line, update_line
 from unispeech_platform.runtime.flops import mfu
 from unispeech_platform.train.engine import state_memory_mb
-from unispeech_platform.train.health import report_health
+from unispeech_platform.train.health import TAG_PREFIX, report_health
 from unispeech_platform.train.metrics import Window, all_reduce_sums
 from unispeech_platform.train.step_efficiency import bare_audio_seconds_per_s, timed_steps
 
@@ -125,6 +125,6 @@ def watch_health(s: Session, metrics: dict[str, float]) -> None:
     stop = report_health(s.health, metrics, s.state.step, tracker=s.tracker, say=s.say, task=s.job.task)
     s.state.health_seen = sorted(s.health.seen)
     # in what each checkpoint reports to Ray Train, so a sweep's trial table names them (tune/report.py)
-    s.last_report.update({f"health/{state}": 1.0 for state in s.state.health_seen})
+    s.last_report.update({f"{TAG_PREFIX}{state}": 1.0 for state in s.state.health_seen})
     if stop is not None and s.stopped_on is None:
         s.stopped_on = stop
