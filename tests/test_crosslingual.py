@@ -4,6 +4,7 @@ a stop, and an MLflow outage through a whole arm (a real `mlflow server` killed 
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -200,6 +201,9 @@ def test_a_two_stage_arm_runs_end_to_end(tmp_path_factory, capsys):
         result = crosslingual.main([*tiny_args("configs/crosslingual_tiny.yaml", base), *TWO_STAGE])
     out = capsys.readouterr().out
     assert "two_stage: continued pretraining on the unlabeled rows of pt from stage 1" in out
+    # corpus, Ray, stage 1, stage 2, fine-tuning, evaluation: the progress count includes the continued stage
+    steps = re.findall(r"^<== \[(\d+)/(\d+)\]", out, re.M)
+    assert steps[-1] == ("6", "6") and len(steps) == 6
     (arm,) = result.arms
     assert set(arm.seconds) == {"pretrain", "continued", "finetune", "evaluate"} and arm.per()
     client = MlflowClient(f"sqlite:///{base / 'mlflow.db'}")

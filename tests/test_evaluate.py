@@ -262,3 +262,59 @@ def test_character_model_gets_cer_and_wer_equal_to_jiwers(corpus, tmp_path):
         assert result.metrics[f"wer/{lang}"] == pytest.approx(jiwer.wer(refs, hyps), abs=1e-12)
         assert result.metrics[f"cer/{lang}"] > 0.3  # the random model errs: a comparison that can fail
     assert "CER" in result.table and "–" not in result.table.split("\n| test | es |")[1].split("\n")[0]
+
+
+def test_group_norm_model_is_scored_on_each_row_alone_never_on_padding(tmp_path):
+    """A group-norm model (configs/base.yaml) normalises its first conv layer over the whole input, padding
+    included: jobs.evaluate gives it every row alone, so its hypotheses are the ones each utterance gets by itself,
+    while a layer-norm model keeps the padded batch (its mask makes padding harmless)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from unispeech_core import PhoneTokenizer, UniSpeechConfig, UniSpeechForCTC, ctc_greedy_decode
+    from unispeech_platform.data.decode import DECODED_SCHEMA
+    from unispeech_platform.evaluate.inference import CTCPredictor
+
+    tok = PhoneTokenizer({"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{p: i + 4 for i, p in enumerate("aeiou")}})
+    vocab = tok.save(tmp_path / "vocab.json")
+    rng = np.random.default_rng(0)
+    seconds = [0.9, 1.7, 2.6]
+    waves = [rng.standard_normal(int(s * 16000)).astype("<f4") * np.linspace(0.2, 1.0, int(s * 16000), dtype="<f4")
+             for s in seconds]
+    table = pa.Table.from_pydict({
+        "id": [f"u{i}" for i in range(3)], "lang": ["es"] * 3, "wave": [w.tobytes() for w in waves],
+        "num_samples": [len(w) for w in waves], "labels": [[4, 5], [6, 7], [8, 4]], "error": [None] * 3,
+        "detail": [None] * 3, "rate": [1.0] * 3,
+    }, schema=DECODED_SCHEMA).append_column("split", pa.array(["test"] * 3))
+    data = {"path": str(tmp_path), "vocab_path": str(vocab), "max_batch_size": 8, "max_batch_seconds": 40}
+
+    def hypotheses(norm: str) -> tuple[list[str], list[str], list[str]]:
+        """(scored by the predictor, each row alone, the padded batch) for a fresh model with this norm."""
+        torch.manual_seed(0)
+        model = UniSpeechForCTC(UniSpeechConfig(**{**CI_MODEL, "feat_extract_norm": norm, "conv_bias": True},
+                                                vocab_size=len(tok), pad_token_id=tok.pad_token_id))
+        model_dir = tmp_path / norm
+        model.save_pretrained(model_dir)
+        tok.save(model_dir)
+        scored = CTCPredictor(str(model_dir), data).__call__(table).to_pydict()
+        by_id = dict(zip(scored["id"], scored["hyp"]))
+        model.eval()
+        with torch.inference_mode():
+            alone = [ctc_greedy_decode(*_logits(model, [w], with_mask=False), tok)[0] for w in waves]
+            padded = ctc_greedy_decode(*_logits(model, waves, with_mask=True), tok)
+        return [by_id[f"u{i}"] for i in range(3)], alone, padded
+
+    scored, alone, padded = hypotheses("group")
+    assert scored == alone
+    assert padded != alone, "padding must change a group-norm model's output, or this test proves nothing"
+    scored, alone, padded = hypotheses("layer")
+    assert scored == alone == padded
+
+
+def _logits(model, waves, *, with_mask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and frame lengths of waves collated as the data path does (normalised per row, zero padded)."""
+    from unispeech_core.features import pad_batch
+
+    batch = pad_batch([torch.from_numpy(w.copy()) for w in waves])
+    out = model(batch["input_values"], batch["attention_mask"] if with_mask else None)
+    return out.logits.float(), out.frame_lengths

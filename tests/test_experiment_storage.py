@@ -98,3 +98,19 @@ def test_clearing_an_unfinished_arm_removes_only_its_stage_directories(tmp_path)
     clear_arm(root, "unispeech-s0")
     assert sorted(p.name for p in root.iterdir()) == sorted(
         [MARKER, "unispeech-s1-pretrain", "supervised-s0-pretrain", "unispeech-s0-result.json"])
+
+
+def test_the_timing_table_runs_in_pipeline_order_and_marks_a_stage_a_run_lacks():
+    """A two-stage arm's continued stage sits after pretraining even when a one-stage arm comes first, and a run
+    without it shows "—", not 0 seconds."""
+    from unispeech_platform.experiments.report import timing_table
+
+    one = ArmResult("unispeech", [], {"pretrain": 320.4, "finetune": 210.0, "evaluate": 14.0}, label="unispeech-s0")
+    two = ArmResult("two", [], {"pretrain": 175.0, "continued": 161.2, "finetune": 212.0, "evaluate": 14.0},
+                    label="two-s0")
+    assert timing_table([one, two]).splitlines() == [
+        "| run | pretrain (s) | continued (s) | finetune (s) | evaluate (s) |",
+        "|---|---|---|---|---|",
+        "| unispeech-s0 | 320 | — | 210 | 14 |",
+        "| two-s0 | 175 | 161 | 212 | 14 |",
+    ]

@@ -10,6 +10,7 @@ whose outputs are NaN/inf fails the whole inference (``evaluate.finite``): its s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -70,20 +71,37 @@ class Predictor:
             if error is not None:
                 emit(rid, lang, None, None, error)
         with torch.inference_mode():
-            for batch in BatchStream([table.drop_columns(["split"])], self.cfg, epoch=0, train=False):
-                try:
-                    refs, hyps = self.predict(batch)
-                except NonFiniteOutputError:  # the driver fails the job on these rows (run_inference)
-                    refs = hyps = [None] * len(batch["id"])
-                    error = NON_FINITE_OUTPUT
-                else:
-                    error = None
-                for rid, lang, ref, hyp in zip(batch["id"], batch["lang"], refs, hyps):
-                    emit(rid, lang, ref, hyp, error)
+            for padded in BatchStream([table.drop_columns(["split"])], self.cfg, epoch=0, train=False):
+                for batch in self.model_batches(padded):
+                    try:
+                        refs, hyps = self.predict(batch)
+                    except NonFiniteOutputError:  # the driver fails the job on these rows (run_inference)
+                        refs = hyps = [None] * len(batch["id"])
+                        error = NON_FINITE_OUTPUT
+                    else:
+                        error = None
+                    for rid, lang, ref, hyp in zip(batch["id"], batch["lang"], refs, hyps):
+                        emit(rid, lang, ref, hyp, error)
         return pa.table(out, schema=OUTPUT_SCHEMA)
 
+    def model_batches(self, batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """What the model is given of one collated batch: the padded batch with its attention mask, or, for a
+        group-norm model (``feat_extract_norm == "group"``), each row alone at its own length and without a mask:
+        its first conv layer normalises over the whole input, padding included, so padding would change the
+        features of every shorter row (transformers documents the same of wav2vec2-base; transcribe's windows
+        follow the same rule)."""
+        if self.model.config.feat_extract_norm != "group":
+            yield batch
+            return
+        lengths = batch["attention_mask"].sum(-1).tolist()
+        for i, length in enumerate(lengths):
+            row = {k: v[i:i + 1] for k, v in batch.items()}
+            row["input_values"] = row["input_values"][:, :length]
+            row["attention_mask"] = None
+            yield row
+
     def _inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {k: batch[k].to(self.device) for k in ("input_values", "attention_mask")}
+        return {k: None if batch[k] is None else batch[k].to(self.device) for k in ("input_values", "attention_mask")}
 
 
 class CTCPredictor(Predictor):

@@ -141,10 +141,17 @@ def method_note(aggs: dict[str, Aggregate]) -> str:
             "macro-averaged). A verdict (better/worse) is given only where the interval excludes 0.\n")
 
 
+PIPELINE = ("pretrain", "continued", "finetune", "evaluate")
+"""The stages of one arm and seed in the order they run (a two-stage arm's "continued" after "pretrain")."""
+
+
 def timing_table(results: list[ArmResult]) -> str:
-    stages = list(dict.fromkeys(k for r in results for k in r.seconds))  # pipeline order
+    """Seconds per stage, one row per arm and seed, columns in pipeline order; "—" where a run has no such stage."""
+    seen = {k for r in results for k in r.seconds}
+    stages = [s for s in PIPELINE if s in seen] + sorted(seen - set(PIPELINE))
     lines = ["| run | " + " | ".join(f"{s} (s)" for s in stages) + " |", "|---" * (len(stages) + 1) + "|"]
-    lines += ["| " + (r.label or r.name) + " | " + " | ".join(f"{r.seconds.get(s, 0):.0f}" for s in stages) + " |"
+    lines += ["| " + (r.label or r.name) + " | "
+              + " | ".join(f"{r.seconds[s]:.0f}" if s in r.seconds else "—" for s in stages) + " |"
               for r in results]
     return "\n".join(lines) + "\n"
 

@@ -220,7 +220,8 @@ def run_experiment(cfg: ExperimentConfig, *, overwrite: bool = False, resume: bo
     from unispeech_platform.runtime.ray_session import connect_ray
 
     exp = cfg.experiment
-    progress = Progress(2 + 3 * len(exp.arms) * len(exp.seeds))
+    # corpus, Ray, then per arm and seed: pretraining (+ a two-stage arm's continued stage), fine-tuning, evaluation
+    progress = Progress(2 + (3 * len(exp.arms) + len(exp.continued)) * len(exp.seeds))
     if resume:
         root, record = check_resumable(cfg)
     else:
