@@ -125,7 +125,8 @@ def test_crosslingual_three_arms_a_resume_after_a_stop_and_an_outage(tmp_path_fa
         kill_mlflow(proc)
 
 
-@pytest.mark.parametrize("preset", ["crosslingual_tiny", "crosslingual_cpu", "crosslingual_gpu", "quickstart"])
+@pytest.mark.parametrize("preset", ["crosslingual_tiny", "crosslingual_cpu", "crosslingual_cpu_unlabeled", "crosslingual_gpu",
+                                    "quickstart"])
 def test_presets_build_every_stage_and_apply_arm_overrides(preset):
     """Each shipped experiment builds all its stage configs without Ray, and an arm's overrides (e.g. the
     per-arm mask_time_prob picked by the sweeps) reach that arm's pretraining only, on top of the preset's model."""
@@ -148,6 +149,13 @@ def test_presets_build_every_stage_and_apply_arm_overrides(preset):
             section, field = key.split(".", 1)
             assert getattr(getattr(s.pretrain, section), field) == value, (s.name, key)
         assert s.finetune.finetune.init_from == s.init_dir and s.finetune.data.labeled_only
+        spec = cfg.experiment.continued.get(s.name)
+        if spec is not None:  # a two-stage arm: its budget split, stage 2 with its own overrides on the targets' audio
+            assert s.pretrain.train.max_steps + s.continued.train.max_steps == cfg.pretrain.overrides["train.max_steps"]
+            assert s.pretrain.data.labeled_only and s.continued.data.langs == cfg.corpus.unlabeled_languages()
+            for key, value in spec.overrides.items():
+                section, field = key.split(".", 1)
+                assert getattr(getattr(s.continued, section), field) == value, (s.name, key)
 
 
 TWO_STAGE = [
