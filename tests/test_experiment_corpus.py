@@ -83,11 +83,14 @@ def test_presets_test_at_least_three_speakers_and_fifty_utterances(preset):
     stages = validate(cfg)
     assert all(s.evaluate.evaluate.splits == ["test", "test_shifted"] for s in stages)
     assert "3 test" in cfg.corpus.describe() and "test_shifted" in cfg.corpus.describe()
-    budget = {(s.pretrain.train.max_steps, s.pretrain.data.max_batch_size, s.pretrain.data.max_batch_seconds,
-               s.pretrain.train.num_workers, s.finetune.train.max_steps) for s in stages}
-    assert len(budget) == 1, budget  # every arm: the same updates and batch budget
+    # every arm: the same updates (a two-stage arm's two stages together) and batch budget
+    budget = {(s.pretrain.train.max_steps + (s.continued.train.max_steps if s.continued else 0),
+               s.pretrain.data.max_batch_size, s.pretrain.data.max_batch_seconds, s.pretrain.train.num_workers,
+               s.finetune.train.max_steps) for s in stages}
+    assert len(budget) == 1, budget
     supervised = {s.name: s.pretrain.data.labeled_only for s in stages}
-    assert supervised == {"supervised": True, "self_supervised": False, "unispeech": False}
+    two_stage = dict.fromkeys(cfg.experiment.continued, True)  # stage 1 reads the labeled rows
+    assert supervised == {"supervised": True, "self_supervised": False, "unispeech": False, **two_stage}
 
 
 def test_an_arm_may_not_change_the_shared_budget():
