@@ -186,6 +186,14 @@ class UniSpeechConfig:
         return math.prod(self.conv_stride)
 
     @property
+    def pads_safely(self) -> bool:
+        """Whether padded input under its attention mask gives each row the features it gets alone: True for a
+        layer-norm feature encoder; a group-norm one (wav2vec2-base style) normalises its first conv layer over
+        the whole input, padding included, so inference must never pad it (transformers' feature extractors give
+        such models no attention mask for the same reason)."""
+        return self.feat_extract_norm == "layer"
+
+    @property
     def receptive_field(self) -> int:
         """Samples the conv stack needs for one output frame (400 with the default kernels/strides)."""
         rf = 1

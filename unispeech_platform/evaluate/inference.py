@@ -86,11 +86,11 @@ class Predictor:
 
     def model_batches(self, batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """What the model is given of one collated batch: the padded batch with its attention mask, or, for a
-        group-norm model (``feat_extract_norm == "group"``), each row alone at its own length and without a mask:
+        group-norm model (``config.pads_safely`` false), each row alone at its own length and without a mask:
         its first conv layer normalises over the whole input, padding included, so padding would change the
         features of every shorter row (transformers documents the same of wav2vec2-base; transcribe's windows
         follow the same rule)."""
-        if self.model.config.feat_extract_norm != "group":
+        if self.model.config.pads_safely:
             yield batch
             return
         lengths = batch["attention_mask"].sum(-1).tolist()

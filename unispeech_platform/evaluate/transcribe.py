@@ -275,7 +275,7 @@ class Transcriber:
         torch = self.torch
         out: list[Any] = [None] * len(windows)
         order = sorted(range(len(windows)), key=lambda i: windows[i].end - windows[i].start)
-        group_norm = self.model.config.feat_extract_norm == "group"
+        group_norm = not self.model.config.pads_safely
         size = self.opts.batch_size
         if group_norm:
             groups: dict[int, list[int]] = {}

@@ -140,7 +140,7 @@ class PhoneRecognizer(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
         options = {**self.config, **{k: v for k, v in (params or {}).items() if k in DEFAULTS and v is not None}}
         waves = waveforms(model_input)
-        pad = getattr(self.model.config, "feat_extract_norm", "group") == "layer"
+        pad = self.model.config.pads_safely
         texts: list[str] = [""] * len(waves)
         for batch in batches([len(w) for w in waves], max(1, int(options["batch_size"])), pad=pad):
             with torch.inference_mode():
