@@ -150,6 +150,10 @@ def test_sweep_trial_fine_tunes_from_its_pretraining_ctc_head(corpus, private_ra
     (ft_run,) = [r for r in stages if r.data.params.get("finetune.init_from")] or [None]
     assert ft_run is not None and ft_run.data.params["finetune.init_from"].endswith("_ctchead")
     assert client.get_metric_history(ft_run.info.run_id, "dev_per")
+    # the fine-tuning results carried the pretraining's end (its own reports had no dev PER for Tune): the row's
+    # contrastive loss is the one the pretraining logged last
+    logged = max(client.get_metric_history(trial_run.info.run_id, "contrastive_loss"), key=lambda m: m.step)
+    assert row["contrastive_end"] == pytest.approx(logged.value, rel=1e-6) and row["left_chance"] in (True, False)
 
 
 def test_nested_override_sets_a_key_without_replacing_the_preset_section():
@@ -264,3 +268,60 @@ def test_a_trial_in_a_failure_state_is_named_and_not_picked_over_a_healthy_one()
     assert best_row(rows, "dev_per", "min")["trial"] == "b"  # 0.30 came from a run whose contrastive term failed
     only_sick = [r for r in rows if r["health"]]
     assert best_row(only_sick, "dev_per", "min")["trial"] == "a"  # with no healthy trial, the metric decides
+
+
+def test_a_trial_is_judged_by_where_its_contrastive_loss_ended_not_by_a_state_it_left():
+    """(No Ray) With the pretraining's end carried into the trial's results, a trial is sound when its contrastive
+    loss had left chance (< 0.9 ln(K+1)) at the end on a sound codebook, whatever it named on the way; one still
+    at chance, or low only over a collapsed codebook, is not picked, whatever its dev PER."""
+    import math
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from unispeech_platform.train.health import Objective, Thresholds
+    from unispeech_platform.tune.report import best_row, pretraining_end, trials_table
+
+    chance = math.log(21)  # K = 20
+    pre_end = {"contrastive_loss": 2.5, "code_perplexity": 40.0, "contrastive_accuracy": 0.2, "cos_pos_neg": 0.7,
+               "dev_per": 0.9, "loss": 9.0, "health/collinear_targets": 1.0}
+    carried = pretraining_end(pre_end)
+    assert carried == {"pretrain/contrastive_loss": 2.5, "pretrain/code_perplexity": 40.0,
+                       "pretrain/contrastive_accuracy": 0.2, "pretrain/cos_pos_neg": 0.7,
+                       "health/collinear_targets": 1.0}
+
+    def trial(name, per, ctc_weight, **pre):
+        last = {"trial_id": name, "trial_step": 10, "dev_per": per, "stage": "finetune",
+                **pretraining_end({"code_perplexity": 40.0, **pre})}
+        return SimpleNamespace(metrics=last, metrics_dataframe=pd.DataFrame([last]), error=None, path=f"/x/{name}",
+                               config={"model.ctc_weight": ctc_weight})
+
+    def objective_of(values):
+        return Objective(num_groups=2, num_negatives=20, ctc_weight=values["model.ctc_weight"]), Thresholds()
+
+    trials = [trial("left", 0.30, 0.5, contrastive_loss=0.85 * chance, **{"health/collinear_targets": 1.0}),
+              trial("chance", 0.20, 0.5, contrastive_loss=0.99 * chance),
+              trial("collapsed", 0.25, 0.5, contrastive_loss=0.01, code_perplexity=4.0),  # 2 per group
+              trial("supervised", 0.22, 1.0, contrastive_loss=3.0, **{"health/ctc_blank_plateau": 1.0})]
+    rows = trials_table(trials, ["model.ctc_weight"], "dev_per", "min", 10, objective_of)
+    assert [(r["trial"], r["left_chance"]) for r in rows] == [
+        ("chance", False), ("collapsed", False), ("left", True), ("supervised", None)]
+    assert rows[2]["contrastive_end"] == pytest.approx(0.85 * chance) and rows[2]["health"] == "collinear_targets"
+    assert rows[3]["contrastive_end"] is None  # no contrastive term: judged by its states (it named one)
+    assert best_row(rows, "dev_per", "min")["trial"] == "left"
+    # without the objective the columns stay empty and the states decide, as before
+    plain = trials_table(trials, ["model.ctc_weight"], "dev_per", "min", 10)
+    assert {r["left_chance"] for r in plain} == {None} and best_row(plain, "dev_per", "min")["trial"] == "chance"
+
+
+def test_a_trials_objective_is_its_pretrainings_with_the_sampled_values():
+    """(No Ray) K, groups, ctc_weight and the collapse threshold of a trial come from the sweep's pretraining
+    config with the trial's sampled values on top."""
+    from unispeech_platform.config import PretrainJobConfig, load_config
+    from unispeech_platform.tune.sweep import trial_objective
+
+    base = load_config(PretrainJobConfig, ROOT / "configs" / "tiny.yaml")
+    objective, limits = trial_objective(base)({"model.num_negatives": 50, "model.ctc_weight": 0.3,
+                                               "train.collapse_perplexity": 3.0, "optim.lr": 1e-3})
+    assert (objective.num_negatives, objective.ctc_weight, limits.collapse_per_group) == (50, 0.3, 3.0)
+    assert objective.num_groups == base.model.effective("num_codevector_groups")

@@ -14,10 +14,8 @@ from typing import Any
 
 from unispeech_core import UniSpeechConfig
 from unispeech_platform.config.sections import TrainSection
-from unispeech_platform.train.health import tagged_states
+from unispeech_platform.train.health import Objective, Thresholds, left_chance, tagged_states
 
-LEAVES_CHANCE = 0.9
-"""A seed has left chance once its contrastive loss is below this share of ln(K+1) (issue wording, results.md)."""
 PERPLEXITY_AT = (0.25, 0.5, 0.75, 1.0)
 """Points of the run (share of its updates) at which the code perplexity is shown."""
 
@@ -32,9 +30,9 @@ class PretrainHealth:
     contrastive_end: float | None = None
     """Contrastive loss of the last log interval; None for a run without the term (ctc_weight 1)."""
     first_below: int | None = None
-    """The logged update from which the loss stays below LEAVES_CHANCE·ln(K+1) to the end, on a codebook that is
-    not collapsed (a collapsed one drives the loss to ~0 without learning, and a run that recovers from it climbs
-    back to chance); None if it never left chance for good."""
+    """The logged update from which the loss stays below 0.9·ln(K+1) (train/health.py LEAVES_CHANCE) to the end,
+    on a codebook that is not collapsed (a collapsed one drives the loss to ~0 without learning, and a run that
+    recovers from it climbs back to chance); None if it never left chance for good."""
     accuracy_end: float | None = None
     cos_pos_neg_end: float | None = None
     code_perplexity: dict[int, float] = field(default_factory=dict)
@@ -75,9 +73,9 @@ def summarize(history: History, tags: dict[str, str], num_negatives: int, *, con
     if not contrastive or not loss:
         return health
     ppl = sorted(history("code_perplexity"))
-    collapsed = {s for s, v in ppl if v / groups <= collapse_perplexity}
     health.contrastive_end = loss[-1][1]
-    health.first_below = _left_for_good(loss, LEAVES_CHANCE * chance, collapsed)
+    health.first_below = _left_for_good(loss, dict(ppl), Objective(groups, num_negatives, ctc_weight=0.0),
+                                        Thresholds(collapse_per_group=collapse_perplexity))
     health.accuracy_end = _last(history("contrastive_accuracy"))
     health.cos_pos_neg_end = _last(history("cos_pos_neg"))
     if ppl:
@@ -89,11 +87,12 @@ def summarize(history: History, tags: dict[str, str], num_negatives: int, *, con
     return health
 
 
-def _left_for_good(loss: Sequence[tuple[int, float]], below: float, collapsed: set[int]) -> int | None:
-    """The first update of the final stretch of ``loss`` (sorted) that is below ``below`` on a sound codebook."""
+def _left_for_good(loss: Sequence[tuple[int, float]], perplexity: dict[int, float], objective: Objective,
+                   limits: Thresholds) -> int | None:
+    """The first update of the final stretch of ``loss`` (sorted) that has left chance (train/health.py)."""
     first = None
     for step, value in loss:
-        if value < below and step not in collapsed:
+        if left_chance(value, perplexity.get(step), objective, limits):
             first = step if first is None else first
         else:
             first = None

@@ -62,6 +62,19 @@ class Objective:
     ctc_weight: float
 
 
+LEAVES_CHANCE = 0.9
+"""The contrastive term has left chance once its loss is below this share of ln(K+1) on a codebook that has not
+collapsed: the experiments' health rows and a sweep's choice of trial read it alike (docs/training.md#health)."""
+
+
+def left_chance(contrastive_loss: float, code_perplexity: float | None, objective: Objective,
+                limits: Thresholds = Thresholds()) -> bool:
+    """Whether one log interval's contrastive loss has left chance (below LEAVES_CHANCE·ln(K+1)) on a sound
+    codebook (a collapsed one drives the loss to ~0 without learning)."""
+    collapsed = code_perplexity is not None and code_perplexity / objective.num_groups <= limits.collapse_per_group
+    return contrastive_loss < LEAVES_CHANCE * math.log(objective.num_negatives + 1) and not collapsed
+
+
 def diagnose(metrics: dict[str, float], objective: Objective, limits: Thresholds = Thresholds()) -> list[Finding]:
     """Every state the metrics of one log interval (or one dev evaluation) are in, in HEALTH_STATES order."""
     found = []

@@ -22,12 +22,14 @@ class StageReport(TuneReportCallback):
     """Rank 0's reported metrics -> Tune, with ``trial_step = step_offset + step`` and the stage name. Forwarded
     by Ray's own ``after_report`` (which adds the checkpoint path), given the amended metrics."""
 
-    def __init__(self, metric: str, stage: str, step_offset: int):
+    def __init__(self, metric: str, stage: str, step_offset: int, carry: dict[str, float] | None = None):
         super().__init__()
         self.metric, self.stage, self.step_offset = metric, stage, step_offset
+        self.carry = dict(carry or {})
+        """Added to every forwarded result: a fine-tuning stage carries its pretraining's end (report.pretraining_end)."""
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
-        result = dict(metrics[0])
+        result = {**self.carry, **metrics[0]}
         if self.metric not in result:  # Tune insists every result has the metric (strict metric checking)
             return
         result["trial_step"] = self.step_offset + int(result.get("step", 0))
@@ -67,6 +69,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from unispeech_core.checkpoint import copy_ctc_head
     from unispeech_platform.train import run_training
     from unispeech_platform.tune.mlflow_callback import nested_run
+    from unispeech_platform.tune.report import pretraining_end
 
     s = setup
     trial_id = tune.get_context().get_trial_id()
@@ -87,4 +90,4 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     ft = _stage(s.finetune, {"finetune.init_from": init_from}, f"{trial_id}-finetune", s)
     resumed = Path(s.runs_dir, ft.checkpoint.name).exists()
     run_training(ft, resume=resumed, run_id=run_id("finetune", pre_run),
-                 callbacks=[StageReport(s.metric, "finetune", pre.train.max_steps)])
+                 callbacks=[StageReport(s.metric, "finetune", pre.train.max_steps, pretraining_end(result.metrics))])

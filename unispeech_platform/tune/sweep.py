@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from unispeech_platform.tune.search_space import (
 )
 
 if TYPE_CHECKING:
+    from unispeech_platform.train.health import Objective, Thresholds
     from unispeech_platform.tune.driver import TrialSetup
 
 log = logging.getLogger("unispeech.sweep")
@@ -183,13 +185,27 @@ def _new_tuner(cfg: SweepJobConfig, trainable: Any, setup: TrialSetup) -> Any:
     )
 
 
+def trial_objective(pretrain: PretrainJobConfig) -> Callable[[dict[str, Any]], tuple[Objective, Thresholds]]:
+    """A trial's sampled values -> the objective and detector thresholds its pretraining ran with (K, groups,
+    ctc_weight, train.collapse_perplexity), for the trials table's "left chance" column."""
+    from unispeech_platform.train.health import health_monitor
+
+    def of(values: dict[str, Any]) -> tuple[Objective, Thresholds]:
+        job = with_overrides(pretrain, {k: v for k, v in values.items() if k.startswith(("model.", "train."))})
+        monitor = health_monitor(job.train, job.model.unispeech_config(), pretraining=True)
+        return monitor.objective, monitor.limits
+
+    return of
+
+
 def _report(sw: SweepSection, results: Any, setup: TrialSetup, exp_dir: Path) -> SweepResult:
     """The trials table, knob plot and best-config YAMLs in <name>-report, and the sweep's end in its parent run."""
     from unispeech_platform.tune.mlflow_callback import finish_sweep_run
     from unispeech_platform.tune.report import best_row, knob_plot, trials_table, write_table
 
     keys, metric, uri, parent = list(sw.search_space), setup.metric, setup.tracking_uri, setup.parent_run_id
-    rows = trials_table(results, keys, metric, sw.mode, trial_steps(setup.pretrain, setup.finetune))
+    rows = trials_table(results, keys, metric, sw.mode, trial_steps(setup.pretrain, setup.finetune),
+                        trial_objective(setup.pretrain))
     report = exp_dir.with_name(f"{sw.name}-report")
     report.mkdir(parents=True, exist_ok=True)
     best = best_row(rows, metric, sw.mode)
