@@ -17,6 +17,7 @@ def test_update_line_shows_the_losses_the_task_reports_throughput_and_eta():
         "pretrain  health 125  contrastive acc 42%  cos(pos,neg) 0.61  cos(pos,pred) 0.50  code ppl 38.1  soft ppl 83  "
         "random codes 12%  masked/utt 31  contrastive grad share 30%")
     assert health_status_line("ctc", 1, {"loss": 2.0}) is None
+    assert health_status_line("ctc", 300, {"loss": 2.0, "ctc_blank_share": 0.974}) == "ctc       health 300  ctc blank 97%"
     assert update_line("ctc", 1, 10, {"loss": 2.0, "nonfinite_skipped": 3}, None) == (
         "ctc       update 1/10  loss 2.000  skipped 3 non-finite")
 

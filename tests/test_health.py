@@ -58,3 +58,40 @@ def test_a_state_is_reported_once_and_stop_on_stops_every_time_it_is_present():
     assert [f.state for f in new] == ["random_codes"] and stop is None
     (line,) = health_line(30, new)
     assert line.startswith("HEALTH random_codes at update 30: random codes: 88% of hard Gumbel samples")
+
+
+def test_the_blank_plateau_is_named_from_the_training_batches_between_dev_evaluations():
+    """A run that scores its dev split only at the end (the presets' pretraining) names the plateau from the
+    training micro-batches' greedy CTC output at update 300; a dev evaluation's share, where present, decides."""
+    monitor = HealthMonitor(OBJECTIVE)
+    assert monitor.check({**HEALTHY, "ctc_blank_share": 0.99}, 299)[0] == []  # every CTC run starts there
+    assert diagnose({**HEALTHY, "ctc_blank_share": 0.99}, OBJECTIVE) == []  # the dev evaluation's 0.7 decides
+    training_only = {k: v for k, v in HEALTHY.items() if k != "dev_blank_share"}
+    (found,) = monitor.check({**training_only, "ctc_blank_share": 0.99}, 300)[0]
+    assert found.state == "ctc_blank_plateau" and "99.0% of training frames" in found.message
+    assert diagnose({**training_only, "ctc_blank_share": 0.9}, OBJECTIVE) == []
+
+
+def test_the_training_blank_share_counts_the_labeled_rows_valid_frames():
+    """(Real model) ctc_blank_share against a hand count: frames past a row's length and unlabeled rows are not
+    counted; the blank is the pad id."""
+    import torch
+    from evaluate_helpers import CI_MODEL
+
+    from unispeech_core import UniSpeechConfig, UniSpeechForCTC
+    from unispeech_platform.train.tasks.base import ctc_blank_share
+
+    model = UniSpeechForCTC(UniSpeechConfig(**CI_MODEL, vocab_size=6, pad_token_id=0))
+    samples = 16000
+    mask = torch.ones(3, samples, dtype=torch.long)
+    mask[1, samples // 2:] = 0  # row 1 is half as long
+    frames = model.unispeech._get_feat_extract_output_lengths(mask.sum(-1)).tolist()
+    logits = torch.zeros(3, frames[0], 6)
+    logits[..., 3] = 1.0  # a phone everywhere ...
+    logits[0, :10, 0] = 2.0  # ... but 10 blank frames in row 0
+    logits[1, :, 0] = 2.0  # row 1: blank everywhere, padding included
+    logits[2, :, 0] = 2.0  # row 2: blank everywhere, but unlabeled
+    share = ctc_blank_share(model, logits, {"attention_mask": mask}, torch.tensor([True, True, False]), blank=0)
+    expected = (10 + frames[1]) / (frames[0] + frames[1])
+    assert share["ctc_blank_share"].item() == pytest.approx(expected)
+    assert ctc_blank_share(model, logits, {"attention_mask": mask}, torch.tensor([False] * 3), blank=0) == {}

@@ -63,7 +63,7 @@ def test_zero2_learns_is_tracked_and_exports_a_transformers_model(zero2):
                 # the self-supervised half's health (unispeech_core/telemetry.py), in training and on dev
                 "prob_perplexity", "code_perplexity", "code_randomness", "contrastive_accuracy", "cos_pos_neg",
                 "cos_pos_pred", "masked_frames_per_utt", "grad_share/ctc", "grad_share/contrastive",
-                "dev_code_perplexity", "dev_contrastive_accuracy", "dev_blank_share"):
+                "dev_code_perplexity", "dev_contrastive_accuracy", "dev_blank_share", "ctc_blank_share"):
         assert key in run.data.metrics, key
     shares = run.data.metrics["grad_share/ctc"] + run.data.metrics["grad_share/contrastive"]
     assert shares == pytest.approx(1.0)  # measured at update 1 only (grad_share_every 50): a mean of one probe

@@ -43,6 +43,7 @@ HEALTH_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("code_randomness", "random codes", "{:.0%}"),
     ("masked_frames_per_utt", "masked/utt", "{:.0f}"),
     ("grad_share/contrastive", "contrastive grad share", "{:.0%}"),
+    ("ctc_blank_share", "ctc blank", "{:.0%}"),
 )
 DEV_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("dev_loss", "loss", "{:.3f}"),

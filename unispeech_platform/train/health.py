@@ -41,7 +41,8 @@ class Thresholds:
     """starved_contrastive: CTC sends at least this many times the contrastive term's gradient norm into the
     transformer input."""
     blank_share: float = 0.95
-    """ctc_blank_plateau: share of blank frames in the dev predictions at or above this ..."""
+    """ctc_blank_plateau: share of blank frames in the dev predictions (between dev evaluations: in the training
+    micro-batches' greedy CTC output) at or above this ..."""
     plateau_after_steps: int = 300
     """... from this update on: every CTC run starts on the blank plateau, the state is not leaving it."""
 
@@ -128,11 +129,12 @@ def _starved(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
 
 
 def _blank(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
-    share = m.get("dev_blank_share")
+    dev = m.get("dev_blank_share")  # a dev evaluation's, else the training micro-batches' of this interval
+    share, where = (dev, "dev") if dev is not None else (m.get("ctc_blank_share"), "training")
     if share is None or share < t.blank_share or o.ctc_weight <= 0:
         return None
-    return (f"CTC blank plateau: {100 * share:.1f}% of dev frames predicted blank (≥ {100 * t.blank_share:g}%): the "
-            "CTC head emits nothing yet; more updates, a higher learning rate or more labeled rows per update "
+    return (f"CTC blank plateau: {100 * share:.1f}% of {where} frames predicted blank (≥ {100 * t.blank_share:g}%): "
+            "the CTC head emits nothing yet; more updates, a higher learning rate or more labeled rows per update "
             "(data.labeled_share)")
 
 

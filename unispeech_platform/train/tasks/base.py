@@ -69,6 +69,36 @@ def model_inputs(batch: dict[str, Any], device: torch.device) -> dict[str, torch
     return {k: batch[k].to(device) for k in ("input_values", "attention_mask") if batch.get(k) is not None}
 
 
+def blank_frames(ctc_logits: torch.Tensor | None, frames: torch.Tensor, labeled: torch.Tensor,
+                 blank: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(frames whose greedy CTC output is the blank, valid frames) over the labeled rows of a batch, as tensors;
+    None without logits or labeled rows."""
+    if ctc_logits is None or not bool(labeled.any()):
+        return None
+    valid = torch.arange(ctc_logits.shape[1], device=frames.device)[None, :] < frames[:, None]
+    valid &= labeled.to(torch.bool)[:, None]
+    blank_here = ctc_logits.argmax(dim=-1) == blank
+    return (blank_here & valid).sum(), valid.sum()
+
+
+def ctc_blank_share(engine, ctc_logits: torch.Tensor | None, inputs: dict[str, torch.Tensor],
+                    labeled: torch.Tensor, blank: int) -> dict[str, torch.Tensor]:
+    """``{"ctc_blank_share": ...}``: the share of the labeled rows' frames whose greedy CTC output in this
+    training micro-batch is the blank ({} without labeled rows). The live sign of the CTC blank plateau
+    (train/health.py) where the dev split is scored rarely or only at the end, as in the presets' pretraining.
+    In pretraining the CTC head reads the frames after replace_prob's swap to quantized features."""
+    module = getattr(engine, "module", engine)
+    mask = inputs.get("attention_mask")
+    if ctc_logits is None:
+        return {}
+    frames = (module.unispeech._get_feat_extract_output_lengths(mask.sum(-1)) if mask is not None
+              else torch.full((ctc_logits.shape[0],), ctc_logits.shape[1], device=ctc_logits.device))
+    counts = blank_frames(ctc_logits.detach(), frames, labeled, blank)
+    if counts is None or not int(counts[1]):
+        return {}
+    return {"ctc_blank_share": counts[0].float() / counts[1].float()}
+
+
 def sync_layerdrop(model: nn.Module, seed: int, step: int) -> None:
     """Every rank drops the same layers at a step (mismatched collectives otherwise hang/abort)."""
     if hasattr(model, "set_layerdrop_generator"):

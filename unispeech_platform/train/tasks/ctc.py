@@ -14,7 +14,7 @@ from unispeech_core.metrics import error_rates
 from unispeech_platform.config.model import ModelSection
 from unispeech_platform.config.sections import FinetuneSection, TrainSection
 from unispeech_platform.train.checkpoint import init_model_dir
-from unispeech_platform.train.tasks.base import EvalResult, model_inputs, sync_layerdrop
+from unispeech_platform.train.tasks.base import EvalResult, ctc_blank_share, model_inputs, sync_layerdrop
 
 
 class CTCTask:
@@ -68,8 +68,9 @@ class CTCTask:
         self._base_frozen = frozen
 
     def forward(self, engine, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = engine(**model_inputs(batch, device), labels=batch["labels"].to(device))
-        return out.loss, {}
+        inputs, labels = model_inputs(batch, device), batch["labels"].to(device)
+        out = engine(**inputs, labels=labels)
+        return out.loss, ctc_blank_share(engine, out.logits, inputs, (labels >= 0).any(-1), self.config.pad_token_id)
 
     @torch.no_grad()
     def evaluate(self, engine, batches, device: torch.device) -> EvalResult:

@@ -16,7 +16,13 @@ from unispeech_core.quantizer import gumbel_temperature
 from unispeech_platform.config.model import ModelSection
 from unispeech_platform.config.sections import FinetuneSection, TrainSection
 from unispeech_platform.train.checkpoint import init_model_dir
-from unispeech_platform.train.tasks.base import EvalResult, model_inputs, sync_layerdrop
+from unispeech_platform.train.tasks.base import (
+    EvalResult,
+    blank_frames,
+    ctc_blank_share,
+    model_inputs,
+    sync_layerdrop,
+)
 
 
 class PretrainTask:
@@ -58,13 +64,13 @@ class PretrainTask:
         return {"temperature": tau}
 
     def forward(self, engine, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = engine(
-            **model_inputs(batch, device),
-            labels=batch["labels"].to(device),
-            labeled=batch["labeled"].to(device),
-        )
+        inputs, labeled = model_inputs(batch, device), batch["labeled"].to(device)
+        out = engine(**inputs, labels=batch["labels"].to(device), labeled=labeled)
         stats = {k: getattr(out, k) for k in ("ctc_loss", "contrastive_loss", "diversity_loss")}
         stats.update(out.telemetry or {})  # prob_perplexity is the soft perplexity the diversity term uses
+        if self.config.ctc_weight > 0:
+            labeled = labeled.to(torch.bool) & (batch["labels"].to(device) >= 0).any(-1)
+            stats.update(ctc_blank_share(engine, out.ctc_logits, inputs, labeled, self.config.pad_token_id))
         if self.probe_gradients and out.loss is not None:
             self.probe_gradients = False
             stats.update(gradient_shares(out, self.config.ctc_weight))
@@ -95,10 +101,10 @@ class PretrainTask:
             sums["dev_contrastive_loss"] += float(out.contrastive_loss if out.contrastive_loss is not None else 0.0)
             for key, value in (out.telemetry or {}).items():
                 sums[f"dev_{key}"] = sums.get(f"dev_{key}", 0.0) + float(value)
-            blanks, labeled_frames = blank_frames(out.ctc_logits, frames, batch["labeled"].to(device),
-                                                  self.config.pad_token_id)
-            sums["dev_blank_frames"] += blanks
-            sums["dev_labeled_frames"] += labeled_frames
+            counts = blank_frames(out.ctc_logits, frames, batch["labeled"].to(device), self.config.pad_token_id)
+            if counts is not None:
+                sums["dev_blank_frames"] += float(counts[0])
+                sums["dev_labeled_frames"] += float(counts[1])
             sums["dev_batches"] += 1
         return EvalResult(sums)
 
@@ -129,14 +135,3 @@ def gradient_shares(out, ctc_weight: float) -> dict[str, torch.Tensor]:
     if float(total) <= 0:
         return {}
     return {f"grad_share/{name}": norm / total for name, norm in norms.items()}
-
-
-def blank_frames(ctc_logits: torch.Tensor | None, frames: torch.Tensor, labeled: torch.Tensor,
-                 blank: int) -> tuple[float, float]:
-    """(frames whose greedy CTC output is the blank, valid frames) over the labeled rows of a batch."""
-    if ctc_logits is None or not bool(labeled.any()):
-        return 0.0, 0.0
-    valid = torch.arange(ctc_logits.shape[1], device=frames.device)[None, :] < frames[:, None]
-    valid &= labeled.to(torch.bool)[:, None]
-    blank_here = ctc_logits.argmax(dim=-1) == blank
-    return float((blank_here & valid).sum()), float(valid.sum())
