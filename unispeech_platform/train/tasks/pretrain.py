@@ -64,13 +64,13 @@ class PretrainTask:
         return {"temperature": tau}
 
     def forward(self, engine, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        inputs, labeled = model_inputs(batch, device), batch["labeled"].to(device)
-        out = engine(**inputs, labels=batch["labels"].to(device), labeled=labeled)
+        inputs, labels, labeled = model_inputs(batch, device), batch["labels"].to(device), batch["labeled"].to(device)
+        out = engine(**inputs, labels=labels, labeled=labeled)
         stats = {k: getattr(out, k) for k in ("ctc_loss", "contrastive_loss", "diversity_loss")}
         stats.update(out.telemetry or {})  # prob_perplexity is the soft perplexity the diversity term uses
-        if self.config.ctc_weight > 0:
-            labeled = labeled.to(torch.bool) & (batch["labels"].to(device) >= 0).any(-1)
-            stats.update(ctc_blank_share(engine, out.ctc_logits, inputs, labeled, self.config.pad_token_id))
+        if self.config.ctc_weight > 0:  # the rows the CTC term reads: flagged labeled and holding labels
+            transcribed = labeled.to(torch.bool) & (labels >= 0).any(-1)
+            stats.update(ctc_blank_share(engine, out.ctc_logits, inputs, transcribed, self.config.pad_token_id))
         if self.probe_gradients and out.loss is not None:
             self.probe_gradients = False
             stats.update(gradient_shares(out, self.config.ctc_weight))
