@@ -31,7 +31,8 @@ PRETRAIN_END = "pretrain/"
 """Prefix of what every fine-tuning result of a trial carries of its pretraining's last report (tune/driver.py):
 a pretraining report without the sweep's metric (e.g. no dev PER at ctc_weight 0) never reaches Tune itself."""
 CARRIED = ("contrastive_loss", "code_perplexity", "contrastive_accuracy", "cos_pos_neg")
-"""The pretraining's last-interval statistics a trial's row judges its contrastive half by."""
+"""The pretraining's last-interval statistics each fine-tuning result carries (in Tune's results beside the
+trial's own); the row judges the contrastive half by the first two (contrastive_end)."""
 
 TrialObjective = Callable[[dict[str, Any]], tuple[Objective, Thresholds]]
 """A trial's sampled values -> its pretraining objective and detector thresholds (tune/sweep.py trial_objective)."""
