@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from unispeech_platform.tune.search_space import (
 if TYPE_CHECKING:
     from unispeech_platform.train.health import Objective, Thresholds
     from unispeech_platform.tune.driver import TrialSetup
+    from unispeech_platform.tune.report import TrialObjective
 
 log = logging.getLogger("unispeech.sweep")
 
@@ -185,7 +185,7 @@ def _new_tuner(cfg: SweepJobConfig, trainable: Any, setup: TrialSetup) -> Any:
     )
 
 
-def trial_objective(pretrain: PretrainJobConfig) -> Callable[[dict[str, Any]], tuple[Objective, Thresholds]]:
+def trial_objective(pretrain: PretrainJobConfig) -> TrialObjective:
     """A trial's sampled values -> the objective and detector thresholds its pretraining ran with (K, groups,
     ctc_weight, train.collapse_perplexity), for the trials table's "left chance" column."""
     from unispeech_platform.train.health import health_monitor
