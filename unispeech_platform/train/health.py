@@ -134,8 +134,8 @@ def _blank(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
     if share is None or share < t.blank_share or o.ctc_weight <= 0:
         return None
     return (f"CTC blank plateau: {100 * share:.1f}% of {where} frames predicted blank (≥ {100 * t.blank_share:g}%): "
-            "the CTC head emits nothing yet; more updates, more labeled rows per update (data.labeled_share), or "
-            "less masking and replacement (model.mask_time_prob, model.replace_prob)")
+            "the CTC head emits nothing yet; more updates, more labeled rows per update (data.labeled_share), or, "
+            "in pretraining, less masking and replacement (model.mask_time_prob, model.replace_prob)")
 
 
 _CHECKS: dict[str, Callable[[dict[str, float], Objective, Thresholds], str | None]] = {
