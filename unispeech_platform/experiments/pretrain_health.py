@@ -38,8 +38,8 @@ class PretrainHealth:
     code_perplexity: dict[int, float] = field(default_factory=dict)
     """update -> hard code perplexity (summed over groups, as logged), at PERPLEXITY_AT of the run."""
     lowest_perplexity: tuple[int, float] | None = None
-    """(update, value) of the lowest logged code perplexity: a collapse before the detectors judge (from
-    train.health_after_steps) shows here."""
+    """(update, value) of the lowest logged code perplexity: a near-collapse the detector's threshold does not
+    reach shows here (runs before 2026-12-05 evening judged a collapse only from train.health_after_steps)."""
     states: dict[str, int] = field(default_factory=dict)
     """failure state -> the update the detector named it (MLflow tags health/<state>)."""
 

@@ -62,6 +62,12 @@ class Objective:
     num_negatives: int
     ctc_weight: float
 
+    @property
+    def contrastive(self) -> bool:
+        """Whether the objective has a contrastive term: at ctc_weight 1 (supervised transfer) the quantizer
+        trains on nothing, so its codes say nothing about the run."""
+        return self.ctc_weight < 1
+
 
 LEAVES_CHANCE = 0.9
 """The contrastive term has left chance once its loss is below this share of ln(K+1) on a codebook that has not
@@ -88,7 +94,7 @@ def diagnose(metrics: dict[str, float], objective: Objective, limits: Thresholds
 
 def _collapse(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
     ppl = m.get("code_perplexity")
-    if ppl is None or ppl / o.num_groups > t.collapse_per_group:
+    if ppl is None or ppl / o.num_groups > t.collapse_per_group or not o.contrastive:
         return None
     return (f"code perplexity {ppl / o.num_groups:.2f} per group (≤ {t.collapse_per_group:g}): every target is one "
             "of a few codes and the contrastive loss can fall to 0 without learning; raise "
@@ -98,7 +104,7 @@ def _collapse(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
 def _collinear(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
     cos, loss = m.get("cos_pos_neg"), m.get("contrastive_loss")
     chance = math.log(o.num_negatives + 1)
-    if cos is None or loss is None or cos < t.collinear_cosine or loss < t.chance_share * chance:
+    if cos is None or loss is None or cos < t.collinear_cosine or loss < t.chance_share * chance or not o.contrastive:
         return None
     return (f"targets collinear: cos(positive, negatives) {cos:.3f}, contrastive loss {loss:.3f} ≈ ln(K+1) = "
             f"{chance:.3f}: every candidate gets the same logit and the contrastive gradient is ~0; raise "
@@ -107,7 +113,7 @@ def _collinear(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
 
 def _random(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
     share = m.get("code_randomness")
-    if share is None or share < t.random_codes:
+    if share is None or share < t.random_codes or not o.contrastive:
         return None
     tau = m.get("temperature")
     at = f" at Gumbel temperature {tau:.2f}" if tau is not None else ""
@@ -156,20 +162,28 @@ class HealthMonitor:
     limits: Thresholds = field(default_factory=Thresholds)
     stop_on: tuple[str, ...] = ()
     after_steps: int = 0
-    """No verdict before this update (the statistics of the first updates are noise)."""
+    """No verdict before this update (the statistics of the first updates are noise: every run starts with
+    collinear targets, hot Gumbel codes and a CTC gradient far above the contrastive one), except on a collapsed
+    codebook, which no run starts with: it is named at the first interval it shows (a collapse at update 75 that
+    the diversity term undoes by 200 is still the state the run was in)."""
     seen: set[str] = field(default_factory=set)
 
     def check(self, metrics: dict[str, float], step: int) -> tuple[list[Finding], str | None]:
         """(the states first seen now, the state that stops the run or None). Every state present is checked
         against stop_on, not only new ones: a restored run in a stop state stops again."""
-        if step < self.after_steps:
-            return [], None
-        present = [f for f in diagnose(metrics, self.objective, self.limits)
-                   if f.state != "ctc_blank_plateau" or step >= self.limits.plateau_after_steps]
+        present = [f for f in diagnose(metrics, self.objective, self.limits) if self._judged(f.state, step)]
         new = [f for f in present if f.state not in self.seen]
         self.seen.update(f.state for f in new)
         stop = next((f.state for f in present if f.state in self.stop_on), None)
         return new, stop
+
+    def _judged(self, state: str, step: int) -> bool:
+        """Whether a state present at this update counts (see after_steps and Thresholds.plateau_after_steps)."""
+        if state == "codebook_collapse":
+            return True
+        if state == "ctc_blank_plateau":
+            return step >= max(self.after_steps, self.limits.plateau_after_steps)
+        return step >= self.after_steps
 
 
 def health_line(step: int, findings: Iterable[Finding]) -> list[str]:
