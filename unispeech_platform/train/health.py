@@ -69,6 +69,11 @@ class Objective:
         return self.ctc_weight < 1
 
 
+FLAT_LOGITS_TEMPERATURE = 1.0
+"""random_codes at or below this Gumbel temperature: the samples are noise because the quantizer's logits are
+flat, not because the temperature is high (2026-12-05: a decay reaching 0.55 at update 650 left 96% of one seed's
+samples off the argmax; docs/training.md#health)."""
+
 LEAVES_CHANCE = 0.9
 """The contrastive term has left chance once its loss is below this share of ln(K+1) on a codebook that has not
 collapsed: the experiments' health rows and a sweep's choice of trial read it alike (docs/training.md#health)."""
@@ -117,9 +122,14 @@ def _random(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
         return None
     tau = m.get("temperature")
     at = f" at Gumbel temperature {tau:.2f}" if tau is not None else ""
+    if tau is not None and tau <= FLAT_LOGITS_TEMPERATURE:
+        knob = ("the quantizer's logits are flat, so a colder or faster-decaying temperature does not help "
+                "(docs/training.md#random-codes); on the CPU presets more labeled rows per update "
+                "(data.labeled_share) moved it")
+    else:
+        knob = "lower model.max_gumbel_temperature or decay it faster (model.gumbel_temperature_decay)"
     return (f"random codes: {100 * share:.0f}% of hard Gumbel samples differ from the argmax code{at}: the targets "
-            "are noise (soft prob_perplexity still looks healthy); lower model.max_gumbel_temperature or decay it "
-            "faster (model.gumbel_temperature_decay)")
+            f"are noise (soft prob_perplexity still looks healthy); {knob}")
 
 
 def _starved(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
