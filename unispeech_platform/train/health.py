@@ -124,8 +124,8 @@ def _random(m: dict[str, float], o: Objective, t: Thresholds) -> str | None:
     at = f" at Gumbel temperature {tau:.2f}" if tau is not None else ""
     if tau is not None and tau <= FLAT_LOGITS_TEMPERATURE:
         knob = ("the quantizer's logits are flat, so a colder or faster-decaying temperature does not help "
-                "(docs/training.md#random-codes); on the CPU presets more labeled rows per update "
-                "(data.labeled_share) moved it")
+                "(docs/training.md#random-codes); on the CPU presets a higher model.diversity_loss_weight (0.3 → "
+                "0.6) or more labeled rows per update (data.labeled_share) moved it")
     else:
         knob = "lower model.max_gumbel_temperature or decay it faster (model.gumbel_temperature_decay)"
     return (f"random codes: {100 * share:.0f}% of hard Gumbel samples differ from the argmax code{at}: the targets "
