@@ -71,8 +71,8 @@ class Objective:
 
 FLAT_LOGITS_TEMPERATURE = 1.0
 """random_codes at or below this Gumbel temperature: the samples are noise because the quantizer's logits are
-flat, not because the temperature is high (2026-12-05: a decay reaching 0.55 at update 650 left 96% of one seed's
-samples off the argmax; docs/training.md#health)."""
+flat, not because the temperature is high (2026-12-05: a decay reaching 0.56 at update 650 left 96% of one seed's
+samples off the argmax; docs/training.md#random-codes)."""
 
 LEAVES_CHANCE = 0.9
 """The contrastive term has left chance once its loss is below this share of ln(K+1) on a codebook that has not
