@@ -122,7 +122,7 @@ def test_supervised_transfer_names_no_state_of_the_contrastive_half():
 
 
 def test_random_codes_at_a_cold_temperature_do_not_advise_a_colder_one():
-    """Random codes at Gumbel temperature ≤ 1 come from flat quantizer logits: a faster decay (0.998, τ 0.55 at
+    """Random codes at Gumbel temperature ≤ 1 come from flat quantizer logits: a faster decay (0.998, τ 0.56 at
     update 650) left 96% of one seed's samples off the argmax (2026-12-05), so the hint names no temperature knob."""
     (hot,) = diagnose({**HEALTHY, "code_randomness": 0.9, "temperature": 1.6}, OBJECTIVE)
     (cold,) = diagnose({**HEALTHY, "code_randomness": 0.9, "temperature": 0.55}, OBJECTIVE)
