@@ -26,7 +26,7 @@ import yaml
 from unispeech_core import UniSpeechConfig, UniSpeechForPreTraining
 from unispeech_core.features import pad_batch
 from unispeech_core.losses import contrastive_candidates
-from unispeech_core.masking import compute_mask_indices, sample_negative_indices
+from unispeech_core.masking import sample_negative_indices
 from unispeech_platform.runtime.hardware import machine_line
 
 
@@ -58,9 +58,7 @@ def main() -> None:
     batch = load_batch(args.corpus, args.batch)
     x, am = batch["input_values"], batch["attention_mask"]
     frames = model._get_feat_extract_output_lengths(am.sum(-1))
-    t = int(model._get_feat_extract_output_lengths(x.shape[1]))
-    mask = compute_mask_indices((x.shape[0], t), args.mask_prob, model.config.mask_time_length, frames, min_masks=2,
-                                generator=torch.Generator().manual_seed(1))
+    mask = model.unispeech.sample_mask_time_indices(frames, generator=torch.Generator().manual_seed(1))
     torch.manual_seed(2)
     neg = sample_negative_indices(mask, model.config.num_negatives)
 
