@@ -1,9 +1,12 @@
-"""Does CPU bf16 autocast keep the contrastive term's gradient? fp32 vs bf16 on one batch, same mask and negatives.
+"""Does CPU bf16 autocast keep the contrastive term's gradient? fp32 vs bf16 on one batch, same mask and negatives;
+and which part of the model, kept in fp32 under bf16 autocast, brings it back, at what step time.
 
 The contrastive loss leaves chance later under bf16 than in fp32 on the cross-lingual presets
 (docs/training.md#precision-devices-and-threads-decided-by-the-hardware); this tells a broken step (gradient
 cosine well below 1) from a trajectory that merely drifts apart. Eval mode (argmax codes, no dropout), so the
-two passes differ only in precision:
+two passes differ only in precision. The second table keeps one part at a time in fp32 inside the bf16 autocast
+(the part's forward runs with autocast off on fp32 inputs) and times a pretraining step (train mode, full loss,
+``--threads`` torch threads as one worker has; median of ``--repeats``, each repeat running every row in turn):
 
     .venv/bin/python bench/precision_gradient.py --corpus data/crosslingual-labeled/high             # at init
     .venv/bin/python bench/precision_gradient.py --corpus data/crosslingual-labeled/high \\
@@ -14,6 +17,10 @@ from __future__ import annotations
 
 import argparse
 import io
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +35,49 @@ from unispeech_core.features import pad_batch
 from unispeech_core.losses import contrastive_candidates
 from unispeech_core.masking import sample_negative_indices
 from unispeech_platform.runtime.hardware import machine_line
+
+
+@contextmanager
+def fp32_inside_autocast(module: torch.nn.Module | None) -> Iterator[None]:
+    """Run ``module``'s forward with autocast off and its floating inputs in fp32, for the duration."""
+    if module is None:
+        yield
+        return
+    inner = module.forward
+
+    def forward(*args, **kwargs):
+        with torch.autocast("cpu", enabled=False):
+            return inner(*(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args), **kwargs)
+
+    module.forward = forward
+    try:
+        yield
+    finally:
+        del module.forward
+
+
+@contextmanager
+def all_inside(contexts: list[Callable[[], object]]) -> Iterator[None]:
+    """Enter every context the callables make (one part may be several modules)."""
+    if not contexts:
+        yield
+        return
+    with contexts[0]():
+        with all_inside(contexts[1:]):
+            yield
+
+
+def fp32_parts(model: UniSpeechForPreTraining) -> dict[str, list[torch.nn.Module | None]]:
+    """The parts the second table keeps in fp32, by the name it prints."""
+    convs = list(model.unispeech.feature_extractor.conv_layers)
+    return {
+        "nothing (all bf16)": [None],
+        "conv feature encoder": [model.unispeech.feature_extractor],
+        f"conv layers 1-{len(convs) - 1} (not the first)": convs[1:],
+        "conv layer 0 (on the waveform)": convs[:1],
+        "transformer encoder": [model.unispeech.encoder],
+        "target path (quantizer, project_q, project_hid)": [model.quantizer, model.project_q, model.project_hid],
+    }
 
 
 def load_batch(corpus: str, size: int) -> dict[str, torch.Tensor]:
@@ -46,6 +96,8 @@ def main() -> None:
     ap.add_argument("--preset", default="configs/tiny.yaml", help="job config whose model: section builds a fresh model")
     ap.add_argument("--mask-prob", type=float, default=0.3)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the step times (a worker's: 1 per CPU)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed pretraining steps per row (median)")
     args = ap.parse_args()
     over = {"mask_time_prob": args.mask_prob, "ctc_weight": 0.0, "diversity_loss_weight": 0.0}
     if args.model:
@@ -62,10 +114,11 @@ def main() -> None:
     torch.manual_seed(2)
     neg = sample_negative_indices(mask, model.config.num_negatives)
 
-    def forward(bf16: bool) -> tuple[float, torch.Tensor, torch.Tensor]:
-        """(contrastive loss, its gradient over every parameter, the logits), one precision."""
+    def forward(bf16: bool, keep: Sequence[torch.nn.Module | None] = ()) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """(contrastive loss, its gradient over every parameter, the logits), one precision; ``keep`` in fp32."""
         model.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), all_inside(
+                [lambda m=m: fp32_inside_autocast(m) for m in keep]):
             out = model(x, am, mask_time_indices=mask, sampled_negative_indices=neg)
         out.contrastive_loss.backward()
         grad = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
@@ -84,6 +137,39 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     print(f"| {loss32:.4f} | {loss16:.4f} | {margin:.4f} | {(l16 - l32)[finite].abs().mean():.4f} | "
           f"{F.cosine_similarity(g32, g16, dim=0):.4f} | {g16.norm() / g32.norm():.3f} |")
+
+    parts = fp32_parts(model)
+    grads = {name: forward(True, keep)[1] for name, keep in parts.items()}
+    torch.set_num_threads(args.threads)
+    model.train()  # full loss, Gumbel samples: the step a worker runs
+    train_parts = {"fp32 (no autocast)": None, **parts}
+    times: dict[str, list[float]] = {name: [] for name in train_parts}
+
+    def step(name: str) -> float:
+        keep = train_parts[name]
+        autocast = nullcontext() if keep is None else torch.autocast("cpu", dtype=torch.bfloat16)
+        start = time.perf_counter()
+        with autocast, all_inside([lambda m=m: fp32_inside_autocast(m) for m in keep or []]):
+            loss = model(x, am).loss
+        loss.backward()
+        model.zero_grad()
+        return time.perf_counter() - start
+
+    for name in train_parts:  # warm-up
+        step(name)
+    for _ in range(args.repeats):
+        for name in train_parts:
+            times[name].append(step(name))
+    base = statistics.median(times["fp32 (no autocast)"])
+    print(f"\nbf16 autocast with one part kept in fp32; step times: train mode, full loss, {args.threads} thread(s), "
+          f"median of {args.repeats}\n")
+    print("| kept in fp32 | gradient cosine vs fp32 | gradient norm ratio | pretraining step (s) | vs fp32 step |")
+    print("|---|---|---|---|---|")
+    print(f"| everything (fp32, no autocast) | 1 | 1 | {base:.3f} | 1.00 |")
+    for name, g in grads.items():
+        t = statistics.median(times[name])
+        print(f"| {name} | {F.cosine_similarity(g32, g, dim=0):.4f} | {g.norm() / g32.norm():.3f} | {t:.3f} | "
+              f"{t / base:.2f} |")
 
 
 if __name__ == "__main__":
