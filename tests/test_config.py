@@ -30,17 +30,13 @@ def test_pretrain_presets_validate(preset):
 
 def test_no_preset_pins_a_precision_or_a_cpu_only_device():
     """Presets land on many machines: no preset pins bf16 (bf16 autocast is ~10x slower than fp32 on a CPU without
-    native bf16), precision is auto everywhere but where fp32 is measured and the preset says so: the demo (it learns
-    on every CPU tried, its bf16 on an AMX Xeon did not: docs/demo.md#precision) and the unlabeled cross-lingual
-    preset (its UniSpeech arm left chance in 3 of 3 seeds in fp32, 1 of 3 in bf16, at ~1.2x the update cost); and
-    CPU presets leave use_gpu to auto so that a GPU machine uses its GPU."""
+    native bf16), precision is auto everywhere but the demo, whose fp32 is measured (it learns on every CPU tried, its
+    bf16 on an AMX Xeon did not: docs/demo.md#precision) and says so, and CPU presets leave use_gpu to auto so
+    that a GPU machine uses its GPU."""
     text = {p.name: p.read_text() for p in (ROOT / "configs").glob("*.yaml")}
     assert not [n for n, t in text.items() if "precision: bf16" in t]
     pinned = {n for n, t in text.items() if "precision: fp32" in t}
-    assert pinned == {"quickstart.yaml", "crosslingual_cpu_unlabeled.yaml"}, pinned
-    assert "docs/demo.md#precision" in text["quickstart.yaml"]
-    assert "docs/training.md#precision-devices-and-threads-decided-by-the-hardware" in text[
-        "crosslingual_cpu_unlabeled.yaml"]
+    assert pinned == {"quickstart.yaml"} and "docs/demo.md#precision" in text["quickstart.yaml"], pinned
     assert not [n for n, t in text.items() if "use_gpu: false" in t]
 
 
