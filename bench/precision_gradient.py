@@ -1,8 +1,8 @@
 """Does CPU bf16 autocast keep the contrastive term's gradient? fp32 vs bf16 on one batch, same mask and negatives;
 and which part of the model, kept in fp32 under bf16 autocast, brings it back, at what step time.
 
-The contrastive loss leaves chance later under bf16 than in fp32 on the cross-lingual presets
-(docs/training.md#precision-devices-and-threads-decided-by-the-hardware); this tells a broken step (gradient
+Across CPUs the contrastive loss left chance later under bf16 than in fp32 on the cross-lingual presets, on one CPU
+not (docs/training.md#precision-devices-and-threads-decided-by-the-hardware); this tells a broken step (gradient
 cosine well below 1) from a trajectory that merely drifts apart. Eval mode (argmax codes, no dropout), so the
 two passes differ only in precision. The second table keeps one part at a time in fp32 inside the bf16 autocast
 (the part's forward runs with autocast off on fp32 inputs) and times a pretraining step (train mode, full loss,
@@ -19,8 +19,8 @@ import argparse
 import io
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -37,41 +37,31 @@ from unispeech_core.masking import sample_negative_indices
 from unispeech_platform.runtime.hardware import machine_line
 
 
-@contextmanager
-def fp32_inside_autocast(module: torch.nn.Module | None) -> Iterator[None]:
-    """Run ``module``'s forward with autocast off and its floating inputs in fp32, for the duration."""
-    if module is None:
-        yield
-        return
-    inner = module.forward
+def _in_fp32(inner):
+    """``inner`` (a module's forward) with autocast off and its floating inputs in fp32."""
 
     def forward(*args, **kwargs):
         with torch.autocast("cpu", enabled=False):
             return inner(*(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args), **kwargs)
 
-    module.forward = forward
-    try:
-        yield
-    finally:
-        del module.forward
+    return forward
 
 
 @contextmanager
-def all_inside(contexts: list[Callable[[], object]]) -> Iterator[None]:
-    """Enter every context the callables make (one part may be several modules)."""
-    if not contexts:
+def fp32_inside_autocast(modules: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """Run each module's forward in fp32 (see _in_fp32) for the duration; their class forward afterwards."""
+    with ExitStack() as restore:
+        for module in modules:
+            module.forward = _in_fp32(module.forward)
+            restore.callback(delattr, module, "forward")
         yield
-        return
-    with contexts[0]():
-        with all_inside(contexts[1:]):
-            yield
 
 
-def fp32_parts(model: UniSpeechForPreTraining) -> dict[str, list[torch.nn.Module | None]]:
+def fp32_parts(model: UniSpeechForPreTraining) -> dict[str, list[torch.nn.Module]]:
     """The parts the second table keeps in fp32, by the name it prints."""
     convs = list(model.unispeech.feature_extractor.conv_layers)
     return {
-        "nothing (all bf16)": [None],
+        "nothing (all bf16)": [],
         "conv feature encoder": [model.unispeech.feature_extractor],
         f"conv layers 1-{len(convs) - 1} (not the first)": convs[1:],
         "conv layer 0 (on the waveform)": convs[:1],
@@ -114,11 +104,10 @@ def main() -> None:
     torch.manual_seed(2)
     neg = sample_negative_indices(mask, model.config.num_negatives)
 
-    def forward(bf16: bool, keep: Sequence[torch.nn.Module | None] = ()) -> tuple[float, torch.Tensor, torch.Tensor]:
+    def forward(bf16: bool, keep: Sequence[torch.nn.Module] = ()) -> tuple[float, torch.Tensor, torch.Tensor]:
         """(contrastive loss, its gradient over every parameter, the logits), one precision; ``keep`` in fp32."""
         model.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), all_inside(
-                [lambda m=m: fp32_inside_autocast(m) for m in keep]):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), fp32_inside_autocast(keep):
             out = model(x, am, mask_time_indices=mask, sampled_negative_indices=neg)
         out.contrastive_loss.backward()
         grad = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
@@ -139,7 +128,7 @@ def main() -> None:
           f"{F.cosine_similarity(g32, g16, dim=0):.4f} | {g16.norm() / g32.norm():.3f} |")
 
     parts = fp32_parts(model)
-    grads = {name: forward(True, keep)[1] for name, keep in parts.items()}
+    grads = {name: forward(True, keep)[1] if keep else g16 for name, keep in parts.items()}  # nothing kept: g16
     torch.set_num_threads(args.threads)
     model.train()  # full loss, Gumbel samples: the step a worker runs
     train_parts = {"fp32 (no autocast)": None, **parts}
@@ -149,7 +138,7 @@ def main() -> None:
         keep = train_parts[name]
         autocast = nullcontext() if keep is None else torch.autocast("cpu", dtype=torch.bfloat16)
         start = time.perf_counter()
-        with autocast, all_inside([lambda m=m: fp32_inside_autocast(m) for m in keep or []]):
+        with autocast, fp32_inside_autocast(keep or []):
             loss = model(x, am).loss
         loss.backward()
         model.zero_grad()
